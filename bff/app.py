@@ -1,0 +1,106 @@
+"""create_app: builds the parts from Settings, wires them in request order, owns their lifespan.
+
+Request flow: `BffApp` → `ProxyApp` (a configured route? the raw-ASGI hot path, with the token
+manager as its bearer source) → otherwise the Starlette app of the BFF's own endpoints, health
+checks and the optional static SPA. Only `cli` and `demo` import this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from bff.config import Settings
+from bff.cookies import CookieCodec
+from bff.endpoints import build_endpoint_routes
+from bff.errors import BffError
+from bff.health import build_health_routes
+from bff.metrics import Metrics
+from bff.oidc import OIDCClient
+from bff.proxy import ProxyApp
+from bff.session import SessionManager
+from bff.stores import open_store
+from bff.tokens import TokenManager
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    idp_transport: httpx.AsyncBaseTransport | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> BffApp:
+    """Build the whole BFF. `idp_transport` lets unit tests answer the provider's calls in-process;
+    `extra_routes` lets `bff demo` mount its identity provider and API in the same app."""
+    return BffApp(settings, clock=clock, idp_transport=idp_transport, extra_routes=extra_routes)
+
+
+class BffApp:
+    """The ASGI entry point. Attributes are the wired parts, for tests and `bff demo`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float],
+        idp_transport: httpx.AsyncBaseTransport | None,
+        extra_routes: Sequence[BaseRoute],
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = open_store(settings.session_store)
+        self.cookies = CookieCodec(settings)
+        self.sessions = SessionManager(self.store, self.cookies, settings.session, clock=clock)
+        self._idp_http = httpx.AsyncClient(
+            transport=idp_transport,
+            timeout=settings.oidc.timeout if settings.oidc else 10,
+            follow_redirects=False,
+        )
+        self.oidc = OIDCClient(self._idp_http, settings, clock=clock) if settings.oidc else None
+        self.tokens = TokenManager(settings, self.sessions, self.oidc, self.metrics, clock=clock)
+        routes: list[BaseRoute] = [
+            *build_health_routes(self),
+            *build_endpoint_routes(self),
+            *extra_routes,
+        ]
+        if settings.static_dir:
+            routes.append(Mount("/", app=StaticFiles(directory=settings.static_dir, html=True), name="static"))
+        self.control = Starlette(
+            routes=routes,
+            lifespan=self._lifespan,
+            exception_handlers={BffError: _render_error},
+        )
+        self.proxy = ProxyApp(settings, bearer_source=self.tokens, fallback=self.control, metrics=self.metrics)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.control(scope, receive, send)
+        else:
+            await self.proxy(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.store.open()
+        await self.proxy.start()
+        try:
+            yield
+        finally:
+            await self.proxy.close()
+            await self._idp_http.aclose()
+            await self.store.close()
+
+
+async def _render_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BffError)
+    response = Response(exc.body(), status_code=exc.status_code)
+    response.raw_headers = exc.raw_headers()
+    return response

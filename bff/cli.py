@@ -1,0 +1,112 @@
+"""The `bff` command: `serve`, `check` and `demo`.
+
+Configuration problems end the process with exit code 2 and one line per problem on stderr,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from bff.config import Settings, load_settings
+from bff.errors import BffError, ConfigError
+
+EXIT_CONFIG = 2
+CONFIG_FILE_VARIABLE = "BFF_CONFIG_FILE"  # read by the worker processes of `bff serve --workers N`
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bff", description="Backend-for-Frontend proxy for single-page apps.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the BFF")
+    serve.add_argument("--config", help="bff.toml; BFF_... environment variables override it")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+
+    check = commands.add_parser("check", help="validate the configuration and reach the provider")
+    check.add_argument("--config", help="bff.toml; BFF_... environment variables override it")
+
+    demo = commands.add_parser("demo", help="BFF, development identity provider, demo API and SPA on one port")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--access-ttl", type=int, default=60, help="access-token lifetime in seconds (default 60)")
+    demo.add_argument("--data-dir", default=".bff", help="where the demo keeps its SQLite store and keys")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "check":
+            return _check(args)
+        from bff.demo.run import run_demo  # only the demo pulls in the development provider
+
+        return run_demo(host=args.host, port=args.port, access_ttl=args.access_ttl, data_dir=args.data_dir)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"bff: config: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    load_settings(os.environ, args.config)  # fail fast in the parent, before any worker starts
+    if args.config:
+        os.environ[CONFIG_FILE_VARIABLE] = os.path.abspath(args.config)
+    uvicorn.run(
+        "bff.cli:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        loop="uvloop",
+        http="httptools",
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,  # X-Forwarded-* are judged by the BFF against trusted_proxies
+        access_log=False,
+    )
+    return 0
+
+
+def app_from_environment() -> object:
+    """uvicorn's factory: each worker process builds its own app from the same configuration."""
+    from bff.app import create_app
+
+    return create_app(load_settings(os.environ, os.environ.get(CONFIG_FILE_VARIABLE)))
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = load_settings(os.environ, args.config)
+    print(f"bff: config: ok ({len(settings.routes)} routes, store {_store_kind(settings)})")
+    if settings.oidc is None:
+        return 0
+    try:
+        asyncio.run(_reach_provider(settings))
+    except BffError as exc:
+        print(f"bff: provider: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"bff: provider: ok ({settings.oidc.issuer})")
+    return 0
+
+
+async def _reach_provider(settings: Settings) -> None:
+    import httpx
+
+    from bff.oidc import OIDCClient
+
+    assert settings.oidc is not None
+    async with httpx.AsyncClient(timeout=settings.oidc.timeout) as http:
+        await OIDCClient(http, settings).discover()
+
+
+def _store_kind(settings: Settings) -> str:
+    return settings.session_store.split(":", 1)[0]

@@ -1,0 +1,407 @@
+"""Settings: the shape of `bff.toml`, its environment overrides and their validation.
+
+`load_settings` reads a TOML file (optional) and `BFF_...` environment variables (nested keys
+joined by `__`, list items by their index: `BFF_ROUTES__0__UPSTREAM`), checks every key and
+value, and raises one `ConfigError` that lists every problem, one per line, each naming its key.
+Nothing here opens a socket: reaching the provider is `bff check`'s business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Secret
+
+from bff.errors import ConfigError
+
+# Marker types: the loader reads the annotation to know how to parse and check a value.
+Duration = Annotated[float, "duration"]  # seconds; written "30s", "15m", "12h", "30d" or a number
+ByteSize = Annotated[int, "bytesize"]  # bytes; written "1MiB", "64KiB", "512" or a number
+URL = Annotated[str, "url"]  # absolute http(s) URL
+TokenKind = Literal["user", "user_optional", "client", "none"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+_ENV_PREFIX = "BFF_"
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The session cookie and how long a session lives."""
+
+    cookie_name: str = "bff"
+    """Cookie name; becomes `__Host-<name>` when `public_url` is https. Default: `bff`."""
+    same_site: Literal["strict", "lax"] = "strict"
+    """SameSite of the session cookie. Default: `strict`."""
+    idle_timeout: Duration = 30 * 86400
+    """A session unused this long ends (sliding). Default: `30d`."""
+    absolute_timeout: Duration = 90 * 86400
+    """A session ends this long after login, however much it is used. Default: `90d`."""
+    login_timeout: Duration = 600
+    """How long a started login may take before the login-state cookie expires. Default: `10m`."""
+
+
+@dataclass(frozen=True)
+class OIDCSettings:
+    """The OpenID provider and this BFF's client registration there."""
+
+    issuer: URL
+    """Issuer URL; discovery reads `<issuer>/.well-known/openid-configuration`. Required."""
+    client_id: str
+    """Client id of the BFF at the provider. Required."""
+    client_secret: Secret = field(default_factory=lambda: Secret(""))
+    """Client secret (confidential client). Required."""
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    """How the client authenticates at the token endpoint. Default: `client_secret_basic`."""
+    scopes: tuple[str, ...] = ("openid", "profile", "offline_access")
+    """Scopes asked for at login. Default: `openid profile offline_access`."""
+    client_scopes: tuple[str, ...] = ()
+    """Scopes asked for with the client-credentials grant (`token = "client"` routes). Default: none."""
+    resource: str | None = None
+    """RFC 8707 resource indicator sent at authorize, token and refresh. Default: none."""
+    audience: str | None = None
+    """`audience` parameter some providers (Auth0) want instead of `resource`. Default: none."""
+    extra_authorize_params: Mapping[str, str] = field(default_factory=dict)
+    """Extra query parameters for the authorization request. Default: none."""
+    post_logout_redirect_uri: URL | None = None
+    """Where the provider sends the browser after logout. Default: `public_url` + `/`."""
+    leeway: Duration = 30
+    """Clock-skew allowance when checking ID-token and logout-token times. Default: `30s`."""
+    refresh_skew: Duration = 30
+    """Refresh an access token this long before it expires. `0` turns proactive refresh off. Default: `30s`."""
+    timeout: Duration = 10
+    """Timeout of each call to the provider. Default: `10s`."""
+    retry_after: Duration = 5
+    """`Retry-After` sent with the 503 when the provider cannot be reached. Default: `5s`."""
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """One `[[routes]]` entry: a path prefix, its upstream and the token it gets."""
+
+    path: str
+    """Path prefix, for example `/api`. Required."""
+    upstream: URL
+    """Upstream base URL; its path is prepended to the forwarded path. Required."""
+    token: TokenKind = "none"
+    """`user`, `user_optional`, `client` or `none`. Default: `none`."""
+    strip_prefix: bool = False
+    """Remove `path` from the forwarded path. Default: `false`."""
+    csrf: bool = True
+    """Require the anti-forgery header on this route. Default: `true`."""
+    preserve_host: bool = False
+    """Forward the browser's `Host` instead of the upstream's. Default: `false`."""
+    forward_cookies: bool = False
+    """Forward the browser's other cookies (the BFF's own are always removed). Default: `false`."""
+    websocket: bool = True
+    """Proxy WebSocket upgrades on this route. Default: `true`."""
+    connect_timeout: Duration = 5
+    """Time to connect to the upstream. Default: `5s`."""
+    read_timeout: Duration = 60
+    """Longest silence while waiting for response headers or the next body chunk. Default: `60s`."""
+    max_connections: int = 100
+    """Size of this upstream's connection pool. Default: `100`."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `bff serve` needs; see `bff.toml.example`."""
+
+    secret_keys: tuple[Secret, ...]
+    """Keys for cookies: the first signs and encrypts, all verify. Each at least 32 characters. Required."""
+    public_url: URL = "http://127.0.0.1:8000"
+    """The origin the browser sees. Default: `http://127.0.0.1:8000`."""
+    session_store: str = "sqlite:///.bff/sessions.db"
+    """`sqlite:///path`, `memory://` or `redis://host:port/db`. Default: `sqlite:///.bff/sessions.db`."""
+    token_storage: Literal["server"] = "server"
+    """Where tokens live; `server` is the only mode built so far. Default: `server`."""
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
+    """Addresses whose `X-Forwarded-*` headers are believed. Default: `127.0.0.1`."""
+    prefix: str = "/bff"
+    """Path prefix of the BFF's own endpoints. Default: `/bff`."""
+    csrf_header: str = "X-CSRF"
+    """Name of the anti-forgery header. Default: `X-CSRF`."""
+    csrf_value: str = "1"
+    """Value the anti-forgery header must have. Default: `1`."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins allowed for WebSocket upgrades and cross-origin checks. Default: the origin of `public_url`."""
+    max_replay_body: ByteSize = 1024 * 1024
+    """Request bodies up to this size are buffered so they can be replayed after a refresh. Default: `1MiB`."""
+    max_request_body: ByteSize | None = None
+    """Largest request body the proxy accepts (413 above). Default: unlimited (streamed)."""
+    static_dir: str | None = None
+    """A directory of SPA files served at `/` for paths no route claims. Default: none."""
+    session: SessionSettings = field(default_factory=SessionSettings)
+    oidc: OIDCSettings | None = None
+    routes: tuple[RouteSettings, ...] = ()
+
+    @property
+    def is_https(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """Allowed origins, defaulting to the BFF's own."""
+        return self.allowed_origins or (self.public_origin,)
+
+
+def load_settings(environ: Mapping[str, str], config_file: str | Path | None = None) -> Settings:
+    """Read `config_file` (if given) and `BFF_...` variables from `environ`; raise `ConfigError`."""
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            raw = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"config file {str(config_file)!r}: not found"]) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise ConfigError([f"config file {str(config_file)!r}: {exc}"]) from None
+    _merge_environment(raw, environ, problems)
+    settings = _build(Settings, raw, "", problems)
+    if not problems:
+        _check_consistency(typing.cast(Settings, settings), problems)
+    if problems:
+        raise ConfigError(problems)
+    return typing.cast(Settings, settings)
+
+
+def parse_duration(text: str | float) -> float:
+    """`"30s"` → 30.0; raise `ValueError` with the accepted forms."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration such as 30s, 15m, 12h or 30d")
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        match = _DURATION.match(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a duration (expected e.g. 30s, 15m, 12h, 30d)")
+        value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if value < 0:
+        raise ValueError("a duration cannot be negative")
+    return value
+
+
+def parse_bytesize(text: str | int) -> int:
+    if isinstance(text, bool):
+        raise ValueError("expected a size such as 1MiB")
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE.match(str(text))
+        if match is None:
+            raise ValueError(f"{text!r} is not a size (expected e.g. 512, 64KiB, 1MiB)")
+        value = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if value < 0:
+        raise ValueError("a size cannot be negative")
+    return value
+
+
+def _merge_environment(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+    """Lay `BFF_A__B=value` over `raw["a"]["b"]`; numeric parts index into lists of tables."""
+    for name in sorted(environ):
+        if not name.startswith(_ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(_ENV_PREFIX) :].split("__")]
+        node: Any = raw
+        for i, part in enumerate(path[:-1]):
+            child_is_index = path[i + 1].isdigit()
+            node = _descend(node, part, [] if child_is_index else {})
+            if node is None:
+                problems.append(f"{name}: cannot set {'.'.join(path)} (its parent is not a table)")
+                break
+        else:
+            last = path[-1]
+            value = _parse_env_value(environ[name])
+            if isinstance(node, list) and last.isdigit():
+                _grow(node, int(last), value)
+            elif isinstance(node, dict):
+                node[last] = value
+            else:
+                problems.append(f"{name}: cannot set {'.'.join(path)}")
+
+
+def _descend(node: Any, part: str, empty: dict[str, Any] | list[Any]) -> Any:
+    if isinstance(node, dict):
+        if not isinstance(node.get(part), dict | list):
+            node[part] = empty
+        return node[part]
+    if isinstance(node, list) and part.isdigit():
+        index = int(part)
+        _grow(node, index, empty)
+        if not isinstance(node[index], dict | list):
+            node[index] = empty
+        return node[index]
+    return None
+
+
+def _grow(items: list[Any], index: int, value: Any) -> None:
+    while len(items) <= index:
+        items.append({})
+    items[index] = value if not isinstance(items[index], dict) or not isinstance(value, dict) else items[index]
+
+
+def _parse_env_value(text: str) -> Any:
+    """A TOML value when it parses as one (`true`, `8`, `["a", "b"]`), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build(cls: type[Any], raw: Any, where: str, problems: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(f"{where or 'config'}: expected a table, got {_describe(raw)}")
+        return None
+    hints = get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            problems.append(f"{_join(where, key)}: unknown key")
+    values: dict[str, Any] = {}
+    for name, spec in fields.items():
+        key = _join(where, name)
+        if name in raw:
+            values[name] = _convert(hints[name], raw[name], key, problems)
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            problems.append(f"{key}: missing (required)")
+    try:
+        return cls(**values)
+    except TypeError:  # a required key is missing: already reported above
+        return None
+
+
+def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    origin = get_origin(hint)
+    if origin is Annotated:
+        base, marker = get_args(hint)[:2]
+        try:
+            if marker == "duration":
+                return parse_duration(value)
+            if marker == "bytesize":
+                return parse_bytesize(value)
+            if marker == "url":
+                return _check_url(_convert(base, value, key, problems))
+        except ValueError as exc:
+            problems.append(f"{key}: {exc}")
+            return None
+    if origin in (Union, types.UnionType):
+        options = [arg for arg in get_args(hint) if arg is not type(None)]
+        return _convert(options[0], value, key, problems)
+    if origin is Literal:
+        choices = get_args(hint)
+        text = value.lower() if isinstance(value, str) else value
+        if text not in choices:
+            problems.append(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return text
+    if origin is tuple:
+        item_type = get_args(hint)[0]
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {_describe(value)}")
+            return ()
+        return tuple(_convert(item_type, item, f"{key}[{i}]", problems) for i, item in enumerate(value))
+    if origin is Mapping:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            problems.append(f"{key}: expected a table of strings")
+            return {}
+        return dict(value)
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type[Any], hint), value, key, problems)
+    if hint is Secret:
+        if not isinstance(value, str):
+            problems.append(f"{key}: expected a string")
+            return Secret("")
+        return Secret(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{key}: expected true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}: expected an integer, got {_describe(value)}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            problems.append(f"{key}: expected a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"no converter for {hint!r}")  # a programming error in this module
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r} must not have a query or fragment")
+    try:
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        raise ValueError(f"{value!r} has a malformed port") from None
+    return value.rstrip("/") if parts.path in ("", "/") else value
+
+
+def _check_consistency(settings: Settings, problems: list[str]) -> None:
+    if not settings.secret_keys:
+        problems.append("secret_keys: at least one key is required")
+    for i, secret in enumerate(settings.secret_keys):
+        if len(str(secret)) < 32:
+            problems.append(f"secret_keys[{i}]: must be at least 32 characters")
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", settings.prefix):
+        problems.append(f"prefix: {settings.prefix!r} must be a path such as /bff")
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", settings.csrf_header):
+        problems.append(f"csrf_header: {settings.csrf_header!r} is not a valid header name")
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", settings.session.cookie_name):
+        problems.append(f"session.cookie_name: {settings.session.cookie_name!r} is not a valid cookie name")
+    if not re.match(r"^(memory://|sqlite:///|redis://|rediss://)", settings.session_store):
+        problems.append(f"session_store: {settings.session_store!r} must start with memory://, sqlite:/// or redis://")
+    if settings.session.idle_timeout <= 0 or settings.session.absolute_timeout <= 0:
+        problems.append("session: idle_timeout and absolute_timeout must be positive")
+    if settings.oidc is not None and not str(settings.oidc.client_secret):
+        problems.append("oidc.client_secret: missing (required for a confidential client)")
+    seen: set[str] = set()
+    for i, route in enumerate(settings.routes):
+        key = f"routes[{i}]"
+        if not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", route.path):
+            problems.append(f"{key}.path: {route.path!r} must be a path prefix such as /api (no trailing slash)")
+        if route.path == settings.prefix or route.path.startswith(settings.prefix + "/"):
+            problems.append(f"{key}.path: {route.path!r} overlaps the BFF's own prefix {settings.prefix!r}")
+        if route.path in seen:
+            problems.append(f"{key}.path: {route.path!r} is configured twice")
+        seen.add(route.path)
+        if route.token != "none" and settings.oidc is None:
+            problems.append(f"{key}.token: {route.token!r} needs an [oidc] section")
+        if route.max_connections < 1:
+            problems.append(f"{key}.max_connections: must be at least 1")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return "a string"
