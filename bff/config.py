@@ -156,6 +156,12 @@ class Settings:
         return f"{parts.scheme}://{parts.netloc}"
 
     @property
+    def session_cookie_name(self) -> str:
+        """The session cookie's name; every cookie named `<it>` or `<it>-...` is the BFF's own."""
+        prefix = "__Host-" if self.is_https else ""
+        return prefix + self.session.cookie_name
+
+    @property
     def origins(self) -> tuple[str, ...]:
         """Allowed origins, defaulting to the BFF's own."""
         return self.allowed_origins or (self.public_origin,)

@@ -1,0 +1,42 @@
+"""TokenSet: the tokens of one session, as the provider issued them.
+
+Lives apart from `oidc` (which issues them) and `session` (which stores them) so that both can
+import it. Tokens never appear in a repr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    id_token: str | None = field(default=None, repr=False)
+    expires_at: float | None = None
+    """Unix time the access token expires, from `expires_in` or the JWT's `exp`; None when unknown."""
+    token_type: str = "Bearer"
+    scope: str | None = None
+
+    def merged_with(self, newer: TokenSet) -> TokenSet:
+        """`newer`, keeping this set's refresh and ID tokens where a refresh response left them out
+        (RFC 6749 §6: the provider may keep the old refresh token valid)."""
+        return dataclasses.replace(
+            newer,
+            refresh_token=newer.refresh_token or self.refresh_token,
+            id_token=newer.id_token or self.id_token,
+        )
+
+    def expires_within(self, seconds: float, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at - seconds <= now
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenSet:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
