@@ -180,7 +180,7 @@ def load_settings(environ: Mapping[str, str], config_file: str | Path | None = N
             raise ConfigError([f"config file {str(config_file)!r}: {exc}"]) from None
     _merge_environment(raw, environ, problems)
     settings = _build(Settings, raw, "", problems)
-    if not problems:
+    if settings is not None:
         _check_consistency(typing.cast(Settings, settings), problems)
     if problems:
         raise ConfigError(problems)
@@ -283,7 +283,10 @@ def _build(cls: type[Any], raw: Any, where: str, problems: list[str]) -> Any:
     for name, spec in fields.items():
         key = _join(where, name)
         if name in raw:
-            values[name] = _convert(hints[name], raw[name], key, problems)
+            before = len(problems)
+            value = _convert(hints[name], raw[name], key, problems)
+            if len(problems) == before:  # a bad value leaves the default (or no object), never a half-typed one
+                values[name] = value
         elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
             problems.append(f"{key}: missing (required)")
     try:
@@ -383,6 +386,8 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("oidc.client_secret: missing (required for a confidential client)")
     seen: set[str] = set()
     for i, route in enumerate(settings.routes):
+        if route is None:  # already reported while reading it
+            continue
         key = f"routes[{i}]"
         if not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", route.path):
             problems.append(f"{key}.path: {route.path!r} must be a path prefix such as /api (no trailing slash)")
