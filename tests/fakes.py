@@ -1,0 +1,238 @@
+"""A fake OpenID provider for unit tests: an `httpx.MockTransport` handler.
+
+It signs ID and logout tokens with a real RSA key, checks PKCE and client authentication, rotates
+refresh tokens, and counts calls per path (`idp.calls["/token"]`). It never replaces the
+integration tests against the real provider; it makes protocol logic testable in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bff.config import Settings, load_settings
+
+ISSUER = "https://idp.example"
+CLIENT_ID = "bff"
+CLIENT_SECRET = "s3cret"
+SECRET_KEY = "k" * 40
+
+
+def settings_for(**environ: str) -> Settings:
+    """Settings of a BFF at https://testserver in front of the fake provider; `environ` adds
+    `BFF_...` variables without the prefix (`OIDC__REFRESH_SKEW="0"`)."""
+    base = {
+        "SECRET_KEYS": f'["{SECRET_KEY}"]',
+        "PUBLIC_URL": "https://testserver",
+        "SESSION_STORE": "memory://",
+        "OIDC__ISSUER": ISSUER,
+        "OIDC__CLIENT_ID": CLIENT_ID,
+        "OIDC__CLIENT_SECRET": CLIENT_SECRET,
+    }
+    return load_settings({f"BFF_{key}": value for key, value in {**base, **environ}.items()})
+
+
+class FakeIdP:
+    """Answers discovery, JWKS, token and revocation requests like a small OpenID provider."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        access_ttl: int = 300,
+        rotate_refresh_tokens: bool = True,
+        token_delay: float = 0.0,
+        auth_method: str = "client_secret_basic",
+    ) -> None:
+        self.clock = clock
+        self.access_ttl = access_ttl
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.token_delay = token_delay
+        self.auth_method = auth_method
+        self.calls: Counter[str] = Counter()
+        self.requests: list[httpx.Request] = []
+        self.keys: list[tuple[str, rsa.RSAPrivateKey]] = []
+        self.rotate_keys()
+        self.codes: dict[str, dict[str, Any]] = {}
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}  # the active ones
+        self.revoked: list[str] = []
+        self.token_status: int | None = None  # answer /token with this status (e.g. 503)
+        self.unreachable = False  # every call fails with a connection error
+        self.discovery_overrides: dict[str, Any] = {}
+        self._serial = 0
+
+    # -- what the browser would do at the provider ---------------------------------------------
+
+    def authorize(self, url: str, *, sub: str = "alice", sid: str = "sid-1", **id_claims: Any) -> dict[str, str]:
+        """Approve an authorization request: the query parameters the provider sends back."""
+        query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+        assert query["response_type"] == "code" and query["code_challenge_method"] == "S256"
+        code = self._new("code")
+        self.codes[code] = {"query": query, "sub": sub, "sid": sid, "id_claims": id_claims}
+        return {"code": code, "state": query["state"], "iss": ISSUER}
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def rotate_keys(self) -> str:
+        """A new signing key; the old one leaves the JWKS. Returns the new kid."""
+        kid = f"key-{len(self.keys) + 1}"
+        self.keys = [(kid, rsa.generate_private_key(public_exponent=65537, key_size=2048))]
+        return kid
+
+    def sign(self, claims: Mapping[str, Any], *, alg: str = "RS256", headers: Mapping[str, Any] | None = None) -> str:
+        kid, key = self.keys[0]
+        return jwt.encode(dict(claims), key, algorithm=alg, headers={"kid": kid, **(headers or {})})
+
+    def id_token(self, *, nonce: str | None, sub: str = "alice", sid: str = "sid-1", **claims: Any) -> str:
+        now = int(self.clock())
+        body = {"iss": ISSUER, "sub": sub, "aud": CLIENT_ID, "iat": now, "exp": now + 600, "sid": sid, "name": sub}
+        if nonce is not None:
+            body["nonce"] = nonce
+        body.update(claims)
+        return self.sign({key: value for key, value in body.items() if value is not None})
+
+    def logout_token(self, *, sub: str | None = "alice", sid: str | None = "sid-1", **claims: Any) -> str:
+        now = int(self.clock())
+        body: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": CLIENT_ID,
+            "iat": now,
+            "exp": now + 120,
+            "jti": self._new("jti"),
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+            "sub": sub,
+            "sid": sid,
+        }
+        body.update(claims)
+        return self.sign(
+            {key: value for key, value in body.items() if value is not None}, headers={"typ": "logout+jwt"}
+        )
+
+    def issue_refresh_token(self, sub: str = "alice", sid: str = "sid-1") -> str:
+        token = self._new("rt")
+        self.refresh_tokens[token] = {"sub": sub, "sid": sid}
+        return token
+
+    # -- the transport --------------------------------------------------------------------------
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.calls[path] += 1
+        self.requests.append(request)
+        if self.unreachable:
+            raise httpx.ConnectError("connection refused", request=request)
+        if path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={**self.discovery(), **self.discovery_overrides})
+        if path == "/jwks":
+            return httpx.Response(200, json={"keys": [self._jwk(kid, key) for kid, key in self.keys]})
+        if path == "/token":
+            if self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            if self.token_status is not None:
+                return httpx.Response(self.token_status, text="unavailable")
+            return self._token(request)
+        if path == "/revoke":
+            self._authenticate(request)
+            self.revoked.append(self._form(request)["token"])
+            self.refresh_tokens.pop(self._form(request)["token"], None)
+            return httpx.Response(200)
+        return httpx.Response(404)
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "issuer": ISSUER,
+            "authorization_endpoint": f"{ISSUER}/authorize",
+            "token_endpoint": f"{ISSUER}/token",
+            "jwks_uri": f"{ISSUER}/jwks",
+            "end_session_endpoint": f"{ISSUER}/session/end",
+            "revocation_endpoint": f"{ISSUER}/revoke",
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+
+    def _token(self, request: httpx.Request) -> httpx.Response:
+        if not self._authenticate(request):
+            return httpx.Response(401, json={"error": "invalid_client"})
+        form = self._form(request)
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            grant_data = self.codes.pop(form.get("code", ""), None)
+            if grant_data is None:
+                return _error("invalid_grant")
+            query = grant_data["query"]
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(form["code_verifier"].encode()).digest()).rstrip(b"=")
+            if challenge.decode() != query["code_challenge"] or form.get("redirect_uri") != query["redirect_uri"]:
+                return _error("invalid_grant")
+            id_token = self.id_token(
+                nonce=query["nonce"], sub=grant_data["sub"], sid=grant_data["sid"], **grant_data["id_claims"]
+            )
+            refresh = self.issue_refresh_token(grant_data["sub"], grant_data["sid"])
+            return self._tokens(refresh_token=refresh, id_token=id_token)
+        if grant == "refresh_token":
+            old = form.get("refresh_token", "")
+            owner = self.refresh_tokens.get(old)
+            if owner is None:
+                return _error("invalid_grant")
+            if not self.rotate_refresh_tokens:
+                return self._tokens()
+            del self.refresh_tokens[old]
+            return self._tokens(refresh_token=self.issue_refresh_token(owner["sub"], owner["sid"]))
+        if grant == "client_credentials":
+            return self._tokens(prefix="cc")
+        return _error("unsupported_grant_type")
+
+    def _tokens(self, *, prefix: str = "at", **extra: str) -> httpx.Response:
+        body = {"access_token": self._new(prefix), "token_type": "Bearer", "expires_in": self.access_ttl, **extra}
+        return httpx.Response(200, json=body)
+
+    def _authenticate(self, request: httpx.Request) -> bool:
+        if self.auth_method == "client_secret_basic":
+            expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+            return request.headers.get("authorization") == f"Basic {expected}"
+        form = self._form(request)
+        return form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET
+
+    def _new(self, prefix: str) -> str:
+        self._serial += 1
+        return f"{prefix}-{self._serial}-{secrets.token_hex(4)}"
+
+    @staticmethod
+    def _form(request: httpx.Request) -> dict[str, str]:
+        return {key: values[0] for key, values in parse_qs(request.content.decode()).items()}
+
+    @staticmethod
+    def _jwk(kid: str, key: rsa.RSAPrivateKey) -> dict[str, Any]:
+        jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+        return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
+
+
+def _error(code: str, status: int = 400) -> httpx.Response:
+    return httpx.Response(status, json={"error": code, "error_description": f"fake provider says {code}"})
+
+
+def callback_query(params: Mapping[str, str]) -> str:
+    return urlencode(params)
+
+
+class Clock:
+    """An injectable clock: `clock()` is now, `clock.advance(s)` moves it."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
