@@ -1,0 +1,194 @@
+"""CookieCodec: the BFF's cookies as `Set-Cookie` strings, and what goes inside them.
+
+Owns three things, all keyed by `Settings.secret_keys` (the first signs and encrypts, every key
+verifies and decrypts, so that a new key can be put in front without logging anyone out):
+
+- the session cookie: a random session id signed with itsdangerous (HMAC-SHA256). The id means
+  nothing without the store; the cookie carries no token;
+- `seal`/`unseal`: small dicts (the login state) encrypted and authenticated with AES-GCM under
+  a key derived by HKDF from the secret and a `purpose`, with the time they were sealed;
+- the attributes: `HttpOnly`, `Path=/`, no `Domain`, `SameSite`, and `Secure` plus the
+  `__Host-` name prefix whenever `public_url` is https.
+
+Reading a cookie never raises: a missing, tampered, truncated, foreign-key or garbage value
+reads as `None`. What a session id points to is `bff.session`'s business.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import secrets
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from itsdangerous import BadData, Signer
+
+from bff.config import Settings
+
+# secrets.token_urlsafe(32): 32 random bytes, 43 base64url characters.
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+_SEAL_VERSION = b"\x01"
+_NONCE_BYTES = 12
+_MAX_COOKIE_VALUE = 4096
+_SAME_SITE = {"strict": "Strict", "lax": "Lax"}
+
+
+class CookieCodec:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        if not settings.secret_keys:
+            raise ValueError("CookieCodec needs at least one secret key")
+        self.session_cookie_name = settings.session_cookie_name
+        self._secure = settings.is_https
+        self._same_site = _same_site(settings.session.same_site)
+        self._clock = clock
+        secrets_ = [str(secret).encode() for secret in settings.secret_keys]
+        # itsdangerous signs with the *last* key of its list and verifies with all of them.
+        self._signer = Signer(
+            list(reversed(secrets_)),
+            salt=b"bff.session-id",
+            key_derivation="hmac",
+            digest_method=hashlib.sha256,
+        )
+        self._secrets = secrets_
+        self._seal_keys: dict[str, list[AESGCM]] = {}
+
+    def __repr__(self) -> str:
+        return f"CookieCodec(session_cookie_name={self.session_cookie_name!r}, keys={len(self._secrets)})"
+
+    # -- the session cookie -------------------------------------------------------------------
+
+    def sign_session_id(self, session_id: str) -> str:
+        return self._signer.sign(session_id.encode("ascii")).decode("ascii")
+
+    def read_session_id(self, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+        """The verified session id from raw ASGI request headers, or None.
+
+        When the browser sends several cookies of our name (one planted by a sibling domain
+        cannot use the `__Host-` prefix, but over http it can), the first that verifies wins.
+        """
+        for value in self._cookie_values(headers, self.session_cookie_name):
+            session_id = self._unsign(value)
+            if session_id is not None:
+                return session_id
+        return None
+
+    def _unsign(self, value: str) -> str | None:
+        if len(value) > _MAX_COOKIE_VALUE:
+            return None
+        try:
+            session_id = self._signer.unsign(value.encode("ascii")).decode("ascii")
+        except (BadData, UnicodeError, ValueError):
+            return None
+        return session_id if SESSION_ID_PATTERN.fullmatch(session_id) else None
+
+    @staticmethod
+    def _cookie_values(headers: Sequence[tuple[bytes, bytes]], name: str) -> list[str]:
+        values: list[str] = []
+        for header, raw in headers:
+            if header.lower() != b"cookie":
+                continue
+            for part in raw.decode("latin-1").split(";"):
+                key, sep, value = part.strip().partition("=")
+                if sep and key.strip() == name:
+                    value = value.strip()
+                    if len(value) >= 2 and value[0] == value[-1] == '"':
+                        value = value[1:-1]
+                    values.append(value)
+        return values
+
+    def cookie_value(self, headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
+        """The raw value of the first cookie called `name` (e.g. the login-state cookie), or None."""
+        values = self._cookie_values(headers, name)
+        return values[0] if values else None
+
+    def session_set_cookie(self, signed_value: str, max_age: int) -> str:
+        return self._header(self.session_cookie_name, signed_value, max_age, self._same_site)
+
+    def session_clear_cookie(self) -> str:
+        return self._header(self.session_cookie_name, "", 0, self._same_site)
+
+    # -- any other cookie of the BFF (the login state) ----------------------------------------
+
+    def set_cookie(self, name: str, value: str, *, max_age: int, same_site: str) -> str:
+        return self._header(name, value, max_age, _same_site(same_site))
+
+    def clear_cookie(self, name: str, *, same_site: str) -> str:
+        return self._header(name, "", 0, _same_site(same_site))
+
+    def _header(self, name: str, value: str, max_age: int, same_site: str) -> str:
+        parts = [f"{name}={value}", f"Max-Age={max(0, int(max_age))}", "Path=/", "HttpOnly"]
+        if self._secure:
+            # Secure flag can be used with HTTPS only; the __Host- prefix requires it.
+            parts.append("Secure")
+        parts.append(f"SameSite={same_site}")
+        return "; ".join(parts)
+
+    # -- sealed values ------------------------------------------------------------------------
+
+    def seal(self, data: Mapping[str, Any], *, purpose: str) -> str:
+        """`data` as JSON, encrypted and authenticated for `purpose`, stamped with the time:
+        base64url text, safe in a cookie or a URL."""
+        plaintext = struct.pack(">d", self._clock()) + json.dumps(dict(data), separators=(",", ":")).encode()
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        ciphertext = self._keys_for(purpose)[0].encrypt(nonce, plaintext, _seal_aad(purpose))
+        return base64.urlsafe_b64encode(_SEAL_VERSION + nonce + ciphertext).rstrip(b"=").decode("ascii")
+
+    def unseal(self, token: str, *, purpose: str, max_age: float) -> dict[str, Any] | None:
+        """The dict `seal` was given, or None when the token is bad, older than `max_age`
+        seconds, sealed for another purpose or with a key no longer in the list."""
+        if not token or len(token) > _MAX_COOKIE_VALUE:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) < 1 + _NONCE_BYTES + 16 + 8 or raw[:1] != _SEAL_VERSION:
+            return None
+        nonce, ciphertext = raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
+        for key in self._keys_for(purpose):
+            try:
+                plaintext = key.decrypt(nonce, ciphertext, _seal_aad(purpose))
+            except InvalidTag:
+                continue
+            (sealed_at,) = struct.unpack(">d", plaintext[:8])
+            age = self._clock() - sealed_at
+            if age > max_age or age < -5:  # 5 s of tolerance for a clock stepping back
+                return None
+            try:
+                data = json.loads(plaintext[8:])
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) else None
+        return None
+
+    def _keys_for(self, purpose: str) -> list[AESGCM]:
+        keys = self._seal_keys.get(purpose)
+        if keys is None:
+            keys = [AESGCM(_hkdf(secret, info=b"bff seal:" + purpose.encode())) for secret in self._secrets]
+            self._seal_keys[purpose] = keys
+        return keys
+
+
+def _seal_aad(purpose: str) -> bytes:
+    return b"bff seal v1:" + purpose.encode()
+
+
+def _hkdf(secret: bytes, *, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"bff-proxy", info=info).derive(secret)
+
+
+def _same_site(value: str) -> str:
+    try:
+        return _SAME_SITE[value.lower()]
+    except KeyError:
+        raise ValueError(f"same_site {value!r}: expected strict or lax") from None

@@ -1,0 +1,306 @@
+"""Sessions: the `Session` record, and `SessionManager`, which keeps them in a `Store`.
+
+Owns the session's lifecycle (create with a fresh id, load, slide, save, destroy, list per user)
+and its encryption at rest. The cookie carries the random session id; the store knows only
+`key = sha256(id)`. Each record is public metadata (sub, sid, times, user agent: enough to list
+a user's devices) plus a box holding the claims and tokens, sealed with AES-GCM under a key
+derived by HKDF-SHA256 from the session id, with the store key as associated data. So a copy of
+the store yields neither a usable cookie nor a token, and deleting a record makes its tokens
+unrecoverable. Cookies are `bff.cookies`' business; refreshing tokens is `bff.tokens`'.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bff.config import SessionSettings
+from bff.cookies import SESSION_ID_PATTERN, CookieCodec
+from bff.stores import Store
+from bff.tokenset import TokenSet
+
+__all__ = ["SLIDE_INTERVAL", "Session", "SessionInfo", "SessionManager", "session_key"]
+
+log = logging.getLogger("bff.session")
+
+SLIDE_INTERVAL = 60.0
+"""`last_used_at` is written back at most this often (seconds), so the hot path rarely writes."""
+
+_RECORD_VERSION = 1
+_NONCE_BYTES = 12
+_BOX_SALT = b"bff-proxy session"
+_BOX_INFO = b"bff session tokens"
+
+
+def session_key(session_id: str) -> str:
+    """The store key of a session: the hex SHA-256 of its id (also its public handle)."""
+    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str = field(repr=False)
+    """The secret random 256-bit id; it lives only in the cookie."""
+    key: str
+    """The store key, `sha256(id)` in hex; also the public handle in `/bff/sessions`."""
+    sub: str
+    sid: str | None
+    """The provider's session id, for back-channel logout."""
+    claims: Mapping[str, Any] = field(repr=False)
+    """The ID-token claims `/bff/user` shows."""
+    tokens: TokenSet = field(repr=False)
+    created_at: float
+    last_used_at: float
+    expires_at: float
+    """The absolute end of the session; the idle timeout may end it sooner."""
+    user_agent: str
+
+    def with_tokens(self, tokens: TokenSet) -> Session:
+        """This session with refreshed tokens, keeping the refresh and ID tokens a refresh
+        response left out."""
+        return dataclasses.replace(self, tokens=self.tokens.merged_with(tokens))
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One row of `/bff/sessions`: no secret in it."""
+
+    key: str
+    created_at: float
+    last_used_at: float
+    user_agent: str
+    expires_at: float
+
+
+class SessionManager:
+    def __init__(
+        self,
+        store: Store,
+        cookies: CookieCodec,
+        settings: SessionSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._cookies = cookies
+        self._settings = settings
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"SessionManager(store={self.store!r})"
+
+    async def create(
+        self,
+        *,
+        sub: str,
+        sid: str | None,
+        claims: Mapping[str, Any],
+        tokens: TokenSet,
+        user_agent: str,
+    ) -> Session:
+        """A new session with a new random id (never reuse one: no session fixation)."""
+        now = self._clock()
+        session_id = secrets.token_urlsafe(32)
+        session = Session(
+            id=session_id,
+            key=session_key(session_id),
+            sub=sub,
+            sid=sid,
+            claims=dict(claims),
+            tokens=tokens,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + self._settings.absolute_timeout,
+            user_agent=user_agent[:512],
+        )
+        await self.store.set(session.key, _encode(session), self._ttl(session, now), sub=sub, sid=sid)
+        log.info("Session created. sub: '%s', sid: '%s', session: '%s'", sub, sid, session.key[:12])
+        return session
+
+    async def load(self, session_id: str) -> Session | None:
+        """The live session for `session_id`, or None when it is missing, idle too long, past its
+        absolute end, or its record does not decrypt. Slides `last_used_at` (written at most once
+        per `SLIDE_INTERVAL`, and never over a newer record)."""
+        if not SESSION_ID_PATTERN.fullmatch(session_id):
+            return None
+        key = session_key(session_id)
+        raw = await self.store.get(key)
+        if raw is None:
+            return None
+        session = _decode(raw, session_id, key)
+        if session is None:
+            return None
+        now = self._clock()
+        if self._expired(session, now):
+            await self.store.delete(key)
+            return None
+        if now - session.last_used_at >= SLIDE_INTERVAL:
+            session = dataclasses.replace(session, last_used_at=now)
+            # Only if the record is still the one read: a refresh may have saved new tokens.
+            await self.store.replace(
+                key, _restamp(raw, now), self._ttl(session, now), sub=session.sub, sid=session.sid, expected=raw
+            )
+        return session
+
+    async def load_from_headers(self, headers: Sequence[tuple[bytes, bytes]]) -> Session | None:
+        session_id = self._cookies.read_session_id(headers)
+        return None if session_id is None else await self.load(session_id)
+
+    async def save(self, session: Session) -> None:
+        """Write `session` back (new tokens after a refresh). A session destroyed meanwhile
+        stays destroyed: logout during a refresh wins."""
+        now = self._clock()
+        ttl = self._ttl(session, now)
+        if ttl <= 0:
+            await self.store.delete(session.key)
+            return
+        written = await self.store.replace(session.key, _encode(session), ttl, sub=session.sub, sid=session.sid)
+        if not written:
+            log.info("Session not saved: it ended meanwhile. sub: '%s', session: '%s'", session.sub, session.key[:12])
+
+    async def destroy(self, session: Session) -> None:
+        await self.destroy_key(session.key)
+
+    async def destroy_key(self, key: str) -> bool:
+        deleted = await self.store.delete(key)
+        if deleted:
+            log.info("Session ended. session: '%s'", key[:12])
+        return deleted
+
+    async def list_for(self, sub: str) -> list[SessionInfo]:
+        """The live sessions of `sub`, most recently used first."""
+        now = self._clock()
+        infos: list[SessionInfo] = []
+        for key in await self.store.keys_where(sub=sub):
+            raw = await self.store.get(key)
+            meta = _metadata(raw) if raw is not None else None
+            if meta is None or meta["sub"] != sub:
+                continue
+            info = SessionInfo(
+                key=key,
+                created_at=meta["created_at"],
+                last_used_at=meta["last_used_at"],
+                user_agent=meta["user_agent"],
+                expires_at=meta["expires_at"],
+            )
+            if now < info.expires_at and now - info.last_used_at < self._settings.idle_timeout:
+                infos.append(info)
+        infos.sort(key=lambda info: info.last_used_at, reverse=True)
+        return infos
+
+    async def destroy_where(self, *, sub: str | None = None, sid: str | None = None) -> int:
+        """End every session matching all the given criteria (back-channel logout, revoke-all);
+        return how many ended."""
+        if sub is None and sid is None:
+            raise ValueError("destroy_where needs sub or sid")
+        count = 0
+        for key in await self.store.keys_where(sub=sub, sid=sid):
+            if await self.store.delete(key):
+                count += 1
+        log.info("Sessions ended. sub: '%s', sid: '%s', count: %d", sub, sid, count)
+        return count
+
+    def set_cookie_header(self, session: Session) -> str:
+        """`Set-Cookie` for `session`; the cookie lives until the session's absolute end."""
+        max_age = max(0, int(session.expires_at - self._clock()))
+        return self._cookies.session_set_cookie(self._cookies.sign_session_id(session.id), max_age)
+
+    def clear_cookie_header(self) -> str:
+        return self._cookies.session_clear_cookie()
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return now >= session.expires_at or now - session.last_used_at >= self._settings.idle_timeout
+
+    def _ttl(self, session: Session, now: float) -> float:
+        """Store ttl: whichever comes first, the idle or the absolute end."""
+        return min(session.last_used_at + self._settings.idle_timeout, session.expires_at) - now
+
+
+# -- the record -------------------------------------------------------------------------------
+# JSON: {"v": 1, "sub", "sid", "created_at", "last_used_at", "expires_at", "user_agent",
+#        "box": base64(nonce | AES-GCM(claims and tokens))}
+
+
+def _box_key(session_id: str) -> AESGCM:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=_BOX_SALT, info=_BOX_INFO)
+    return AESGCM(hkdf.derive(session_id.encode("ascii")))
+
+
+def _encode(session: Session) -> bytes:
+    secret = json.dumps({"claims": dict(session.claims), "tokens": session.tokens.to_dict()}, separators=(",", ":"))
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    record: dict[str, Any] = {
+        "v": _RECORD_VERSION,
+        "sub": session.sub,
+        "sid": session.sid,
+        "created_at": session.created_at,
+        "last_used_at": session.last_used_at,
+        "expires_at": session.expires_at,
+        "user_agent": session.user_agent,
+    }
+    box = nonce + _box_key(session.id).encrypt(nonce, secret.encode(), _box_aad(session.key, record))
+    record["box"] = base64.b64encode(box).decode("ascii")
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def _box_aad(key: str, record: Mapping[str, Any]) -> bytes:
+    """The store key and the metadata that never changes: a record moved to another key, or
+    given another owner or a later end, no longer decrypts. (`last_used_at` slides without
+    re-encrypting, so it is not bound.)"""
+    bound = [key, record["sub"], record["sid"], record["created_at"], record["expires_at"]]
+    return json.dumps(bound, separators=(",", ":")).encode()
+
+
+def _metadata(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("v") != _RECORD_VERSION:
+        return None
+    return record
+
+
+def _decode(raw: bytes, session_id: str, key: str) -> Session | None:
+    record = _metadata(raw)
+    if record is None:
+        return None
+    try:
+        box = base64.b64decode(record["box"])
+        aad = _box_aad(key, record)
+        secret = json.loads(_box_key(session_id).decrypt(box[:_NONCE_BYTES], box[_NONCE_BYTES:], aad))
+        return Session(
+            id=session_id,
+            key=key,
+            sub=record["sub"],
+            sid=record["sid"],
+            claims=secret["claims"],
+            tokens=TokenSet.from_dict(secret["tokens"]),
+            created_at=record["created_at"],
+            last_used_at=record["last_used_at"],
+            expires_at=record["expires_at"],
+            user_agent=record["user_agent"],
+        )
+    except (InvalidTag, KeyError, TypeError, ValueError):
+        log.warning("Session record does not decrypt. session: '%s'", key[:12])
+        return None
+
+
+def _restamp(raw: bytes, last_used_at: float) -> bytes:
+    """The same record with a new `last_used_at`; the box is kept as it is."""
+    record = json.loads(raw)
+    record["last_used_at"] = last_used_at
+    return json.dumps(record, separators=(",", ":")).encode()

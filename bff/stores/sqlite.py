@@ -1,0 +1,240 @@
+"""SQLiteStore: the `Store` in one SQLite file, shared safely by several worker processes.
+
+Owns the file's schema and its concurrency rules: WAL journal (readers never block the writer),
+a busy timeout (a writer waits for another process's write instead of failing at once), and one
+statement per operation wherever it must be atomic (`INSERT ... ON CONFLICT DO UPDATE ... WHERE`
+is the compare-and-set of `add_if_absent`, `replace` and the lease). Blocking calls run on one
+dedicated thread per store, so the event loop never waits on the disk and the connection is
+only ever touched by that thread.
+
+Expired rows are invisible at once (every query checks `expires_at`) and deleted by a sweep
+that runs at most once a minute per process, on a write. Times are wall-clock seconds, since
+they are compared across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bff.errors import StoreUnavailable
+
+T = TypeVar("T")
+
+_SWEEP_INTERVAL = 60.0
+_LOCK_POLL = 0.015
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    expires_at REAL NOT NULL,
+    sub TEXT,
+    sid TEXT
+);
+CREATE INDEX IF NOT EXISTS entries_sub ON entries (sub);
+CREATE INDEX IF NOT EXISTS entries_sid ON entries (sid);
+CREATE INDEX IF NOT EXISTS entries_expires_at ON entries (expires_at);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._next_sweep = 0.0
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the store's thread; any SQLite or file error → StoreUnavailable."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bff-sqlite")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"session store {str(self.path)!r}: {exc}") from exc
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = self._connect()
+        return fn(self._conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; each statement below is its own transaction.
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + _SWEEP_INTERVAL
+        conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(lambda conn: self._sweep(conn, time.time()))
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+
+        def close_connection() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(executor, close_connection)
+        executor.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT count(*) FROM leases WHERE 0").fetchone())
+
+    # -- entries ------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        def get(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT value FROM entries WHERE key = ? AND expires_at > ?", (key, time.time())
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._run(get)
+
+    async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
+        def set_(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            self._sweep(conn, now)
+            conn.execute(
+                "INSERT INTO entries (key, value, expires_at, sub, sid) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET"
+                " value = excluded.value, expires_at = excluded.expires_at, sub = excluded.sub, sid = excluded.sid",
+                (key, value, now + ttl, sub, sid),
+            )
+
+        await self._run(set_)
+
+    async def replace(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        sub: str | None = None,
+        sid: str | None = None,
+        expected: bytes | None = None,
+    ) -> bool:
+        def replace(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            sql = "UPDATE entries SET value = ?, expires_at = ?, sub = ?, sid = ? WHERE key = ? AND expires_at > ?"
+            params: tuple[Any, ...] = (value, now + ttl, sub, sid, key, now)
+            if expected is not None:
+                sql += " AND value = ?"
+                params += (expected,)
+            return conn.execute(sql, params).rowcount == 1
+
+        return await self._run(replace)
+
+    async def delete(self, key: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            rows = conn.execute("DELETE FROM entries WHERE key = ? RETURNING expires_at", (key,)).fetchall()
+            return bool(rows) and rows[0][0] > time.time()
+
+        return await self._run(delete)
+
+    async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
+        if sub is None and sid is None:
+            raise ValueError("keys_where needs sub or sid")
+
+        def keys_where(conn: sqlite3.Connection) -> list[str]:
+            sql = "SELECT key FROM entries WHERE expires_at > ?"
+            params: tuple[Any, ...] = (time.time(),)
+            if sub is not None:
+                sql += " AND sub = ?"
+                params += (sub,)
+            if sid is not None:
+                sql += " AND sid = ?"
+                params += (sid,)
+            return [row[0] for row in conn.execute(sql, params)]
+
+        return await self._run(keys_where)
+
+    async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        def add_if_absent(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            self._sweep(conn, now)
+            # One statement, so atomic across processes: insert, or take over an expired row.
+            cursor = conn.execute(
+                "INSERT INTO entries (key, value, expires_at, sub, sid) VALUES (?, ?, ?, NULL, NULL)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at,"
+                " sub = NULL, sid = NULL WHERE entries.expires_at <= ?",
+                (key, value, now + ttl, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(add_if_absent)
+
+    # -- the lease ----------------------------------------------------------------------------
+
+    def lock(self, name: str, *, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
+        return self._lease(name, ttl, wait)
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, name: str, ttl: float, wait: float) -> AsyncIterator[None]:
+        token = secrets.token_hex(16)
+
+        def acquire(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cursor = conn.execute(
+                "INSERT INTO leases (name, token, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at"
+                " WHERE leases.expires_at <= ?",
+                (name, token, now + ttl, now),
+            )
+            return cursor.rowcount == 1
+
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM leases WHERE name = ? AND token = ?", (name, token))
+
+        deadline = time.monotonic() + wait
+        while not await self._run(acquire):
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(f"lock {name!r}: not acquired within {wait:g}s")
+            await asyncio.sleep(min(_LOCK_POLL, max(0.0, deadline - time.monotonic())))
+        try:
+            yield
+        finally:
+            # Release even when the holder was cancelled; a failing release only lets the lease
+            # run out by itself, which is what it is for.
+            with contextlib.suppress(StoreUnavailable):
+                await asyncio.shield(self._run(release))
