@@ -1,0 +1,1 @@
+"""The proxy benchmark (`python -m bench`); see bench/README.md."""

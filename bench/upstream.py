@@ -1,0 +1,77 @@
+"""The benchmark's upstream: a tiny HTTP/1.1 server answering every request with 1 KiB.
+
+A raw asyncio protocol on uvloop with httptools' parser, so that it costs far less CPU per
+request than any proxy in front of it and is never the bottleneck. Keep-alive unless the client
+asks to close. Run alone: `python bench/upstream.py --port 9000 [--size 1024]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import typing
+
+import httptools
+import uvloop
+
+
+def _response(size: int) -> bytes:
+    body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\n\r\n".encode()
+    return head + body
+
+
+class _Protocol(asyncio.Protocol):
+    __slots__ = ("_parser", "_response", "_transport")
+
+    def __init__(self, response: bytes) -> None:
+        self._response = response
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self._transport is not None:
+                self._transport.close()
+
+    def on_message_complete(self) -> None:  # httptools callback
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(self._response)
+        if not self._parser.should_keep_alive():
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+
+async def serve(host: str, port: int, size: int) -> None:
+    loop = asyncio.get_running_loop()
+    response = _response(size)
+    server = await loop.create_server(lambda: _Protocol(response), host, port, backlog=1024, reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"upstream: listening on http://{host}:{port} ({size} B responses)", flush=True)
+    async with server:
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="bench upstream: every request gets a fixed-size 200")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--size", type=int, default=1024, help="response body size in bytes (default 1024)")
+    args = parser.parse_args()
+    uvloop.run(serve(args.host, args.port, args.size))
+
+
+if __name__ == "__main__":
+    main()
