@@ -199,9 +199,9 @@ class FakeIdP:
     def _authenticate(self, request: httpx.Request) -> bool:
         if self.auth_method == "client_secret_basic":
             expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-            return request.headers.get("authorization") == f"Basic {expected}"
+            return bool(request.headers.get("authorization") == f"Basic {expected}")
         form = self._form(request)
-        return form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET
+        return bool(form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET)
 
     def _new(self, prefix: str) -> str:
         self._serial += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -120,7 +121,7 @@ def forged(idp: FakeIdP, clock: Clock, case: str, nonce: str) -> str:
     now = int(clock())
     good = {"iss": ISSUER, "sub": "alice", "aud": CLIENT_ID, "iat": now, "exp": now + 600, "nonce": nonce}
     if case == "alg none":
-        return jwt.encode(good, None, algorithm="none", headers={"kid": idp.keys[0][0]})
+        return jwt.encode(good, "", algorithm="none", headers={"kid": idp.keys[0][0]})
     if case == "HS256 with the client secret":
         return jwt.encode(good, CLIENT_SECRET * 8, algorithm="HS256", headers={"kid": idp.keys[0][0]})
     if case == "foreign key":
@@ -130,7 +131,7 @@ def forged(idp: FakeIdP, clock: Clock, case: str, nonce: str) -> str:
         header, _, signature = idp.sign(good).split(".")
         payload = base64.urlsafe_b64encode(b'{"sub":"mallory"}').rstrip(b"=").decode()
         return f"{header}.{payload}.{signature}"
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "wrong aud": {"aud": "someone-else"},
         "wrong iss": {"iss": "https://evil.example"},
         "wrong nonce": {"nonce": "n-other"},
@@ -141,8 +142,8 @@ def forged(idp: FakeIdP, clock: Clock, case: str, nonce: str) -> str:
         "azp of another client": {"azp": "other"},
         "no exp": {"exp": None},
         "no sub": {"sub": None},
-    }[case]
-    return idp.sign({key: value for key, value in {**good, **overrides}.items() if value is not None})
+    }
+    return idp.sign({key: value for key, value in {**good, **overrides[case]}.items() if value is not None})
 
 
 @pytest.mark.parametrize(
@@ -286,7 +287,7 @@ async def test_valid_logout_token(idp: FakeIdP, clock: Clock) -> None:
     ],
 )
 async def test_bad_logout_tokens_are_refused(
-    idp: FakeIdP, clock: Clock, overrides: dict[str, object], message: str
+    idp: FakeIdP, clock: Clock, overrides: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(BadRequest, match=message):
         await make_client(idp, clock).validate_logout_token(idp.logout_token(**overrides))
