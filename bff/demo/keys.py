@@ -1,0 +1,58 @@
+"""SigningKey: one RS256 key pair of the development identity provider, made at start.
+
+Owns signing JWTs and publishing the public half as a JWK. The key id is the RFC 7638
+thumbprint, so a new key (a restart) has a new `kid` and verifiers can tell the difference.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+ALGORITHM = "RS256"
+
+
+class SigningKey:
+    def __init__(self, private_key: rsa.RSAPrivateKey) -> None:
+        self._private_key = private_key
+        self._public_jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(private_key.public_key()))
+        self.kid = _thumbprint(self._public_jwk)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={self.kid!r})"
+
+    def public_jwk(self) -> dict[str, Any]:
+        return {**self._public_jwk, "kid": self.kid, "use": "sig", "alg": ALGORITHM}
+
+    def sign(self, claims: Mapping[str, Any], *, typ: str = "JWT") -> str:
+        return jwt.encode(dict(claims), self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": typ})
+
+    def verify(self, token: str, *, verify_exp: bool = True, issuer: str) -> dict[str, Any]:
+        """Claims of a token this key signed; raises `jwt.InvalidTokenError`. The audience is the
+        caller's to check (the provider accepts its tokens for several audiences)."""
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            self._private_key.public_key(),
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            options={"verify_aud": False, "verify_exp": verify_exp, "require": ["iss", "sub", "iat"]},
+        )
+        return claims
+
+
+def _thumbprint(jwk: Mapping[str, Any]) -> str:
+    # RFC 7638 §3: the required members in lexicographic order, no whitespace.
+    canonical = json.dumps({"e": jwk["e"], "kty": jwk["kty"], "n": jwk["n"]}, separators=(",", ":"), sort_keys=True)
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
