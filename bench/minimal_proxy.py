@@ -81,6 +81,7 @@ def main() -> None:
         http="httptools",
         server_header=False,
         date_header=False,
+        proxy_headers=False,  # as the BFF: it judges X-Forwarded-* itself
         access_log=False,
         log_level="warning",
     )

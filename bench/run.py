@@ -372,6 +372,74 @@ def start_minimal(workdir: Path, env: dict[str, str], cpus: set[int], upstream_p
     return target
 
 
+# --- profile -----------------------------------------------------------------------------------
+
+
+def profile(target: Target, concurrency: int, duration: int, cpus: set[int], out: Path) -> str:
+    """Sample the target with py-spy while wrk drives it; return the top functions as text."""
+    if shutil.which("py-spy") is None:
+        return "profile: py-spy is not installed (pip install py-spy)"
+    assert target.process is not None
+    wrk = subprocess.Popen(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{duration + 2}s",
+            "-H",
+            f"{CSRF_HEADER[0]}: {CSRF_HEADER[1]}",
+            target.url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=pinned(cpus),
+    )
+    try:
+        time.sleep(1)
+        argv = ["py-spy", "record", "--pid", str(target.process.pid), "--duration", str(duration), "--rate", "250"]
+        argv += ["--format", "raw", "--function", "--nonblocking", "--output", str(out)]
+        spy = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            preexec_fn=pinned(cpus),
+            check=False,
+        )
+    finally:
+        wrk.wait(timeout=duration + 60)
+    if spy.returncode != 0 or not out.exists():
+        return f"profile: py-spy failed ({spy.returncode}): {spy.stderr.strip()[-500:]}"
+    return summarise_profile(out.read_text(encoding="utf-8"), target.name, concurrency)
+
+
+def summarise_profile(raw: str, name: str, concurrency: int, top: int = 25) -> str:
+    """Self and inclusive share of the sampled time per function, from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    if not total:
+        return f"profile of {name}: no samples"
+    lines = [f"profile of {name} at c={concurrency} (py-spy, {total} samples of busy time; self / inclusive %)"]
+    lines.append(f"{'self %':>7}  function (file:line)")
+    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"{100 * count / total:>7.1f}  {frame}")
+    lines.append(f"{'incl %':>7}  function (file:line)")
+    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"{100 * count / total:>7.1f}  {frame}")
+    return "\n".join(lines)
+
+
 # --- machine -----------------------------------------------------------------------------------
 
 
@@ -536,6 +604,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (configs and logs)")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="SETUP",
+        help="after the runs, sample SETUP (bff, minimal) with py-spy at the highest concurrency; repeatable",
+    )
     args = parser.parse_args(argv)
     if args.quick and args.concurrency == "8,32":
         args.concurrency = "8"
@@ -601,6 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     samples: list[Sample] = []
     failures: dict[str, str] = {}
+    profiles: list[str] = []
     with workspace(args.keep) as workdir:
         env = child_env(workdir)
         targets: list[Target] = []
@@ -623,12 +699,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             live = [t for t in targets if t.failure is None]
             if upstream.failure is None:
                 samples = benchmark(live, upstream, args, client_cpus, failures)
+            for target in live:
+                if target.name in args.profile and target.name not in failures:
+                    raw = args.json.parent / f"profile-{target.name}.txt"
+                    raw.parent.mkdir(parents=True, exist_ok=True)
+                    profiles.append(profile(target, max(args.concurrency), args.duration, client_cpus, raw))
         finally:
             for target in reversed(targets):
                 stop(target.process)
     summaries = summarise(samples)
     ratio_rows = ratios(summaries)
     print(render(machine, options, summaries, ratio_rows, failures), flush=True)
+    for text in profiles:
+        print("\n" + text, flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
@@ -639,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ratios": [asdict(r) for r in ratio_rows],
                 "samples": [asdict(s) for s in samples],
                 "failures": failures,
+                "profiles": profiles,
                 "bff_response_headers": next((t.response_headers for t in targets if t.name == "bff"), []),
             },
             indent=2,
