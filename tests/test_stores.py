@@ -1,0 +1,422 @@
+"""The store contract, once for every backend: memory, SQLite (a tmp file) and a real redis-server.
+
+Then what only one backend can show: SQLite shared by several processes (the lease, the
+busy timeout, the purge), Redis stopped and restarted under a live store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from bff.errors import StoreUnavailable
+from bff.stores import Store, open_store
+from bff.stores.memory import MemoryStore
+from bff.stores.redis import RedisStore
+from bff.stores.sqlite import SQLiteStore
+from tests.support.redis_server import RedisServer, redis_server_or_skip
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    backend: Store
+    if request.param == "memory":
+        backend = MemoryStore()
+    elif request.param == "sqlite":
+        backend = SQLiteStore(tmp_path / "sessions.db")
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        backend = RedisStore(server.url, prefix=f"test-{uuid.uuid4().hex}:")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+# -- entries ----------------------------------------------------------------------------------
+
+
+async def test_get_of_a_missing_key_is_none(store: Store) -> None:
+    assert await store.get("nope") is None
+
+
+async def test_set_then_get_returns_the_bytes(store: Store) -> None:
+    value = bytes(range(256)) * 4
+    await store.set("k", value, 60)
+    assert await store.get("k") == value
+    await store.set("k", b"second", 60)
+    assert await store.get("k") == b"second"
+
+
+async def test_an_entry_past_its_ttl_is_invisible(store: Store) -> None:
+    await store.set("short", b"v", 0.05, sub="alice", sid="s1")
+    await store.set("long", b"v", 60, sub="alice", sid="s1")
+    assert await store.get("short") == b"v"
+    await asyncio.sleep(0.12)
+    assert await store.get("short") is None
+    assert await store.keys_where(sub="alice") == ["long"]
+    assert await store.keys_where(sid="s1") == ["long"]
+    assert await store.delete("short") is False
+    assert await store.replace("short", b"w", 60) is False
+    assert await store.get("long") == b"v"
+
+
+async def test_delete_says_whether_something_was_deleted(store: Store) -> None:
+    await store.set("k", b"v", 60, sub="alice")
+    assert await store.delete("k") is True
+    assert await store.get("k") is None
+    assert await store.keys_where(sub="alice") == []
+    assert await store.delete("k") is False
+
+
+async def test_keys_where_matches_every_given_field(store: Store) -> None:
+    await store.set("a1", b"v", 60, sub="alice", sid="s1")
+    await store.set("a2", b"v", 60, sub="alice", sid="s2")
+    await store.set("b1", b"v", 60, sub="bob", sid="s1")
+    await store.set("plain", b"v", 60)
+    assert sorted(await store.keys_where(sub="alice")) == ["a1", "a2"]
+    assert sorted(await store.keys_where(sid="s1")) == ["a1", "b1"]
+    assert await store.keys_where(sub="alice", sid="s1") == ["a1"]
+    assert await store.keys_where(sub="carol") == []
+    with pytest.raises(ValueError, match="sub or sid"):
+        await store.keys_where()
+
+
+async def test_set_replaces_the_index_fields(store: Store) -> None:
+    await store.set("k", b"v", 60, sub="alice", sid="s1")
+    await store.set("k", b"v", 60, sub="bob")
+    assert await store.keys_where(sub="alice") == []
+    assert await store.keys_where(sid="s1") == []
+    assert await store.keys_where(sub="bob") == ["k"]
+
+
+async def test_replace_writes_only_over_a_live_and_expected_value(store: Store) -> None:
+    assert await store.replace("k", b"v", 60, sub="alice") is False
+    assert await store.get("k") is None
+    await store.set("k", b"one", 60, sub="alice")
+    assert await store.replace("k", b"two", 60, sub="alice") is True
+    assert await store.replace("k", b"three", 60, sub="alice", expected=b"one") is False
+    assert await store.get("k") == b"two"
+    assert await store.replace("k", b"three", 60, sub="alice", expected=b"two") is True
+    assert await store.get("k") == b"three"
+    assert await store.keys_where(sub="alice") == ["k"]
+
+
+async def test_replace_renews_the_ttl(store: Store) -> None:
+    await store.set("k", b"v", 0.15)
+    assert await store.replace("k", b"w", 60) is True
+    await asyncio.sleep(0.25)
+    assert await store.get("k") == b"w"
+
+
+async def test_add_if_absent_writes_once(store: Store) -> None:
+    assert await store.add_if_absent("jti:1", b"used", 60) is True
+    assert await store.add_if_absent("jti:1", b"again", 60) is False
+    assert await store.get("jti:1") == b"used"
+
+
+async def test_add_if_absent_takes_over_an_expired_marker(store: Store) -> None:
+    assert await store.add_if_absent("m", b"1", 0.05) is True
+    await asyncio.sleep(0.12)
+    assert await store.add_if_absent("m", b"2", 60) is True
+    assert await store.get("m") == b"2"
+
+
+async def test_add_if_absent_is_atomic_under_concurrency(store: Store) -> None:
+    results = await asyncio.gather(*(store.add_if_absent("once", str(i).encode(), 60) for i in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_ping_answers(store: Store) -> None:
+    await store.ping()
+
+
+# -- the lease --------------------------------------------------------------------------------
+
+
+async def test_lock_admits_one_holder_at_a_time(store: Store) -> None:
+    holders = 0
+    most = 0
+    entered = 0
+
+    async def worker() -> None:
+        nonlocal holders, most, entered
+        async with store.lock("refresh:s", ttl=5, wait=5):
+            holders += 1
+            entered += 1
+            most = max(most, holders)
+            await asyncio.sleep(0.005)
+            holders -= 1
+
+    await asyncio.gather(*(worker() for _ in range(10)))
+    assert (entered, most) == (10, 1)
+
+
+async def test_lock_gives_up_after_wait(store: Store) -> None:
+    async with store.lock("busy", ttl=5, wait=1):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="busy"):
+            async with store.lock("busy", ttl=5, wait=0.1):
+                pass  # pragma: no cover
+        assert 0.08 <= time.monotonic() - started < 1
+    async with store.lock("busy", ttl=5, wait=0):
+        pass
+
+
+async def test_different_lock_names_do_not_block_each_other(store: Store) -> None:
+    async with store.lock("a", ttl=5, wait=0), store.lock("b", ttl=5, wait=0):
+        pass
+
+
+async def test_lock_is_released_when_the_body_raises(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.lock("l", ttl=5, wait=0):
+            raise RuntimeError("boom")
+    async with store.lock("l", ttl=5, wait=0):
+        pass
+
+
+async def test_lease_of_a_dead_holder_expires_and_its_late_release_spares_the_successor(store: Store) -> None:
+    dead = store.lock("l", ttl=0.2, wait=0)
+    await dead.__aenter__()  # the holder "dies": it never leaves the block in time
+    started = time.monotonic()
+    async with store.lock("l", ttl=5, wait=2):
+        assert time.monotonic() - started >= 0.1
+        await dead.__aexit__(None, None, None)  # the dead holder wakes up and releases
+        with pytest.raises(StoreUnavailable):
+            async with store.lock("l", ttl=5, wait=0.05):
+                pass  # pragma: no cover
+
+
+# -- several processes ------------------------------------------------------------------------
+
+_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from bff.stores import open_store
+
+    async def main(url, rounds):
+        store = open_store(url)
+        await store.open()
+        for _ in range(rounds):
+            async with store.lock("counter", ttl=10, wait=20):
+                # read, pause, write: without the lease, two processes lose each other's increments
+                value = int(await store.get("counter") or b"0")
+                await asyncio.sleep(0.003)
+                await store.set("counter", str(value + 1).encode(), 60)
+        await store.close()
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+_DIE_HOLDING = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from bff.stores import open_store
+
+    async def main(url):
+        store = open_store(url)
+        await store.open()
+        await store.lock("lease", ttl=0.5, wait=1).__aenter__()
+        print("held", flush=True)
+        os._exit(0)  # die holding the lease
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def _python(code: str, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=stdout, text=True)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    # Database 1: the contract tests use database 0 under random prefixes.
+    return server.url[: -len("/0")] + "/1"
+
+
+async def test_lock_is_exclusive_across_processes(shared_url: str) -> None:
+    store = open_store(shared_url)
+    await store.open()
+    await store.delete("counter")
+    rounds = 25
+    workers = [_python(_WORKER, shared_url, str(rounds)) for _ in range(2)]
+    for worker in workers:
+        assert await asyncio.to_thread(worker.wait, 60) == 0
+    assert await store.get("counter") == str(2 * rounds).encode()
+    await store.close()
+
+
+async def test_lease_of_a_dead_process_expires(shared_url: str) -> None:
+    store = open_store(shared_url)
+    await store.open()
+    with _python(_DIE_HOLDING, shared_url, stdout=subprocess.PIPE) as dying:
+        assert dying.stdout is not None
+        assert await asyncio.to_thread(dying.stdout.readline) == "held\n"
+        await asyncio.to_thread(dying.wait, 10)
+    with pytest.raises(StoreUnavailable):
+        async with store.lock("lease", ttl=5, wait=0.05):
+            pass  # pragma: no cover
+    async with store.lock("lease", ttl=5, wait=3):
+        pass
+    await store.close()
+
+
+async def test_sqlite_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
+    first, second = SQLiteStore(tmp_path / "s.db"), SQLiteStore(tmp_path / "s.db")
+    await first.open()
+    await second.open()
+    await first.set("k", b"v", 60, sub="alice")
+    assert await second.get("k") == b"v"
+    assert await second.keys_where(sub="alice") == ["k"]
+    assert await second.add_if_absent("k", b"w", 60) is False
+    assert await second.delete("k") is True
+    assert await first.get("k") is None
+    await first.close()
+    await second.close()
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_sqlite_path_that_cannot_be_created_is_store_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    store = SQLiteStore(tmp_path / "a-file" / "sessions.db")
+    with pytest.raises(StoreUnavailable, match="session store"):
+        await store.open()
+    with pytest.raises(StoreUnavailable):
+        await store.get("k")
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    await store.close()
+
+
+async def test_sqlite_locked_beyond_the_busy_timeout_is_store_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", busy_timeout=0.1)
+    await store.open()
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store.set("k", b"v", 60)
+        assert time.monotonic() - started < 2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await store.set("k", b"v", 60)
+    assert await store.get("k") == b"v"
+    await store.close()
+
+
+async def test_sqlite_purges_expired_rows(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    await store.set("gone", b"v", 0.01)
+    async with store.lock("old", ttl=0.01, wait=0):
+        pass
+    dead = store.lock("dead", ttl=0.01, wait=0)
+    await dead.__aenter__()
+    await asyncio.sleep(0.05)
+    store._next_sweep = 0  # the sweep runs at most once a minute; it is due now
+    await store.set("kept", b"v", 60)
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        assert [row[0] for row in raw.execute("SELECT key FROM entries")] == ["kept"]
+        assert raw.execute("SELECT count(*) FROM leases").fetchone() == (0,)
+    raw.close()
+    await store.close()
+
+
+async def test_redis_stopped_is_store_unavailable_and_restarted_works_again(tmp_path: Path) -> None:
+    server = RedisServer(redis_server_or_skip(), tmp_path)
+    server.start()
+    store = RedisStore(server.url, timeout=0.5)
+    try:
+        await store.open()
+        await store.set("k", b"v", 60, sub="alice")
+        server.stop()
+        calls: list[Callable[[], Awaitable[object]]] = [
+            store.ping,
+            lambda: store.get("k"),
+            lambda: store.set("k", b"v", 60, sub="alice"),
+            lambda: store.delete("k"),
+            lambda: store.keys_where(sub="alice"),
+            lambda: store.add_if_absent("m", b"1", 60),
+        ]
+        for call in calls:
+            with pytest.raises(StoreUnavailable, match="redis"):
+                await call()
+        with pytest.raises(StoreUnavailable):
+            async with store.lock("l", ttl=1, wait=0.1):
+                pass  # pragma: no cover
+        server.start()  # same port, empty (no persistence)
+        await store.ping()
+        assert await store.get("k") is None
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_redis_not_running_at_open_is_store_unavailable(tmp_path: Path) -> None:
+    server = RedisServer(redis_server_or_skip(), tmp_path)  # never started
+    store = RedisStore(server.url, timeout=0.5)
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    await store.close()
+
+
+async def test_redis_entries_and_index_sets_carry_ttls(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    store = RedisStore(redis_server.url, prefix="ttl-test:")
+    await store.open()
+    await store.set("k", b"v", 30, sub="alice", sid="s1")
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        for key in ("ttl-test:e:k", "ttl-test:m:k", "ttl-test:sub:alice", "ttl-test:sid:s1"):
+            assert 25_000 < await client.pttl(key) <= 30_000, key
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+# -- URLs -------------------------------------------------------------------------------------
+
+
+def test_open_store_picks_the_backend_by_url_without_io(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory://"), MemoryStore)
+    relative = open_store("sqlite:///.bff/sessions.db")
+    assert isinstance(relative, SQLiteStore)
+    assert relative.path == Path(".bff/sessions.db")
+    absolute = open_store(f"sqlite:///{tmp_path}/never-created/s.db")
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == tmp_path / "never-created" / "s.db"
+    assert not (tmp_path / "never-created").exists()
+    assert isinstance(open_store("redis://127.0.0.1:1/0"), RedisStore)
+    assert "secret" not in repr(open_store("redis://:secret@127.0.0.1:1/0"))
+
+
+@pytest.mark.parametrize("url", ["postgres://x", "sqlite://", "sqlite:///", "file:///x.db", ""])
+def test_open_store_rejects_unknown_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="session_store"):
+        open_store(url)
