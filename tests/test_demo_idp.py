@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import httpx2
 import jwt
 import pytest
 from starlette.applications import Starlette
@@ -67,7 +68,7 @@ class Harness:
         app = Starlette(routes=[Mount("/idp", app=self.idp.app())])
         self.http = TestClient(app, base_url="http://idp.test", follow_redirects=False)
 
-    def authorize(self, verifier: str, **overrides: str) -> httpx.Response:
+    def authorize(self, verifier: str, **overrides: str) -> httpx2.Response:
         params = {
             "response_type": "code",
             "client_id": "bff",
@@ -93,7 +94,7 @@ class Harness:
         assert location.startswith(CALLBACK + "?")
         return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
 
-    def token(self, data: dict[str, str], *, auth: str = "basic", secret: str = SECRET) -> httpx.Response:
+    def token(self, data: dict[str, str], *, auth: str = "basic", secret: str = SECRET) -> httpx2.Response:
         if auth == "basic":
             return self.http.post("/idp/token", data=data, auth=("bff", secret))
         return self.http.post("/idp/token", data={**data, "client_id": "bff", "client_secret": secret})
@@ -113,7 +114,7 @@ class Harness:
         body: dict[str, Any] = response.json()
         return body
 
-    def refresh(self, refresh_token: str) -> httpx.Response:
+    def refresh(self, refresh_token: str) -> httpx2.Response:
         return self.token({"grant_type": "refresh_token", "refresh_token": refresh_token})
 
     def verify(self, token: str, audience: str, leeway: float = 0) -> dict[str, Any]:
