@@ -1,0 +1,278 @@
+"""The real OpenID provider of the integration tests: panva's `oidc-provider` 8.x under node.
+
+`OidcProvider` starts `node tests/oidc_provider/provider.mjs` on a loopback port, waits for its
+discovery document, and talks to the script's test-only routes (`/test/...`): counters of grants,
+every token it issued, the grants of an account with their refresh tokens, revoking a grant,
+registering a client. It keeps its keys and all grants, tokens and sessions in a state file, so
+`stop()` then `start()` (or `restart()`) brings the same provider back on the same port.
+
+Node missing or `npm ci` not run: `node_or_skip()` skips with the reason, and under `CI=true`
+fails instead, because CI must run these tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+PROVIDER_DIR = Path(__file__).resolve().parent.parent / "oidc_provider"
+PROVIDER_SCRIPT = PROVIDER_DIR / "provider.mjs"
+DEFAULT_ACCESS_TTL = 4
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the kernel's choice) on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def missing_requirement(reason: str) -> None:
+    """Skip the test with `reason`, or fail it under CI, where nothing may be silently skipped."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"integration tests cannot run: {reason}", pytrace=False)
+    pytest.skip(f"integration tests need it: {reason}")
+
+
+def node_or_skip() -> str:
+    """Path of `node`, after checking that the provider's packages are installed."""
+    node = shutil.which("node")
+    if node is None:
+        missing_requirement("`node` is not installed (scripts/install-test-deps installs nodejs)")
+    assert node is not None
+    if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+        missing_requirement(f"run `npm ci` in {PROVIDER_DIR} (scripts/install-test-deps does)")
+    return node
+
+
+@dataclass(frozen=True)
+class Client:
+    """A client registered at the provider (the BFF's registration). The secret is a test fixture."""
+
+    client_id: str
+    client_secret: str
+    auth_method: str
+    base_url: str
+    """The BFF's public URL this client was registered for."""
+
+
+class OidcProvider:
+    """One `provider.mjs` process on `port`, its state kept in `state_dir`."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int | None = None,
+        access_ttl: int = DEFAULT_ACCESS_TTL,
+        api_audience: str = "http://127.0.0.1/api",
+        log_file: Path | None = None,
+    ) -> None:
+        self.node = node_or_skip()
+        self.port = port or free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.access_ttl = access_ttl
+        self.api_audience = api_audience
+        self.state_dir = state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = state_dir / "provider-state.json"
+        self.log_file = log_file or state_dir / "provider.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._http = httpx.Client(base_url=self.issuer, timeout=10)
+
+    # ------------------------------------------------------------------ process
+
+    def start(self, timeout: float = 20) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        env = {
+            **os.environ,
+            "OP_PORT": str(self.port),
+            "OP_STATE_FILE": str(self.state_file),
+            "OP_ACCESS_TTL": str(self.access_ttl),
+            "OP_API_AUDIENCE": self.api_audience,
+        }
+        log = self.log_file.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                [self.node, str(PROVIDER_SCRIPT)], cwd=PROVIDER_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"oidc provider exited with {self._process.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if self._http.get("/.well-known/openid-configuration").status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"oidc provider did not answer within {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the process (state kept on disk); the port stops answering at once."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def close(self) -> None:
+        self.stop()
+        self._http.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    # ------------------------------------------------------------------ clients
+
+    def register_client(
+        self,
+        client_id: str,
+        base_url: str,
+        *,
+        auth_method: str = "client_secret_basic",
+        extra_redirect_uris: tuple[str, ...] = (),
+        prefix: str = "/bff",
+    ) -> Client:
+        """Register (or replace) a confidential client for a BFF whose public URL is `base_url`."""
+        secret = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+        metadata = {
+            "client_id": client_id,
+            "client_secret": secret,
+            "redirect_uris": [f"{base_url}{prefix}/callback", *extra_redirect_uris],
+            "post_logout_redirect_uris": [f"{base_url}/", base_url],
+            "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": auth_method,
+            "backchannel_logout_uri": f"{base_url}{prefix}/backchannel-logout",
+            "backchannel_logout_session_required": True,
+            "scope": "openid profile email offline_access api",
+        }
+        response = self._http.post("/test/clients", json=metadata)
+        response.raise_for_status()
+        return Client(client_id=client_id, client_secret=secret, auth_method=auth_method, base_url=base_url)
+
+    # ------------------------------------------------------------------ what the provider saw
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return dict(self._http.get("/test/counters").raise_for_status().json())
+
+    def refresh_count(self, client_id: str) -> int:
+        """Successful refresh-token grants of this client since the provider (re)started."""
+        return self.counters().get("grant:refresh_token", {}).get(client_id, 0)
+
+    def refresh_errors(self, client_id: str) -> dict[str, int]:
+        return {
+            name: per_client[client_id]
+            for name, per_client in self.counters().items()
+            if name.startswith("grant_error:refresh_token") and client_id in per_client
+        }
+
+    def backchannel_count(self, client_id: str) -> int:
+        return self.counters().get("backchannel.success", {}).get(client_id, 0)
+
+    def issued(self, client_id: str | None = None) -> list[dict[str, Any]]:
+        """Every token response of the provider (access, refresh and ID tokens), oldest first."""
+        params = {"client_id": client_id} if client_id else {}
+        return list(self._http.get("/test/issued", params=params).raise_for_status().json())
+
+    def issued_tokens(self, client_id: str | None = None) -> set[str]:
+        tokens: set[str] = set()
+        for entry in self.issued(client_id):
+            for kind in ("access_token", "refresh_token", "id_token"):
+                if entry.get(kind):
+                    tokens.add(entry[kind])
+        return tokens
+
+    def grants(self, account: str | None = None, client_id: str | None = None) -> list[dict[str, Any]]:
+        """Grants with their refresh tokens (`value`, `consumed`), read from the provider's state."""
+        params = {key: value for key, value in (("account", account), ("client_id", client_id)) if value}
+        return list(self._http.get("/test/grants", params=params).raise_for_status().json())
+
+    def current_refresh_tokens(self, account: str, client_id: str) -> list[str]:
+        """The refresh tokens of `account` at `client_id` that are not consumed (rotated away)."""
+        return [
+            token["value"]
+            for grant in self.grants(account, client_id)
+            for token in grant["refreshTokens"]
+            if not token["consumed"]
+        ]
+
+    def revoke_grants(self, account: str, client_id: str) -> list[str]:
+        """Revoke every grant of `account` at `client_id` with all its tokens, as an admin would."""
+        response = self._http.post("/test/revoke-grant", json={"account": account, "clientId": client_id})
+        return list(response.raise_for_status().json()["revoked"])
+
+    # ------------------------------------------------------------------ the provider's own endpoints
+
+    def discovery(self) -> dict[str, Any]:
+        return dict(self._http.get("/.well-known/openid-configuration").raise_for_status().json())
+
+    def introspect(self, token: str, client: Client) -> dict[str, Any]:
+        """RFC 7662 introspection with the client's credentials."""
+        response = self._http.post(
+            "/token/introspection",
+            data={"token": token},
+            auth=(client.client_id, client.client_secret),
+        )
+        return dict(response.raise_for_status().json())
+
+
+@contextlib.contextmanager
+def running_provider(state_dir: Path, **kwargs: Any) -> Iterator[OidcProvider]:
+    provider = OidcProvider(state_dir, **kwargs)
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.close()
+
+
+def token_fragments(tokens: Mapping[str, None] | set[str] | list[str]) -> set[str]:
+    """The strings to look for: each token, and for JWTs their payload and signature parts too
+    (a token cut in pieces must not slip through)."""
+    fragments: set[str] = set()
+    for token in tokens:
+        if not token:
+            continue
+        fragments.add(token)
+        parts = token.split(".")
+        if len(parts) == 3:
+            fragments.update(part for part in parts[1:] if len(part) >= 16)
+    return fragments
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)
