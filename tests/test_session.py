@@ -1,0 +1,383 @@
+"""SessionManager with an injected clock: lifecycle, timeouts, sliding, listing, and encryption at rest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from starlette.datastructures import Secret
+
+from bff.config import SessionSettings, Settings
+from bff.cookies import CookieCodec
+from bff.session import SLIDE_INTERVAL, Session, SessionManager, session_key
+from bff.stores import Store
+from bff.stores.memory import MemoryStore
+from bff.stores.redis import RedisStore
+from bff.stores.sqlite import SQLiteStore
+from bff.tokenset import TokenSet
+from tests.support.redis_server import RedisServer
+
+IDLE = 1000.0
+ABSOLUTE = 5000.0
+UA = "Mozilla/5.0 (X11; Linux x86_64) Test"
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts writes, and can serve one stale read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.stale: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        if key in self.stale:
+            return self.stale.pop(key)
+        return await super().get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
+        self.writes += 1
+        await super().set(key, value, ttl, sub=sub, sid=sid)
+
+    async def replace(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        sub: str | None = None,
+        sid: str | None = None,
+        expected: bytes | None = None,
+    ) -> bool:
+        self.writes += 1
+        return await super().replace(key, value, ttl, sub=sub, sid=sid, expected=expected)
+
+
+def tokens(n: int = 1) -> TokenSet:
+    return TokenSet(
+        access_token=f"access-token-{n}-{uuid.uuid4().hex}",
+        refresh_token=f"refresh-token-{n}-{uuid.uuid4().hex}",
+        id_token=f"id-token-{n}-{uuid.uuid4().hex}",
+        expires_at=1_800_000_300.0,
+    )
+
+
+def make_settings(public_url: str = "http://127.0.0.1:8000") -> Settings:
+    return Settings(
+        secret_keys=(Secret("k" * 40),),
+        public_url=public_url,
+        session=SessionSettings(idle_timeout=IDLE, absolute_timeout=ABSOLUTE),
+    )
+
+
+def manager(store: Store, clock: Clock, public_url: str = "http://127.0.0.1:8000") -> SessionManager:
+    settings = make_settings(public_url)
+    return SessionManager(store, CookieCodec(settings, clock=clock), settings.session, clock=clock)
+
+
+async def new_session(sessions: SessionManager, sub: str = "alice", sid: str | None = "sid-1") -> Session:
+    return await sessions.create(sub=sub, sid=sid, claims={"sub": sub, "name": "Alice"}, tokens=tokens(), user_agent=UA)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    backend: Store
+    if request.param == "memory":
+        backend = MemoryStore()
+    elif request.param == "sqlite":
+        backend = SQLiteStore(tmp_path / "sessions.db")
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        backend = RedisStore(server.url, prefix=f"session-test-{uuid.uuid4().hex}:")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+# -- lifecycle, on every store ----------------------------------------------------------------
+
+
+async def test_a_created_session_loads_with_its_claims_and_tokens(store: Store) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    created = await new_session(sessions)
+    loaded = await sessions.load(created.id)
+    assert loaded == created
+    assert loaded is not None
+    assert loaded.tokens.refresh_token == created.tokens.refresh_token
+    assert dict(loaded.claims) == {"sub": "alice", "name": "Alice"}
+    assert (loaded.created_at, loaded.expires_at) == (clock.now, clock.now + ABSOLUTE)
+    assert loaded.key == session_key(created.id)
+
+
+async def test_every_session_gets_a_new_random_id(store: Store) -> None:
+    sessions = manager(store, Clock())
+    first, second = await new_session(sessions), await new_session(sessions)
+    assert first.id != second.id and first.key != second.key
+    assert len(first.id) == 43
+
+
+async def test_saved_tokens_replace_the_old_and_keep_the_refresh_token(store: Store) -> None:
+    sessions = manager(store, Clock())
+    session = await new_session(sessions)
+    refreshed = session.with_tokens(TokenSet(access_token="access-token-2", expires_at=1_800_000_600.0))
+    assert refreshed.tokens.refresh_token == session.tokens.refresh_token
+    assert refreshed.tokens.id_token == session.tokens.id_token
+    await sessions.save(refreshed)
+    loaded = await sessions.load(session.id)
+    assert loaded is not None
+    assert loaded.tokens.access_token == "access-token-2"
+    assert loaded.tokens.refresh_token == session.tokens.refresh_token
+    rotated = loaded.with_tokens(TokenSet(access_token="access-token-3", refresh_token="refresh-token-3"))
+    assert rotated.tokens.refresh_token == "refresh-token-3"
+
+
+async def test_a_destroyed_session_is_gone_and_a_late_save_does_not_revive_it(store: Store) -> None:
+    sessions = manager(store, Clock())
+    session = await new_session(sessions)
+    await sessions.destroy(session)
+    assert await sessions.load(session.id) is None
+    await sessions.save(session.with_tokens(tokens(2)))  # a refresh that finished after logout
+    assert await sessions.load(session.id) is None
+    assert await sessions.destroy_key(session.key) is False
+
+
+async def test_list_for_shows_the_users_live_sessions_newest_use_first(store: Store) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    first = await new_session(sessions)
+    clock.now += 10
+    second = await sessions.create(sub="alice", sid="sid-2", claims={}, tokens=tokens(), user_agent="Phone")
+    await new_session(sessions, sub="bob")
+    infos = await sessions.list_for("alice")
+    assert [info.key for info in infos] == [second.key, first.key]
+    assert infos[0].user_agent == "Phone"
+    assert infos[1].created_at == first.created_at
+    assert infos[1].expires_at == first.expires_at
+    for info in infos:
+        assert first.id not in repr(info) and second.id not in repr(info)
+    assert await sessions.list_for("carol") == []
+
+
+async def test_destroy_where_ends_exactly_the_matching_sessions(store: Store) -> None:
+    sessions = manager(store, Clock())
+    a1 = await new_session(sessions, sub="alice", sid="sid-1")
+    a2 = await new_session(sessions, sub="alice", sid="sid-2")
+    b1 = await new_session(sessions, sub="bob", sid="sid-1")
+    b2 = await new_session(sessions, sub="bob", sid="sid-3")
+    assert await sessions.destroy_where(sub="alice", sid="sid-1") == 1
+    assert await sessions.load(a1.id) is None
+    assert await sessions.load(a2.id) is not None
+    assert await sessions.destroy_where(sid="sid-1") == 1  # bob's
+    assert await sessions.load(b1.id) is None
+    assert await sessions.destroy_where(sub="bob") == 1
+    assert await sessions.load(b2.id) is None
+    assert await sessions.load(a2.id) is not None
+    assert await sessions.destroy_where(sub="nobody") == 0
+    with pytest.raises(ValueError, match="sub or sid"):
+        await sessions.destroy_where()
+
+
+# -- timeouts (memory store: the clock is the manager's) --------------------------------------
+
+
+async def test_a_session_idle_for_the_idle_timeout_ends() -> None:
+    clock = Clock()
+    store = MemoryStore()
+    sessions = manager(store, clock)
+    session = await new_session(sessions)
+    clock.now += IDLE - 1
+    assert await sessions.load(session.id) is not None  # ...and this use slides it
+    clock.now += IDLE
+    assert await sessions.load(session.id) is None
+    assert await store.get(session.key) is None  # purged
+    assert await sessions.list_for("alice") == []
+
+
+async def test_use_slides_the_idle_timeout() -> None:
+    clock = Clock()
+    sessions = manager(MemoryStore(), clock)
+    session = await new_session(sessions)
+    for _ in range(4):  # 4 x 0.9 idle: far past one idle timeout, never idle that long
+        clock.now += 0.9 * IDLE
+        loaded = await sessions.load(session.id)
+        assert loaded is not None
+        assert loaded.last_used_at == clock.now
+    [info] = await sessions.list_for("alice")
+    assert info.last_used_at == clock.now
+
+
+async def test_the_absolute_timeout_ends_even_a_busy_session() -> None:
+    clock = Clock()
+    sessions = manager(MemoryStore(), clock)
+    session = await new_session(sessions)
+    while clock.now + 0.5 * IDLE < session.expires_at:
+        clock.now += 0.5 * IDLE
+        assert await sessions.load(session.id) is not None
+    clock.now = session.expires_at
+    assert await sessions.load(session.id) is None
+
+
+async def test_sliding_writes_at_most_once_per_interval() -> None:
+    clock = Clock()
+    store = CountingStore()
+    sessions = manager(store, clock)
+    session = await new_session(sessions)
+    assert store.writes == 1
+    for _ in range(50):
+        clock.now += 1
+        assert await sessions.load(session.id) is not None
+    assert store.writes == 1  # 50 s of use, no write
+    clock.now += SLIDE_INTERVAL
+    await sessions.load(session.id)
+    await sessions.load(session.id)
+    assert store.writes == 2
+
+
+async def test_a_slide_never_overwrites_tokens_saved_meanwhile() -> None:
+    """Request A reads the session; a refresh saves rotated tokens; then A slides last_used_at.
+    A's write must not bring back the old refresh token (rotation would read it as theft)."""
+    clock = Clock()
+    store = CountingStore()
+    sessions = manager(store, clock)
+    session = await new_session(sessions)
+    stale = await store.get(session.key)
+    assert stale is not None
+    await sessions.save(session.with_tokens(TokenSet(access_token="new", refresh_token="rotated")))
+    clock.now += SLIDE_INTERVAL + 1
+    store.stale[session.key] = stale  # request A's read happened before the save
+    assert await sessions.load(session.id) is not None
+    loaded = await sessions.load(session.id)
+    assert loaded is not None
+    assert loaded.tokens.refresh_token == "rotated"
+
+
+async def test_the_store_ttl_is_the_nearer_of_idle_and_absolute_end(tmp_path: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "s.db")
+    sessions = manager(store, clock)
+    session = await new_session(sessions)
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        (expires_at,) = raw.execute("SELECT expires_at FROM entries").fetchone()
+    raw.close()
+    assert abs(expires_at - (time.time() + IDLE)) < 5
+    clock.now = session.expires_at - 100  # used until near the absolute end
+    await sessions.save(dataclasses.replace(session, last_used_at=clock.now))
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        (expires_at,) = raw.execute("SELECT expires_at FROM entries").fetchone()
+    raw.close()
+    assert abs(expires_at - (time.time() + 100)) < 5
+    await store.close()
+
+
+# -- cookies ----------------------------------------------------------------------------------
+
+
+async def test_the_cookie_lives_until_the_absolute_end() -> None:
+    clock = Clock()
+    sessions = manager(MemoryStore(), clock, public_url="https://app.example.com")
+    session = await new_session(sessions)
+    header = sessions.set_cookie_header(session)
+    assert header.startswith("__Host-bff=")
+    assert f"Max-Age={int(ABSOLUTE)};" in header
+    assert "HttpOnly" in header and "Secure" in header and "SameSite=Strict" in header
+    clock.now += 1000
+    assert f"Max-Age={int(ABSOLUTE) - 1000};" in sessions.set_cookie_header(session)
+    assert sessions.clear_cookie_header().startswith("__Host-bff=; Max-Age=0;")
+
+
+async def test_load_from_headers_follows_the_cookie() -> None:
+    clock = Clock()
+    sessions = manager(MemoryStore(), clock)
+    session = await new_session(sessions)
+    cookie = sessions.set_cookie_header(session).split(";")[0]
+    assert await sessions.load_from_headers([(b"cookie", f"a=1; {cookie}".encode())]) == session
+    tampered = cookie[:-3] + ("AAA" if not cookie.endswith("AAA") else "BBB")
+    assert await sessions.load_from_headers([(b"cookie", tampered.encode())]) is None
+    assert await sessions.load_from_headers([]) is None
+
+
+async def test_a_session_id_of_the_wrong_shape_does_not_reach_the_store() -> None:
+    store = CountingStore()
+    sessions = manager(store, Clock())
+    for bad in ("", "short", "x" * 44, "../../etc/passwd" + "a" * 27):
+        assert await sessions.load(bad) is None
+
+
+# -- encryption at rest -----------------------------------------------------------------------
+
+
+async def test_the_sqlite_file_holds_no_session_id_cookie_or_token(tmp_path: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "sessions.db")
+    await store.open()
+    sessions = manager(store, clock)
+    secrets_: list[str] = []
+    for n in range(3):
+        session = await sessions.create(
+            sub="alice", sid=f"sid-{n}", claims={"email": "hidden@example.com"}, tokens=tokens(n), user_agent=UA
+        )
+        refreshed = session.with_tokens(tokens(n + 10))
+        await sessions.save(refreshed)
+        signed = sessions.set_cookie_header(session).split(";")[0].split("=", 1)[1]
+        secrets_ += [session.id, signed, signed.split(".")[1]]
+        for token_set in (session.tokens, refreshed.tokens):
+            secrets_ += [t for t in (token_set.access_token, token_set.refresh_token, token_set.id_token) if t]
+
+    def stored_bytes() -> bytes:
+        files = [tmp_path / name for name in ("sessions.db", "sessions.db-wal", "sessions.db-shm")]
+        return b"".join(path.read_bytes() for path in files if path.exists())
+
+    before_close = stored_bytes()
+    await store.close()  # checkpoints the WAL into the main file
+    for dump in (before_close, stored_bytes()):
+        assert b"alice" in dump  # the file is what we think it is
+        for secret in secrets_:
+            assert secret.encode() not in dump, "a secret is readable in the store"
+        assert b"hidden@example.com" not in dump  # claims are encrypted too
+
+
+async def test_a_record_copied_to_another_key_or_altered_does_not_decrypt() -> None:
+    clock = Clock()
+    store = MemoryStore()
+    sessions = manager(store, clock)
+    victim = await new_session(sessions)
+    attacker = await new_session(sessions, sub="mallory")
+    raw = await store.get(victim.key)
+    assert raw is not None
+    # The attacker can write to the store and knows their own id: the victim's box under their key
+    await store.set(attacker.key, raw, 60, sub="mallory")
+    assert await sessions.load(attacker.id) is None
+    # A longer life written into the metadata is refused too.
+    record = json.loads(raw)
+    record["expires_at"] += 10 * ABSOLUTE
+    await store.set(victim.key, json.dumps(record).encode(), 60, sub="alice")
+    assert await sessions.load(victim.id) is None
+
+
+async def test_the_session_repr_holds_no_secret() -> None:
+    sessions = manager(MemoryStore(), Clock())
+    session = await new_session(sessions)
+    text = repr(session)
+    assert session.id not in text
+    assert session.tokens.access_token not in text
+    assert session.tokens.refresh_token is not None and session.tokens.refresh_token not in text
+    assert session.key in text
+    assert "Alice" not in text  # claims stay out of logs too
+    assert dataclasses.replace(session, user_agent="x").id == session.id
