@@ -58,7 +58,7 @@ class BffApp:
         self.settings = settings
         self.metrics = Metrics()
         self.store = open_store(settings.session_store)
-        self.cookies = CookieCodec(settings)
+        self.cookies = CookieCodec(settings, clock=clock)
         self.sessions = SessionManager(self.store, self.cookies, settings.session, clock=clock)
         self._idp_http = httpx.AsyncClient(
             transport=idp_transport,

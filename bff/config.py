@@ -76,6 +76,9 @@ class OIDCSettings:
     """Extra query parameters for the authorization request. Default: none."""
     post_logout_redirect_uri: URL | None = None
     """Where the provider sends the browser after logout. Default: `public_url` + `/`."""
+    logout_id_token_hint: bool = False
+    """Put the ID token as `id_token_hint` into the end-session URL that logout hands the browser
+    (some providers require it); otherwise the URL carries `client_id`. Default: `false`."""
     leeway: Duration = 30
     """Clock-skew allowance when checking ID-token and logout-token times. Default: `30s`."""
     refresh_skew: Duration = 30

@@ -53,6 +53,7 @@ class ProviderMetadata:
     end_session_endpoint: str | None = None
     revocation_endpoint: str | None = None
     id_token_signing_alg_values_supported: tuple[str, ...] = ("RS256",)
+    authorization_response_iss_parameter_supported: bool = False
 
     @property
     def algorithms(self) -> list[str]:
@@ -114,6 +115,8 @@ def parse_discovery(response: httpx.Response, expected_issuer: str, *, retry_aft
         end_session_endpoint=data.get("end_session_endpoint"),
         revocation_endpoint=data.get("revocation_endpoint"),
         id_token_signing_alg_values_supported=tuple(str(alg) for alg in algorithms),
+        authorization_response_iss_parameter_supported=data.get("authorization_response_iss_parameter_supported")
+        is True,
     )
 
 

@@ -174,9 +174,8 @@ class FakeIdP:
             challenge = base64.urlsafe_b64encode(hashlib.sha256(form["code_verifier"].encode()).digest()).rstrip(b"=")
             if challenge.decode() != query["code_challenge"] or form.get("redirect_uri") != query["redirect_uri"]:
                 return _error("invalid_grant")
-            id_token = self.id_token(
-                nonce=query["nonce"], sub=grant_data["sub"], sid=grant_data["sid"], **grant_data["id_claims"]
-            )
+            claims = {"nonce": query["nonce"], "sub": grant_data["sub"], "sid": grant_data["sid"]}
+            id_token = self.id_token(**{**claims, **grant_data["id_claims"]})
             refresh = self.issue_refresh_token(grant_data["sub"], grant_data["sid"])
             return self._tokens(refresh_token=refresh, id_token=id_token)
         if grant == "refresh_token":

@@ -1,0 +1,62 @@
+"""`/healthz` (liveness), `/readyz` (readiness: the store answers and the provider's discovery
+document can be fetched) and `/metrics` (Prometheus text). Never behind the session or the
+anti-forgery check; what they report holds no secret.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bff.errors import BffError
+from bff.metrics import Metrics
+from bff.oidc import OIDCClient
+from bff.stores import Store
+
+__all__ = ["HealthParts", "build_health_routes"]
+
+
+class HealthParts(Protocol):
+    metrics: Metrics
+    store: Store
+    oidc: OIDCClient | None
+
+
+def build_health_routes(parts: HealthParts) -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"}, 200)
+
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            await parts.store.ping()
+            checks["store"] = "ok"
+        except BffError as exc:
+            checks["store"] = exc.detail or exc.code
+        if parts.oidc is not None:
+            try:
+                await parts.oidc.discover(force=True)
+                checks["provider"] = "ok"
+            except BffError as exc:
+                checks["provider"] = exc.detail or exc.code
+        ready = all(value == "ok" for value in checks.values())
+        return _json({"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(parts.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+
+
+def _json(body: dict[str, str], status: int) -> Response:
+    return Response(
+        json.dumps(body), status_code=status, media_type="application/json", headers={"cache-control": "no-store"}
+    )

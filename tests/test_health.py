@@ -1,0 +1,64 @@
+"""/healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from bff import create_app
+from bff.app import BffApp
+from bff.errors import StoreUnavailable
+from tests.fakes import Clock, FakeIdP, settings_for
+
+
+def make_client(idp: FakeIdP, **environ: str) -> TestClient:
+    clock = Clock()
+    idp.clock = clock
+    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp))
+    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+
+
+def test_healthz_is_always_ok() -> None:
+    idp = FakeIdP()
+    idp.unreachable = True
+    with make_client(idp) as client:
+        response = client.get("/healthz")
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_checks_store_and_provider() -> None:
+    idp = FakeIdP()
+    with make_client(idp) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok", "store": "ok", "provider": "ok"}
+        idp.unreachable = True
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["status"] == "unavailable"
+        assert response.json()["store"] == "ok" and "unreachable" in response.json()["provider"]
+        idp.unreachable = False
+        assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_with_the_store_down_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    idp = FakeIdP()
+    with make_client(idp) as client:
+        assert isinstance(client.app, BffApp)
+        monkeypatch.setattr(client.app.store, "ping", _failing_ping)
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["store"] == "store down"
+
+
+async def _failing_ping() -> None:
+    raise StoreUnavailable("store down")
+
+
+def test_metrics_counts_logins() -> None:
+    idp = FakeIdP()
+    with make_client(idp) as client:
+        params = idp.authorize(client.get("/bff/login").headers["location"])
+        assert client.get("/bff/callback", params=params).status_code == 302
+        response = client.get("/metrics")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+        assert 'bff_logins_total{outcome="success"} 1' in response.text
