@@ -105,7 +105,12 @@ class TokenManager:
         skew at 0 (proactive refresh off) refreshing waits for the upstream's 401."""
         now = self._clock()
         if self._skew > 0 and session.tokens.expires_within(self._skew, now):
-            return await self._refresh(session)
+            try:
+                return await self._refresh(session)
+            except ProviderUnavailable:
+                if session.tokens.expires_within(0, self._clock()):
+                    raise
+                return session  # the provider is down but the token still works: use it meanwhile
         return session
 
     async def _refresh(self, session: Session) -> Session:

@@ -207,6 +207,18 @@ async def test_provider_outage_is_503_and_keeps_the_session(
     assert token is not None and token != "at-0"
 
 
+async def test_provider_outage_during_proactive_refresh_uses_the_still_valid_token(
+    worker: Worker, idp: FakeIdP, clock: Clock
+) -> None:
+    session = await worker.login(idp, clock)
+    clock.advance(280)  # 20 s left: due for a proactive refresh
+    idp.token_status = 503
+    assert await worker.tokens.bearer(USER, worker.headers(session)) == "at-0"
+    clock.advance(20)
+    with pytest.raises(ProviderUnavailable):
+        await worker.tokens.bearer(USER, worker.headers(session))
+
+
 async def test_a_cancelled_caller_does_not_cancel_the_refresh(worker: Worker, idp: FakeIdP, clock: Clock) -> None:
     session = await worker.login(idp, clock)
     clock.advance(600)
