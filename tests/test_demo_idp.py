@@ -359,3 +359,16 @@ def test_jwks_verifies_every_token_kind(harness: Harness) -> None:
     harness.verify(logout_token, audience="bff")
     harness.verify(tokens["id_token"], audience="bff")
     harness.verify(tokens["access_token"], audience=API)
+
+
+def test_end_session_without_a_hint_ends_this_browsers_session(harness: Harness) -> None:
+    tokens = harness.code_exchange("dave")
+    params = {"client_id": "bff", "post_logout_redirect_uri": "http://app.test/"}
+    with TestClient(harness.http.app, base_url="http://idp.test", follow_redirects=False) as stranger:
+        assert stranger.get("/idp/end-session", params=params).status_code == 303
+    assert harness.backchannel == []  # another browser, no cookie: nothing ended
+    response = harness.http.get("/idp/end-session", params=params)
+    assert response.status_code == 303
+    assert "dev_idp_session=" in response.headers["set-cookie"]  # cleared
+    assert len(harness.backchannel) == 1
+    assert harness.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"

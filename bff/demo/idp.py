@@ -16,7 +16,9 @@ What it does, relative to the issuer URL (the app is mounted there, e.g. at `/id
     GET|POST /userinfo                       claims for a bearer access token
     POST /revoke                             RFC 7009; a refresh token revokes its whole grant
     GET|POST /end-session                    RP-initiated logout: ends the session named by
-                                             `id_token_hint` and sends back-channel logout tokens
+                                             `id_token_hint` (or, without one, this browser's, from
+                                             the provider's cookie) and sends back-channel logout
+                                             tokens to the clients that had grants in it
 
 Access tokens are JWTs (`typ: at+jwt`) for one API audience, with `sub`, `sid`, `name`,
 `client_id`, `scope`, `exp` = now + `access_ttl`. Refresh responses carry no new ID token.
@@ -51,6 +53,7 @@ log = logging.getLogger("bff.demo.idp")
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 DEFAULT_USERS = ("alice", "bob", "carol")
+SESSION_COOKIE = "dev_idp_session"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 Form = Mapping[str, list[str]]  # a parsed urlencoded body: name → values
 _PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1: unreserved characters
@@ -164,6 +167,7 @@ class DevIdentityProvider:
         key: SigningKey | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
+        self._cookie_path = urlsplit(self.issuer).path or "/"
         self.api_audience = api_audience
         self.access_ttl = access_ttl
         self.key = key or SigningKey.generate()
@@ -318,7 +322,18 @@ class DevIdentityProvider:
         )
         log.info("Signed in. sub: '%s', sid: '%s'", session.sub, session.sid)
         query = {"code": code, "state": transaction.state, "iss": self.issuer}
-        return RedirectResponse(_with_query(transaction.redirect_uri, query), status_code=303)
+        response = RedirectResponse(_with_query(transaction.redirect_uri, query), status_code=303)
+        # Only end-session reads this cookie (to find the browser's session when the client sends
+        # no id_token_hint); there is no single sign-on: every authorization shows the login page.
+        response.set_cookie(
+            SESSION_COOKIE,
+            session.sid,
+            path=self._cookie_path,
+            httponly=True,
+            samesite="lax",
+            secure=self.issuer.startswith("https://"),
+        )
+        return response
 
     async def _token(self, request: Request) -> Response:
         form = await _read_form(request)
@@ -393,15 +408,21 @@ class DevIdentityProvider:
         client = self._clients.get(str(client_id or params.get("client_id", "")))
         if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris):
             return message_page("Sign-out failed", "post_logout_redirect_uri is not registered.", status_code=400)
-        sid = claims.get("sid")
+        # The session to end: the one the hint names, else this browser's own (the provider's cookie).
+        sid = claims.get("sid") if hint else request.cookies.get(SESSION_COOKIE)
+        ended = isinstance(sid, str) and sid in self._sessions
         if isinstance(sid, str):
             await self.end_session(sid)
+        response: Response
         if redirect_uri:
             state = params.get("state")
-            return RedirectResponse(_with_query(redirect_uri, {"state": state} if state else {}), status_code=303)
-        if sid:
-            return message_page("Signed out", "You are signed out of the development identity provider.")
-        return message_page("Nothing to sign out", "No id_token_hint named a session; nothing was ended.")
+            response = RedirectResponse(_with_query(redirect_uri, {"state": state} if state else {}), status_code=303)
+        elif ended:
+            response = message_page("Signed out", "You are signed out of the development identity provider.")
+        else:
+            response = message_page("Nothing to sign out", "This browser has no session here; nothing was ended.")
+        response.delete_cookie(SESSION_COOKIE, path=self._cookie_path, httponly=True, samesite="lax")
+        return response
 
     # -- grants ----------------------------------------------------------------------------------
 

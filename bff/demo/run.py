@@ -1,0 +1,213 @@
+"""run_demo: `bff demo`, the whole product on one port. DEVELOPMENT ONLY, NOT FOR PRODUCTION.
+
+One process serves, through the same `create_app` as `bff serve`:
+
+    /            frontend-demo/ (the BFF's `static_dir`)
+    /bff/...     the BFF's own endpoints, sessions in SQLite under the data directory
+    /api/...     a `token = "user"` route whose upstream is /demo-api on this same server: the proxy
+                 calls back into this process over loopback, the real path with a real socket
+    /idp/...     the development identity provider (`idp.py`), mounted as an extra route
+    /demo-api/   the demo API (`api.py`), mounted as an extra route
+
+`frontend-demo/` is found next to the `bff` package, i.e. in the source checkout that
+`pip install -e .` uses; there is no packaged copy to fall out of date.
+
+The BFF's secret key is made once and kept in `<data_dir>/demo-secret` (mode 600), so a restart
+keeps the session cookies valid. The provider keeps nothing across a restart (its signing key and
+grants included): the first refresh after a restart ends the session, and the page goes to login.
+
+`BFF_PUBLIC_URL` (optional) is the origin the browser uses when it is not this server, e.g. the
+Vite dev server of frontend-demo/ (see its vite.config.js).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Secret
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from bff.app import BffApp, create_app
+from bff.config import OIDCSettings, RouteSettings, Settings
+from bff.demo.api import DemoAPI
+from bff.demo.idp import DemoClient, DevIdentityProvider
+from bff.errors import ConfigError
+
+CLIENT_ID = "bff-demo"
+FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend-demo"
+
+
+@dataclass(frozen=True)
+class Demo:
+    """The wired demo: `app` is what uvicorn serves; the parts are there for tests."""
+
+    settings: Settings
+    idp: DevIdentityProvider
+    api: DemoAPI
+    app: BffApp
+    base_url: str
+
+
+def build_demo(
+    *, host: str, port: int, access_ttl: int, data_dir: str | Path, environ: Mapping[str, str] | None = None
+) -> Demo:
+    """Everything `run_demo` serves, without serving it. Raises `ConfigError` for bad arguments."""
+    environ = os.environ if environ is None else environ
+    if access_ttl < 1:
+        raise ConfigError(["--access-ttl: must be at least 1 second"])
+    base_url = f"http://{_url_host(host)}:{port}"
+    public_url = environ.get("BFF_PUBLIC_URL", "").rstrip("/") or base_url
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        raise ConfigError([f"BFF_PUBLIC_URL: {public_url!r} must be an origin such as http://127.0.0.1:5173"])
+    data = Path(data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    issuer = f"{base_url}/idp"
+    audience = f"{base_url}/demo-api"
+    client_secret = secrets.token_urlsafe(32)  # the provider is in memory: a new registration each start
+    settings = Settings(
+        secret_keys=(Secret(load_or_create_secret(data)),),
+        public_url=public_url,
+        session_store=f"sqlite:///{data / 'demo-sessions.db'}",
+        allowed_origins=tuple(dict.fromkeys((public_url, base_url))),
+        static_dir=str(find_frontend_dir()),
+        oidc=OIDCSettings(
+            issuer=issuer,
+            client_id=CLIENT_ID,
+            client_secret=Secret(client_secret),
+            # Refresh a little before expiry, so both the proactive refresh and (on a short
+            # --access-ttl) the refresh after the API's 401 happen in a demo run.
+            refresh_skew=min(30.0, access_ttl / 4),
+        ),
+        routes=(RouteSettings(path="/api", upstream=audience, token="user", strip_prefix=True),),  # noqa: S106 (a token kind)
+    )
+    origins = tuple(dict.fromkeys((public_url, base_url)))
+    idp = DevIdentityProvider(
+        issuer=issuer,
+        clients=[
+            DemoClient(
+                CLIENT_ID,
+                client_secret,
+                redirect_uris=tuple(f"{origin}/bff/callback" for origin in origins),
+                post_logout_redirect_uris=tuple(f"{origin}/" for origin in origins),
+                backchannel_logout_uri=f"{base_url}/bff/backchannel-logout",
+            )
+        ],
+        api_audience=audience,
+        access_ttl=access_ttl,
+    )
+    api = DemoAPI(issuer=issuer, audience=audience, jwks_url=f"{issuer}/jwks")
+    extra_routes: list[BaseRoute] = [
+        Mount("/idp", app=idp.app()),
+        Mount("/demo-api", app=api.app()),
+        # frontend-demo/ is served as a directory; Vite's packages there are nobody's business.
+        Route("/node_modules/{path:path}", _not_found),
+    ]
+    app = create_app(settings, extra_routes=extra_routes)
+    return Demo(settings=settings, idp=idp, api=api, app=app, base_url=base_url)
+
+
+def run_demo(*, host: str, port: int, access_ttl: int, data_dir: str) -> int:
+    import uvicorn
+
+    demo = build_demo(host=host, port=port, access_ttl=access_ttl, data_dir=data_dir)
+    print(banner(demo, access_ttl=access_ttl, data_dir=data_dir), flush=True)
+    _log_to_stderr()
+    uvicorn.run(
+        demo.app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,  # X-Forwarded-* are judged by the BFF against trusted_proxies
+        access_log=False,
+        log_level="info",
+    )
+    return 0
+
+
+def banner(demo: Demo, *, access_ttl: int, data_dir: str) -> str:
+    url = demo.settings.public_url + "/"
+    lines = [
+        "",
+        "bff demo: the BFF, a development identity provider, a demo API and a demo SPA on one port.",
+        "DEVELOPMENT ONLY: the built-in identity provider has no passwords. Not for production.",
+        "",
+        f"  Open {url}",
+        "",
+        "  Things to try:",
+        "  1. Log in: pick a user on the development login page, or type any name.",
+        "  2. Add to-dos. They go through the BFF to the demo API with an access token the page never sees;",
+        '     the "What JavaScript can see" line shows document.cookie empty: the session cookie is HttpOnly.',
+        f'  3. Watch "access token expires in" count down from {access_ttl} s. When it runs out, the BFF refreshes',
+        "     the token by itself: the clock's stream reconnects, a to-do added after expiry just works.",
+        "  4. Open a second browser (or a private window), log in as the same user, and press",
+        '     "log out other devices" in one of them: the other goes to the login page on its next call.',
+        "  5. Log out: the BFF revokes the refresh token and the provider ends its session.",
+        "",
+        f"  Sessions live in {Path(data_dir) / 'demo-sessions.db'}; the provider forgets everything at a restart.",
+        "  Frontend work with Vite: cd frontend-demo && npm install && npm run dev, with this demo started as",
+        "  BFF_PUBLIC_URL=http://127.0.0.1:5173 bff demo   (see frontend-demo/vite.config.js).",
+        "  Ctrl+C stops.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def find_frontend_dir() -> Path:
+    if (FRONTEND_DIR / "index.html").is_file():
+        return FRONTEND_DIR
+    raise ConfigError(
+        [f"frontend-demo: not found at {FRONTEND_DIR}; run `bff demo` from a source checkout (pip install -e .)"]
+    )
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The BFF's cookie key, made on first use and kept (mode 600) so that restarts keep sessions."""
+    path = data_dir / "demo-secret"
+    for _ in range(2):
+        try:
+            secret = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            pass
+        else:
+            if len(secret) >= 32:
+                return secret
+            raise ConfigError([f"{path}: holds no usable key (delete the file to make a new one)"])
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue  # another process made it just now: read that one
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(secrets.token_urlsafe(48) + "\n")
+    return path.read_text(encoding="ascii").strip()
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 (a wildcard bind is reached at loopback)
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _log_to_stderr() -> None:
+    # The BFF's and the provider's log lines (logins, refreshes, logouts) are part of the show.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logger = logging.getLogger("bff")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+async def _not_found(request: Request) -> Response:
+    return PlainTextResponse("Not Found", status_code=404)
