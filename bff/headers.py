@@ -1,0 +1,216 @@
+"""Pure header filters for proxied requests and responses (no I/O, no settings lookups per call).
+
+Request side (browser → upstream): hop-by-hop headers and those named in `Connection` are removed
+(RFC 9110 §7.6.1), the browser's `Authorization` is dropped, the BFF's own cookies are removed
+from `Cookie` (other cookies only survive with `forward_cookies`), `Host` is the upstream's unless
+the route preserves it, and `X-Forwarded-For/-Proto/-Host` are set. Forwarding headers that came
+from the browser are believed only when the direct peer is a trusted proxy.
+
+Response side (upstream → browser): hop-by-hop headers are removed and no `Set-Cookie` may set a
+cookie with one of the BFF's names. Headers stay raw `(bytes, bytes)` pairs so a repeated
+`Set-Cookie` survives.
+
+The filters are built once per route (`RequestHeaderFilter`, `ResponseHeaderFilter`) so that a
+request costs one pass over its headers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+RawHeaders = Sequence[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1 plus the non-standard Proxy-Connection some clients still send.
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+    }
+)
+# Forwarding headers a client could forge; kept only when the peer is a trusted proxy.
+_FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
+# Set by the WebSocket client library on the upstream handshake itself.
+WEBSOCKET_HANDSHAKE: frozenset[bytes] = frozenset(
+    {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
+)
+_COOKIE_PREFIXES = ("__host-", "__secure-")
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """Header names listed in a `Connection` header value, lowercased."""
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def is_own_cookie(name: str, base: str) -> bool:
+    """True when `name` is one of the BFF's cookies: `base`, `base-...`, with or without a
+    `__Host-`/`__Secure-` prefix (browsers match those prefixes case-insensitively)."""
+    lowered = name[:9].lower()
+    for prefix in _COOKIE_PREFIXES:
+        if lowered.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    return name == base or name.startswith(base + "-")
+
+
+def filter_cookie_header(value: bytes, base: str) -> bytes:
+    """`Cookie` value without the BFF's own cookies (may come back empty)."""
+    kept = []
+    for part in value.split(b";"):
+        pair = part.strip()
+        if not pair:
+            continue
+        name = pair.split(b"=", 1)[0].strip().decode("latin-1")
+        if not is_own_cookie(name, base):
+            kept.append(pair)
+    return b"; ".join(kept)
+
+
+def set_cookie_name(value: bytes) -> str:
+    """The cookie name a `Set-Cookie` value sets."""
+    return value.split(b";", 1)[0].split(b"=", 1)[0].strip().decode("latin-1")
+
+
+class TrustedProxies:
+    """Addresses (and CIDR networks) whose forwarding headers are believed."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self._hosts = frozenset(entry for entry in entries if "/" not in entry)
+        self._networks = tuple(ipaddress.ip_network(entry, strict=False) for entry in entries if "/" in entry)
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        if host in self._hosts:
+            return True
+        if self._networks:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                return False
+            return any(address in network for network in self._networks)
+        return False
+
+
+class RequestHeaderFilter:
+    """Browser request headers → upstream request headers, for one route.
+
+    `apply` returns `str` pairs (what aiohttp takes) without `Authorization` and without the body
+    framing headers, plus that framing: the declared `Content-Length` (None when absent) and
+    whether the body is chunked. The caller adds the bearer token, if any, per attempt, and the
+    length of the body it sends.
+    """
+
+    __slots__ = ("_cookie_base", "_drop", "_forward_cookies", "_preserve_host", "_proto", "_public_host", "_trusted")
+
+    def __init__(
+        self,
+        *,
+        cookie_base: str,
+        forward_cookies: bool,
+        preserve_host: bool,
+        trusted_proxies: TrustedProxies,
+        public_scheme: str,
+        public_host: str,
+        extra_drop: Iterable[bytes] = (),
+    ) -> None:
+        # `expect` was answered by the server already; the caller frames the body itself.
+        self._drop = HOP_BY_HOP | {b"authorization", b"expect", b"host", b"content-length"} | frozenset(extra_drop)
+        self._cookie_base = cookie_base
+        self._forward_cookies = forward_cookies
+        self._preserve_host = preserve_host
+        self._trusted = trusted_proxies
+        self._proto = public_scheme
+        self._public_host = public_host
+
+    def apply(self, headers: RawHeaders, client_host: str | None) -> tuple[list[tuple[str, str]], int | None, bool]:
+        """Raise `ValueError` on a malformed `Content-Length`."""
+        out: list[tuple[str, str]] = []
+        length: int | None = None
+        chunked = False
+        drop = self._drop
+        trusted = client_host in self._trusted
+        forwarded_for: list[str] = []
+        named: set[bytes] | None = None
+        host: bytes | None = None
+        for name, value in headers:
+            if name in drop:
+                if name == b"content-length":
+                    length = _content_length(value, length)
+                elif name == b"connection":
+                    named = connection_tokens(value)
+                elif name == b"host":
+                    host = value
+                elif name == b"transfer-encoding":
+                    chunked = True  # RFC 9112 §6.3: it overrides any Content-Length
+                continue
+            if name in _FORWARDING:
+                if name == b"x-forwarded-for":
+                    if trusted:
+                        forwarded_for.append(value.decode("latin-1"))
+                    continue
+                if not trusted or (name != b"forwarded" and name != b"x-real-ip"):
+                    continue  # X-Forwarded-Proto/-Host come from public_url below
+            elif name == b"cookie":
+                if not self._forward_cookies:
+                    continue
+                value = filter_cookie_header(value, self._cookie_base)
+                if not value:
+                    continue
+            out.append((name.decode("latin-1"), value.decode("latin-1")))
+        if named:
+            named -= {b"close", b"keep-alive"}
+            if named:
+                out = [(name, value) for name, value in out if name.encode("latin-1") not in named]
+        if client_host:
+            forwarded_for.append(client_host)
+        if forwarded_for:
+            out.append(("x-forwarded-for", ", ".join(forwarded_for)))
+        out.append(("x-forwarded-proto", self._proto))
+        out.append(("x-forwarded-host", self._public_host))
+        if self._preserve_host and host is not None:
+            out.append(("host", host.decode("latin-1")))
+        return out, None if chunked else length, chunked
+
+
+def _content_length(value: bytes, previous: int | None) -> int:
+    if not value.isdigit():
+        raise ValueError("malformed Content-Length")
+    length = int(value)
+    if previous is not None and previous != length:
+        raise ValueError("conflicting Content-Length headers")
+    return length
+
+
+class ResponseHeaderFilter:
+    """Upstream response headers → browser response headers (raw ASGI pairs, names lowercased)."""
+
+    __slots__ = ("_cookie_base",)
+
+    def __init__(self, *, cookie_base: str) -> None:
+        self._cookie_base = cookie_base
+
+    def apply(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        named: set[bytes] | None = None
+        for raw_name, value in headers:
+            name = raw_name.lower()
+            if name in HOP_BY_HOP:
+                if name == b"connection":
+                    named = connection_tokens(value)
+                continue
+            if name == b"set-cookie" and is_own_cookie(set_cookie_name(value), self._cookie_base):
+                continue  # an upstream must never overwrite the BFF's session
+            out.append((name, value))
+        if named:
+            named -= {b"close", b"keep-alive"}
+            if named:
+                out = [(name, value) for name, value in out if name not in named]
+        return out

@@ -1,0 +1,1 @@
+"""Servers and helpers the tests share (real upstreams, the test OpenID provider, processes)."""

@@ -1,0 +1,398 @@
+"""Real servers for the proxy tests: uvicorn in a thread (or a subprocess) on a free loopback
+port, and raw-socket servers that misbehave on purpose.
+
+`UpstreamApp` is the echo upstream: by default it answers with the request it saw (method, path,
+query, headers, body, client port) as JSON; the last path segment picks another behaviour
+(`bytes`, `count`, `sse`, `slow`, `endless`, `auth`, `cookies`, `ws`). It records what it saw in
+attributes the tests read.
+
+Run as a module for the memory tests, which measure a proxy process of its own:
+
+    python -m tests.support.upstreams upstream --port 9000
+    python -m tests.support.upstreams proxy --port 8000 --upstream http://127.0.0.1:9000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+from starlette.datastructures import Secret
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bff.config import RouteSettings, Settings
+from bff.metrics import Metrics
+from bff.proxy import ProxyApp
+
+SECRET = Secret("test-secret-key-that-is-long-enough-0123456789")
+CHUNK = b"\0" * (1024 * 1024)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_settings(*routes: RouteSettings, **kwargs: Any) -> Settings:
+    return Settings(secret_keys=(SECRET,), session_store="memory://", routes=routes, **kwargs)
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """The fallback in tests: 404 `{"fallback": true}` (or a refused WebSocket)."""
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"fallback": true}'})
+
+
+class WithLifespan:
+    """Runs `ProxyApp.start()`/`close()` in the server's lifespan."""
+
+    def __init__(self, app: ProxyApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.app.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.app.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class ServerThread:
+    """uvicorn serving `app` on 127.0.0.1 in a background thread (its own event loop)."""
+
+    def __init__(self, app: ASGIApp, **config: Any) -> None:
+        self.port = free_port()
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "log_level": "warning",
+            "server_header": False,
+            "date_header": False,
+            "proxy_headers": False,  # the proxy's own X-Forwarded-For logic is under test
+            "lifespan": "on" if isinstance(app, WithLifespan) else "off",
+            **config,
+        }
+        self.server = uvicorn.Server(uvicorn.Config(app, **options))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class UpstreamApp:
+    """The echo upstream and its special behaviours (picked by the last path segment)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.client_ports: list[int] = []
+        self.disconnected = threading.Event()
+        self.sse_acks: dict[int, threading.Event] = {}
+        self.sse_waited: list[bool] = []
+        self.websocket_headers: list[dict[str, str]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        self.client_ports.append(scope["client"][1])
+        action = scope["path"].rstrip("/").rsplit("/", 1)[-1]
+        query = {key: values[-1] for key, values in parse_qs(scope["query_string"].decode()).items()}
+        handler = getattr(self, "_" + action, None) if action in _ACTIONS else None
+        if handler is not None:
+            await handler(scope, receive, send, query)
+        else:
+            await self._echo(scope, receive, send, query)
+
+    async def _echo(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        body = await _read_body(receive)
+        seen = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "raw_path": scope["raw_path"].decode("latin-1"),
+            "query": scope["query_string"].decode("latin-1"),
+            "headers": [[name.decode("latin-1"), value.decode("latin-1")] for name, value in scope["headers"]],
+            "body": body.decode("latin-1"),
+            "client_port": scope["client"][1],
+        }
+        self.requests.append(seen)
+        await _json(send, 200, seen)
+
+    async def _bytes(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        size = int(query.get("n", "1024"))
+        headers = [(b"content-type", b"application/octet-stream")]
+        if "chunked" not in query:
+            headers.append((b"content-length", str(size).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if size == 0:
+            await send({"type": "http.response.body", "body": b""})
+        while size > 0:
+            part = CHUNK if size >= len(CHUNK) else CHUNK[:size]
+            size -= len(part)
+            await send({"type": "http.response.body", "body": part, "more_body": size > 0})
+
+    async def _count(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        received = 0
+        digest = hashlib.sha256()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if "hash" in query:
+                digest.update(chunk)
+            more = message.get("more_body", False)
+        await _json(send, 200, {"received": received, "sha256": digest.hexdigest()})
+
+    async def _sse(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        """Sends event i, then waits (up to 3 s) for the test to say it arrived before event i+1."""
+        count = int(query.get("events", "3"))
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for i in range(count):
+            self.sse_acks[i] = threading.Event()
+            await send(
+                {"type": "http.response.body", "body": f"id: {i}\ndata: event {i}\n\n".encode(), "more_body": True}
+            )
+            deadline = time.monotonic() + 3
+            while not self.sse_acks[i].is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            self.sse_waited.append(self.sse_acks[i].is_set())
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _slow(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        await asyncio.sleep(float(query.get("delay", "5")))
+        await _json(send, 200, {"slow": True})
+
+    async def _endless(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        """Streams until the client goes away; sets `disconnected` when it notices."""
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.disconnected.set()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            while not watcher.done():
+                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+                await asyncio.sleep(0.01)
+        finally:
+            watcher.cancel()
+
+    async def _auth(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        """401 unless the bearer token is `fresh`; records every attempt."""
+        body = await _read_body(receive)
+        headers = {name.decode(): value.decode("latin-1") for name, value in scope["headers"]}
+        self.requests.append({"authorization": headers.get("authorization"), "body": body})
+        if headers.get("authorization") != "Bearer fresh":
+            await _json(send, 401, {"error": "invalid_token"}, [(b"www-authenticate", b'Bearer error="invalid_token"')])
+        else:
+            await _json(send, 200, {"ok": True, "length": len(body)})
+
+    async def _cookies(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        await _read_body(receive)
+        headers = [
+            (b"content-type", b"text/plain"),
+            (b"set-cookie", b"theme=dark; Path=/"),
+            (b"set-cookie", b"lang=en; Path=/"),
+            (b"set-cookie", b"bff=stolen; Path=/"),
+            (b"set-cookie", b"__Host-bff=stolen; Path=/; Secure"),
+            (b"set-cookie", b"__Secure-bff-login=stolen; Secure"),
+            (b"set-cookie", b"bff-csrf=stolen"),
+            (b"set-cookie", b"BFF=kept-other-case"),
+            (b"set-cookie", b"bffx=kept"),
+            (b"connection", b"x-hop"),
+            (b"x-hop", b"secret"),
+            (b"keep-alive", b"timeout=5"),
+            (b"x-kept", b"yes"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.websocket_headers.append({name.decode(): value.decode("latin-1") for name, value in scope["headers"]})
+        await receive()  # websocket.connect
+        subprotocols = scope.get("subprotocols") or []
+        await send({"type": "websocket.accept", "subprotocol": subprotocols[0] if subprotocols else None})
+        while True:
+            message: Message = await receive()
+            if message["type"] == "websocket.disconnect":
+                self.websocket_headers.append({"closed": str(message.get("code"))})
+                return
+            text = message.get("text")
+            if text is not None and text.startswith("close:"):
+                await send({"type": "websocket.close", "code": int(text[6:]), "reason": "bye"})
+                return
+            if text == "path":
+                await send({"type": "websocket.send", "text": scope["path"] + "?" + scope["query_string"].decode()})
+            elif text is not None:
+                await send({"type": "websocket.send", "text": text})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+_ACTIONS = frozenset({"bytes", "count", "sse", "slow", "endless", "auth", "cookies"})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+async def _json(send: Send, status: int, data: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(data).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RawServer:
+    """A TCP server whose every connection is handled by `handler(conn)` in its own thread."""
+
+    def __init__(self, handler: Callable[[socket.socket], None]) -> None:
+        self._handler = handler
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            self._handler(conn)
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def read_request_head(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def reset_mid_body(conn: socket.socket) -> None:
+    """Promises 1 MB, sends 64 KiB, then resets the connection."""
+    read_request_head(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n")
+    conn.sendall(b"y" * 65536)
+    time.sleep(0.2)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    conn.close()
+
+
+def silent(conn: socket.socket) -> None:
+    """Reads the request and never answers (until the test ends)."""
+    read_request_head(conn)
+    time.sleep(30)
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    return free_port()
+
+
+@contextlib.contextmanager
+def proxy_server(settings: Settings, **config: Any) -> Iterator[tuple[ServerThread, ProxyApp, Metrics]]:
+    metrics = Metrics()
+    app = ProxyApp(settings, bearer_source=config.pop("bearer_source", None), fallback=not_found, metrics=metrics)
+    with ServerThread(WithLifespan(app), **config) as server:
+        yield server, app, metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["upstream", "proxy"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", default="")
+    args = parser.parse_args()
+    app: ASGIApp
+    if args.role == "upstream":
+        app = UpstreamApp()
+    else:
+        settings = make_settings(RouteSettings(path="/api", upstream=args.upstream, csrf=False))
+        app = WithLifespan(ProxyApp(settings, bearer_source=None, fallback=not_found, metrics=Metrics()))
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+        lifespan="on" if args.role == "proxy" else "off",
+        proxy_headers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
