@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bff.config import SessionSettings
 from bff.cookies import SESSION_ID_PATTERN, CookieCodec
+from bff.errors import StoreUnavailable
 from bff.stores import Store
 from bff.tokenset import TokenSet
 
@@ -149,10 +150,14 @@ class SessionManager:
             return None
         if now - session.last_used_at >= SLIDE_INTERVAL:
             session = dataclasses.replace(session, last_used_at=now)
-            # Only if the record is still the one read: a refresh may have saved new tokens.
-            await self.store.replace(
-                key, _restamp(raw, now), self._ttl(session, now), sub=session.sub, sid=session.sid, expected=raw
-            )
+            try:
+                # Only if the record is still the one read: a refresh may have saved new tokens.
+                await self.store.replace(
+                    key, _restamp(raw, now), self._ttl(session, now), sub=session.sub, sid=session.sid, expected=raw
+                )
+            except StoreUnavailable:
+                # The session was read fine; a missed slide costs at most one interval of idle time.
+                log.warning("Session use not recorded: store unavailable. session: '%s'", key[:12])
         return session
 
     async def load_from_headers(self, headers: Sequence[tuple[bytes, bytes]]) -> Session | None:
@@ -174,7 +179,14 @@ class SessionManager:
     async def destroy(self, session: Session) -> None:
         await self.destroy_key(session.key)
 
-    async def destroy_key(self, key: str) -> bool:
+    async def destroy_key(self, key: str, *, sub: str | None = None) -> bool:
+        """End the session stored under `key` (a handle from `list_for`). With `sub`, only if it
+        is that user's: "log out this device" must not reach another user's session."""
+        if sub is not None:
+            raw = await self.store.get(key)
+            meta = _metadata(raw) if raw is not None else None
+            if meta is None or meta.get("sub") != sub:
+                return False
         deleted = await self.store.delete(key)
         if deleted:
             log.info("Session ended. session: '%s'", key[:12])

@@ -15,6 +15,7 @@ from starlette.datastructures import Secret
 
 from bff.config import SessionSettings, Settings
 from bff.cookies import CookieCodec
+from bff.errors import StoreUnavailable
 from bff.session import SLIDE_INTERVAL, Session, SessionManager, session_key
 from bff.stores import Store
 from bff.stores.memory import MemoryStore
@@ -381,3 +382,63 @@ async def test_the_session_repr_holds_no_secret() -> None:
     assert session.key in text
     assert "Alice" not in text  # claims stay out of logs too
     assert dataclasses.replace(session, user_agent="x").id == session.id
+
+
+async def test_destroy_key_with_a_sub_ends_only_that_users_session() -> None:
+    sessions = manager(MemoryStore(), Clock())
+    mine = await new_session(sessions, sub="alice")
+    theirs = await new_session(sessions, sub="bob")
+    assert await sessions.destroy_key(theirs.key, sub="alice") is False
+    assert await sessions.load(theirs.id) is not None
+    assert await sessions.destroy_key(mine.key, sub="alice") is True
+    assert await sessions.load(mine.id) is None
+    assert await sessions.destroy_key("0" * 64, sub="alice") is False
+
+
+class ReadOnlyStore(MemoryStore):
+    """A store whose writes fail, as a locked SQLite file or a Redis failover would."""
+
+    async def replace(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        sub: str | None = None,
+        sid: str | None = None,
+        expected: bytes | None = None,
+    ) -> bool:
+        raise StoreUnavailable("read-only")
+
+
+async def test_a_failed_slide_does_not_fail_the_request() -> None:
+    clock = Clock()
+    sessions = manager(ReadOnlyStore(), clock)
+    session = await new_session(sessions)
+    clock.now += SLIDE_INTERVAL + 1
+    loaded = await sessions.load(session.id)
+    assert loaded is not None and loaded.last_used_at == clock.now
+
+
+class UnreadableStore(MemoryStore):
+    async def get(self, key: str) -> bytes | None:
+        raise StoreUnavailable("down")
+
+
+async def test_a_store_that_cannot_be_read_is_an_error_not_an_anonymous_user() -> None:
+    """A store outage must answer 503, not log the user out (401 and a cleared cookie)."""
+    store = UnreadableStore()
+    sessions = manager(store, Clock())
+    session = await new_session(sessions)
+    with pytest.raises(StoreUnavailable):
+        await sessions.load(session.id)
+    with pytest.raises(StoreUnavailable):
+        await sessions.list_for("alice")
+
+
+async def test_the_sqlite_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "data" / "sessions.db")
+    await new_session(manager(store, Clock()))
+    assert (tmp_path / "data" / "sessions.db").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+    await store.close()

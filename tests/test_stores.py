@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bff.errors import StoreUnavailable
+from bff.errors import ConfigError, StoreUnavailable
 from bff.stores import Store, open_store
 from bff.stores.memory import MemoryStore
 from bff.stores.redis import RedisStore
@@ -418,5 +418,5 @@ def test_open_store_picks_the_backend_by_url_without_io(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("url", ["postgres://x", "sqlite://", "sqlite:///", "file:///x.db", ""])
 def test_open_store_rejects_unknown_urls(url: str) -> None:
-    with pytest.raises(ValueError, match="session_store"):
+    with pytest.raises(ConfigError, match="session_store"):
         open_store(url)

@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from bff.errors import StoreUnavailable
+from bff.errors import ConfigError, StoreUnavailable
 
 __all__ = ["Store", "StoreUnavailable", "open_store"]
 
@@ -81,7 +81,7 @@ def open_store(url: str) -> Store:
     """The backend for `url`; no I/O happens before `await store.open()`.
 
     `sqlite:///data/s.db` is relative to the working directory, `sqlite:////var/lib/bff/s.db`
-    is absolute (as in SQLAlchemy).
+    is absolute (as in SQLAlchemy). A URL no backend takes raises `ConfigError`.
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -90,14 +90,17 @@ def open_store(url: str) -> Store:
         return MemoryStore()
     if scheme == "sqlite":
         if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
-            raise ValueError(
-                f"session_store {url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db"
-            )
+            raise ConfigError([f"session_store: {url!r} needs a path: sqlite:///relative.db or sqlite:////absolute.db"])
         from bff.stores.sqlite import SQLiteStore
 
         return SQLiteStore(url[len("sqlite:///") :])
     if scheme in ("redis", "rediss", "unix"):
-        from bff.stores.redis import RedisStore
-
+        try:
+            from bff.stores.redis import RedisStore
+        except ImportError:
+            raise ConfigError(
+                ["session_store: redis:// needs the redis package (pip install 'bff-proxy[redis]')"]
+            ) from None
         return RedisStore(url)
-    raise ValueError(f"session_store {url!r}: expected memory://, sqlite:///path or redis://host:port/db")
+    shown = url if "@" not in url else scheme + "://..."  # a URL with credentials is not echoed
+    raise ConfigError([f"session_store: {shown!r} must start with memory://, sqlite:/// or redis://"])
