@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# create_app is exported once the parts it wires exist (see docs/architecture.md).
+from bff.app import create_app
 from bff.config import Settings, load_settings
 
-__all__ = ["Settings", "__version__", "load_settings"]
+__all__ = ["Settings", "__version__", "create_app", "load_settings"]
