@@ -11,7 +11,6 @@ unrecoverable. Cookies are `bff.cookies`' business; refreshing tokens is `bff.to
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
@@ -242,8 +241,9 @@ class SessionManager:
 
 
 # -- the record -------------------------------------------------------------------------------
-# JSON: {"v": 1, "sub", "sid", "created_at", "last_used_at", "expires_at", "user_agent",
-#        "box": base64(nonce | AES-GCM(claims and tokens))}
+# Bytes: one line of JSON metadata {"v", "sub", "sid", "created_at", "last_used_at",
+# "expires_at", "user_agent"}, a newline, then the box: nonce | AES-GCM(JSON claims and tokens).
+# json.dumps escapes control characters, so the first newline always ends the metadata.
 
 
 def _box_key(session_id: str) -> AESGCM:
@@ -253,8 +253,7 @@ def _box_key(session_id: str) -> AESGCM:
 
 def _encode(session: Session) -> bytes:
     secret = json.dumps({"claims": dict(session.claims), "tokens": session.tokens.to_dict()}, separators=(",", ":"))
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    record: dict[str, Any] = {
+    meta: dict[str, Any] = {
         "v": _RECORD_VERSION,
         "sub": session.sub,
         "sid": session.sid,
@@ -263,48 +262,61 @@ def _encode(session: Session) -> bytes:
         "expires_at": session.expires_at,
         "user_agent": session.user_agent,
     }
-    box = nonce + _box_key(session.id).encrypt(nonce, secret.encode(), _box_aad(session.key, record))
-    record["box"] = base64.b64encode(box).decode("ascii")
-    return json.dumps(record, separators=(",", ":")).encode()
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    box = nonce + _box_key(session.id).encrypt(nonce, secret.encode(), _box_aad(session.key, meta))
+    return _join(meta, box)
 
 
-def _box_aad(key: str, record: Mapping[str, Any]) -> bytes:
+def _join(meta: Mapping[str, Any], box: bytes) -> bytes:
+    return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + box
+
+
+def _split(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
+    head, newline, box = raw.partition(b"\n")
+    if not newline:
+        return None
+    try:
+        meta = json.loads(head)
+    except ValueError:
+        return None
+    if not isinstance(meta, dict) or meta.get("v") != _RECORD_VERSION:
+        return None
+    return meta, box
+
+
+def _box_aad(key: str, meta: Mapping[str, Any]) -> bytes:
     """The store key and the metadata that never changes: a record moved to another key, or
     given another owner or a later end, no longer decrypts. (`last_used_at` slides without
     re-encrypting, so it is not bound.)"""
-    bound = [key, record["sub"], record["sid"], record["created_at"], record["expires_at"]]
+    bound = [key, meta["sub"], meta["sid"], meta["created_at"], meta["expires_at"]]
     return json.dumps(bound, separators=(",", ":")).encode()
 
 
 def _metadata(raw: bytes) -> dict[str, Any] | None:
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or record.get("v") != _RECORD_VERSION:
-        return None
-    return record
+    """The public half of a record, readable without the session id (to list sessions)."""
+    parts = _split(raw)
+    return None if parts is None else parts[0]
 
 
 def _decode(raw: bytes, session_id: str, key: str) -> Session | None:
-    record = _metadata(raw)
-    if record is None:
+    parts = _split(raw)
+    if parts is None:
         return None
+    meta, box = parts
     try:
-        box = base64.b64decode(record["box"])
-        aad = _box_aad(key, record)
+        aad = _box_aad(key, meta)
         secret = json.loads(_box_key(session_id).decrypt(box[:_NONCE_BYTES], box[_NONCE_BYTES:], aad))
         return Session(
             id=session_id,
             key=key,
-            sub=record["sub"],
-            sid=record["sid"],
+            sub=meta["sub"],
+            sid=meta["sid"],
             claims=secret["claims"],
             tokens=TokenSet.from_dict(secret["tokens"]),
-            created_at=record["created_at"],
-            last_used_at=record["last_used_at"],
-            expires_at=record["expires_at"],
-            user_agent=record["user_agent"],
+            created_at=meta["created_at"],
+            last_used_at=meta["last_used_at"],
+            expires_at=meta["expires_at"],
+            user_agent=meta["user_agent"],
         )
     except (InvalidTag, KeyError, TypeError, ValueError):
         log.warning("Session record does not decrypt. session: '%s'", key[:12])
@@ -312,7 +324,8 @@ def _decode(raw: bytes, session_id: str, key: str) -> Session | None:
 
 
 def _restamp(raw: bytes, last_used_at: float) -> bytes:
-    """The same record with a new `last_used_at`; the box is kept as it is."""
-    record = json.loads(raw)
-    record["last_used_at"] = last_used_at
-    return json.dumps(record, separators=(",", ":")).encode()
+    """The same record with a new `last_used_at`; the box is kept byte for byte."""
+    parts = _split(raw)
+    assert parts is not None  # only called on a record that just decoded
+    meta, box = parts
+    return _join({**meta, "last_used_at": last_used_at}, box)

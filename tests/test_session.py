@@ -366,9 +366,10 @@ async def test_a_record_copied_to_another_key_or_altered_does_not_decrypt() -> N
     await store.set(attacker.key, raw, 60, sub="mallory")
     assert await sessions.load(attacker.id) is None
     # A longer life written into the metadata is refused too.
-    record = json.loads(raw)
-    record["expires_at"] += 10 * ABSOLUTE
-    await store.set(victim.key, json.dumps(record).encode(), 60, sub="alice")
+    head, _, box = raw.partition(b"\n")
+    meta = json.loads(head)
+    meta["expires_at"] += 10 * ABSOLUTE
+    await store.set(victim.key, json.dumps(meta).encode() + b"\n" + box, 60, sub="alice")
     assert await sessions.load(victim.id) is None
 
 
