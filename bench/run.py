@@ -543,11 +543,13 @@ def render(
     summaries: Sequence[Summary],
     ratio_rows: Sequence[Ratio],
     failures: dict[str, str],
+    loads: Sequence[float] = (),
 ) -> str:
     packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
     lines = [
         f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, Linux {machine['kernel']}, "
-        f"load {machine['loadavg'][0]:.2f}",
+        f"load {machine['loadavg'][0]:.2f} at start"
+        + (f", {min(loads):.2f}-{max(loads):.2f} during the runs" if loads else ""),
         f"software: Python {machine['python']}, caddy {machine['caddy']}, wrk {machine['wrk']}, {packages}",
         f"bff: git {machine['git']}; {machine['time']}",
         f"method: GET {REQUEST_PATH} -> {RESPONSE_SIZE} B; wrk -t1, {options['runs']} run(s) x {options['duration']} s "
@@ -567,7 +569,7 @@ def render(
         lines += [
             "",
             f"BFF / Caddy (target: req/s >= {TARGET_RATIO} x Caddy, p99 <= Caddy p99 + {P99_BUDGET_MS:.0f} ms)",
-            f"{'conc':>4}  {'req/s':>7} {'CPU us/req':>10} {'p99 delta ms':>12}  verdict",
+            f"{'conc':>4}  {'req/s':>7} {'CPU us/req':>10} {'CPU-bound':>9} {'p99 delta ms':>12}  verdict",
         ]
         for r in ratio_rows:
             verdict = ", ".join(
@@ -577,7 +579,17 @@ def render(
                 ]
             )
             lines.append(
-                f"{r.concurrency:>4}  {r.rps_ratio:>6.2f}x {r.cpu_ratio:>9.2f}x {r.p99_delta_ms:>+12.2f}  {verdict}"
+                f"{r.concurrency:>4}  {r.rps_ratio:>6.2f}x {r.cpu_ratio:>9.2f}x {1 / r.cpu_ratio:>8.2f}x "
+                f"{r.p99_delta_ms:>+12.2f}  {verdict}"
+            )
+        lines.append(
+            "CPU-bound = Caddy's CPU us/req / the BFF's: the req/s ratio if each saturated its core (noise-robust)"
+        )
+        busy = [s.cpu_percent for s in summaries if s.setup in ("caddy", "bff")]
+        if busy and min(busy) < 80:
+            lines.append(
+                f"WARNING: a process under test used only {min(busy):.0f} % of its CPU: the machine was busy "
+                "(see load); req/s and p99 are distorted, trust CPU us/req and the CPU-bound ratio more"
             )
     minimal_rows = ratios(summaries, reference="minimal")
     if minimal_rows:
@@ -725,7 +737,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stop(target.process)
     summaries = summarise(samples)
     ratio_rows = ratios(summaries)
-    print(render(machine, options, summaries, ratio_rows, failures), flush=True)
+    loads = [sample.loadavg_1m for sample in samples]
+    print(render(machine, options, summaries, ratio_rows, failures, loads), flush=True)
     for note in notes:
         print(f"\nNOTE: {note}", flush=True)
     for text in profiles:
