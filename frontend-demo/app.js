@@ -224,13 +224,14 @@ async function runClock() {
     let delay = 250;
     try {
       const response = await api('/api/clock', { stream: true, signal: abort.signal });
+      refreshUser(); // the BFF refreshed the token to open this stream if it had to: show the new expiry
       await readEvents(response, (event) => {
         if (event.type === 'tick') {
           const data = JSON.parse(event.data);
           $('clock').textContent = new Date(data.epoch * 1000).toLocaleTimeString();
         }
       });
-      refreshUser(); // the stream ended with its token: the reconnect below gets a fresh one
+      // The stream ended with its token (event "token-expired"): reconnect, the BFF refreshes.
     } catch (error) {
       if (abort.signal.aborted) return;
       showError(error);
