@@ -101,7 +101,9 @@ def parse_discovery(response: httpx.Response, expected_issuer: str, *, retry_aft
     """Discovery document → metadata; refuses one whose `issuer` is not the configured one."""
     data = _json_or_unavailable(response, "discovery", retry_after=retry_after)
     issuer = data.get("issuer")
-    if issuer != expected_issuer and issuer != expected_issuer.rstrip("/"):
+    # The configured URL loses a bare trailing slash (config `_check_url`); some providers
+    # (Auth0) keep one in their issuer, which their tokens then carry exactly.
+    if not isinstance(issuer, str) or issuer.rstrip("/") != expected_issuer.rstrip("/"):
         raise IdPError(f'discovery "issuer" is {issuer!r}, expected {expected_issuer!r}', status=response.status_code)
     missing = [name for name in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not data.get(name)]
     if missing:

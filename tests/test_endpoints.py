@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from bff import create_app
 from bff.app import BffApp
 from bff.endpoints import check_return_to
-from bff.errors import BadRequest
+from bff.errors import BadRequest, StoreUnavailable
 from tests.fakes import CLIENT_ID, ISSUER, Clock, FakeIdP, settings_for
 from tests.support.upstreams import ServerThread
 
@@ -234,6 +234,26 @@ def test_user_without_a_valid_session_is_401(client: TestClient, cookie: str | N
     headers = as_user(cookie) if cookie is not None else {}
     response = client.get("/bff/user", headers=headers)
     assert response.status_code == 401 and response.json()["error"] == "not_authenticated"
+
+
+def test_a_store_that_is_down_gives_503_not_500(
+    client: TestClient, idp: FakeIdP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cookie = log_in(client, idp)
+
+    async def store_down(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("store unreachable")
+
+    monkeypatch.setattr(app_of(client).store, "get", store_down)
+    monkeypatch.setattr(app_of(client).store, "add_if_absent", store_down)
+    for response in (
+        client.get("/bff/user", headers=as_user(cookie)),
+        client.get("/bff/sessions", headers=as_user(cookie)),
+        client.post("/bff/logout", headers=as_user(cookie, **CSRF)),
+        client.get("/bff/callback", params=idp.authorize(start_login(client).headers["location"])),
+    ):
+        assert response.status_code == 503 and response.json()["error"] == "store_unavailable"
+        assert "retry-after" in response.headers
 
 
 # -- logout -----------------------------------------------------------------------------------

@@ -57,6 +57,14 @@ async def test_discovery_with_another_issuer_is_rejected(idp: FakeIdP, clock: Cl
         await make_client(idp, clock).discover()
 
 
+async def test_an_issuer_with_a_trailing_slash_is_kept_exactly(idp: FakeIdP, clock: Clock) -> None:
+    idp.discovery_overrides["issuer"] = ISSUER + "/"
+    client = make_client(idp, clock)
+    assert (await client.discover()).issuer == ISSUER + "/"
+    with pytest.raises(LoginFailed, match="issuer"):  # the fake's tokens carry no slash
+        await client.validate_id_token(idp.id_token(nonce="n"), nonce="n")
+
+
 async def test_unreachable_provider_is_provider_unavailable(idp: FakeIdP, clock: Clock) -> None:
     idp.unreachable = True
     with pytest.raises(ProviderUnavailable) as info:
