@@ -41,6 +41,9 @@ CLIENT_CLOSED = 499
 # Keep idle upstream connections a little shorter than uvicorn's default keep-alive (5 s), so the
 # proxy does not reuse a connection the upstream is closing.
 _KEEPALIVE_TIMEOUT = 4.0
+# aiohttp warns about (and writes in one go) bytes bodies above 1 MiB: larger replay buffers are
+# sent in slices of this size.
+_LARGE_BYTES = 1024 * 1024
 # Bytes that are safe in a forwarded path or query as they are (non-ASCII gets percent-encoded).
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
@@ -402,6 +405,9 @@ class ProxyApp:
         session = route.session
         if session is None:
             raise UpstreamUnavailable(f"route {route.path!r}: proxy not started")
+        if isinstance(data, bytes) and len(data) > _LARGE_BYTES:
+            headers = [*headers, ("content-length", str(len(data)))]
+            data = _slices(data)
         try:
             return await session.request(method, url, headers=headers, data=data, allow_redirects=False, compress=None)
         except PayloadTooLarge:
@@ -493,6 +499,12 @@ class ProxyApp:
 
 class _ClientGone(Exception):
     pass
+
+
+async def _slices(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), _LARGE_BYTES):
+        yield bytes(view[start : start + _LARGE_BYTES])
 
 
 async def _read_up_to(receive: Receive, limit: int, body: _Body) -> tuple[bytes, bool]:

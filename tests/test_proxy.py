@@ -299,6 +299,16 @@ async def test_request_is_replayed_once_with_the_identical_body_after_a_401(upst
     assert bearer.rejected == ["stale"]
 
 
+async def test_large_replay_buffers_are_replayed_identically(upstream: Any, up: UpstreamApp) -> None:
+    body = bytes(range(256)) * 10000  # 2.5 MB, sent in slices
+    settings = make_settings(route(upstream, token="user"), max_replay_body=4 * 1024 * 1024)
+    with proxy_server(settings, bearer_source=FakeBearer()) as (proxy, _, _):
+        async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
+            response = await client.put("/api/auth", content=body)
+    assert response.status_code == 200
+    assert [seen["body"] == body for seen in up.requests] == [True, True]
+
+
 async def test_bodies_over_the_replay_limit_are_sent_once_and_the_401_reaches_the_browser(
     upstream: Any, up: UpstreamApp
 ) -> None:
@@ -421,25 +431,28 @@ async def test_slow_upstream_gives_504(upstream: Any, up: UpstreamApp) -> None:
 
 
 async def test_upstream_reset_mid_body_aborts_the_browser_connection() -> None:
-    with RawServer(reset_mid_body) as server:
-        with proxy_server(make_settings(route(server.url))) as (proxy, _, metrics):
-            async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF, timeout=10) as client:
-                async with client.stream("GET", "/api/download") as response:
-                    assert response.status_code == 200
-                    received = 0
-                    with pytest.raises(httpx.RemoteProtocolError):
-                        async for chunk in response.aiter_raw():
-                            received += len(chunk)
+    with RawServer(reset_mid_body) as server, proxy_server(make_settings(route(server.url))) as (proxy, _, metrics):
+        async with (
+            httpx.AsyncClient(base_url=proxy.url, headers=CSRF, timeout=10) as client,
+            client.stream("GET", "/api/download") as response,
+        ):
+            assert response.status_code == 200
+            received = 0
+            with pytest.raises(httpx.RemoteProtocolError):
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
     assert 0 < received < 1000000
     assert metrics.value("bff_proxy_requests_total", route="/api", status="200") == 1
 
 
 async def test_client_disconnect_mid_download_cancels_the_upstream_request(upstream: Any, up: UpstreamApp) -> None:
     with proxy_server(make_settings(route(upstream))) as (proxy, app, metrics):
-        async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF, timeout=10) as client:
-            async with client.stream("GET", "/api/endless") as response:
-                async for _ in response.aiter_raw():
-                    break
+        async with (
+            httpx.AsyncClient(base_url=proxy.url, headers=CSRF, timeout=10) as client,
+            client.stream("GET", "/api/endless") as response,
+        ):
+            async for _ in response.aiter_raw():
+                break
         assert await asyncio.to_thread(up.disconnected.wait, 5), "the upstream never saw the disconnect"
         await _until(lambda: _acquired(app) == 0)
     await _until(lambda: metrics.value("bff_proxy_requests_total", route="/api", status="499") == 1)
@@ -475,8 +488,8 @@ def _acquired(app: ProxyApp) -> int:
     return len(connector._acquired)  # type: ignore[attr-defined]
 
 
-async def _until(condition: Any, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(condition: Any, within: float = 5) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)

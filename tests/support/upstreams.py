@@ -191,10 +191,7 @@ class UpstreamApp:
             await send(
                 {"type": "http.response.body", "body": f"id: {i}\ndata: event {i}\n\n".encode(), "more_body": True}
             )
-            deadline = time.monotonic() + 3
-            while not self.sse_acks[i].is_set() and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
-            self.sse_waited.append(self.sse_acks[i].is_set())
+            self.sse_waited.append(await asyncio.to_thread(self.sse_acks[i].wait, 3))
         await send({"type": "http.response.body", "body": b""})
 
     async def _slow(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
