@@ -420,3 +420,28 @@ def test_open_store_picks_the_backend_by_url_without_io(tmp_path: Path) -> None:
 def test_open_store_rejects_unknown_urls(url: str) -> None:
     with pytest.raises(ConfigError, match="session_store"):
         open_store(url)
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", "1 skipped"), ("true", "1 error")])
+def test_a_missing_redis_server_skips_loudly_but_fails_under_ci(ci: str, outcome: str) -> None:
+    env = {**os.environ, "BFF_TEST_REDIS_SERVER": "/nonexistent/redis-server", "CI": ci}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::test_ping_answers[redis]",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert outcome in run.stdout, run.stdout
+    assert "REDIS TESTS NOT RUN" in run.stdout
+    assert (run.returncode == 0) is (ci == "")

@@ -4,6 +4,7 @@
 port, for outage tests). The `redis_server` fixture is one server for the whole session; tests
 keep apart by key prefix, not by flushing. redis-server missing: the tests that need it skip
 with the reason, except under `CI=true`, where they fail, because CI must run them.
+`BFF_TEST_REDIS_SERVER` names another executable.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ def free_port() -> int:
 
 
 def redis_server_or_skip() -> str:
-    """Path of `redis-server`; skip the test loudly when it is missing, fail under CI=true."""
-    for candidate in REDIS_SERVER_CANDIDATES:
+    """Path of `redis-server` (or of `$BFF_TEST_REDIS_SERVER`); skip the test loudly when it is
+    missing, fail under CI=true."""
+    explicit = os.environ.get("BFF_TEST_REDIS_SERVER")
+    for candidate in (explicit,) if explicit else REDIS_SERVER_CANDIDATES:
         found = shutil.which(candidate)
         if found:
             return found
