@@ -34,6 +34,8 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
 _SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
 _ENV_PREFIX = "BFF_"
+# BFF_... variables that are not settings: the config file path `bff serve` hands its workers.
+_NOT_SETTINGS = frozenset({"BFF_CONFIG_FILE"})
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def parse_bytesize(text: str | int) -> int:
 def _merge_environment(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
     """Lay `BFF_A__B=value` over `raw["a"]["b"]`; numeric parts index into lists of tables."""
     for name in sorted(environ):
-        if not name.startswith(_ENV_PREFIX):
+        if not name.startswith(_ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         path = [part.lower() for part in name[len(_ENV_PREFIX) :].split("__")]
         node: Any = raw
