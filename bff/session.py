@@ -11,6 +11,7 @@ unrecoverable. Cookies are `bff.cookies`' business; refreshing tokens is `bff.to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,7 +38,8 @@ __all__ = ["SLIDE_INTERVAL", "Session", "SessionInfo", "SessionManager", "sessio
 log = logging.getLogger("bff.session")
 
 SLIDE_INTERVAL = 60.0
-"""`last_used_at` is written back at most this often (seconds), so the hot path rarely writes."""
+"""`last_used_at` is written back at most this often (seconds; a quarter of the idle timeout when
+that is shorter), so the hot path rarely writes."""
 
 _RECORD_VERSION = 1
 _NONCE_BYTES = 12
@@ -98,6 +100,8 @@ class SessionManager:
         self._cookies = cookies
         self._settings = settings
         self._clock = clock
+        # With a short idle timeout (tests, kiosks) slide often enough that use keeps it alive.
+        self._slide_interval = min(SLIDE_INTERVAL, settings.idle_timeout / 4)
 
     def __repr__(self) -> str:
         return f"SessionManager(store={self.store!r})"
@@ -145,9 +149,10 @@ class SessionManager:
             return None
         now = self._clock()
         if self._expired(session, now):
-            await self.store.delete(key)
+            with contextlib.suppress(StoreUnavailable):  # the store's own ttl removes it anyway
+                await self.store.delete(key)
             return None
-        if now - session.last_used_at >= SLIDE_INTERVAL:
+        if now - session.last_used_at >= self._slide_interval:
             session = dataclasses.replace(session, last_used_at=now)
             try:
                 # Only if the record is still the one read: a refresh may have saved new tokens.

@@ -443,3 +443,15 @@ async def test_the_sqlite_file_is_readable_by_its_owner_only(tmp_path: Path) -> 
     assert (tmp_path / "data" / "sessions.db").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
     await store.close()
+
+
+async def test_a_short_idle_timeout_slides_often_enough_to_stay_alive() -> None:
+    clock = Clock()
+    settings = SessionSettings(idle_timeout=20, absolute_timeout=ABSOLUTE)
+    sessions = SessionManager(MemoryStore(), CookieCodec(make_settings(), clock=clock), settings, clock=clock)
+    session = await new_session(sessions)
+    for _ in range(10):  # used every 15 s for 150 s with a 20 s idle timeout
+        clock.now += 15
+        assert await sessions.load(session.id) is not None
+    clock.now += 20
+    assert await sessions.load(session.id) is None
