@@ -241,6 +241,25 @@ _DIE_HOLDING = textwrap.dedent(
 )
 
 
+_MARKERS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from bff.stores import open_store
+
+    async def main(url, prefix):
+        store = open_store(url)
+        await store.open()
+        won = 0
+        for i in range(40):
+            won += await store.add_if_absent(f"{prefix}:{i}", b"used", 60)
+        await store.close()
+        print(won, flush=True)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
 def _python(code: str, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=stdout, text=True)
@@ -265,6 +284,17 @@ async def test_lock_is_exclusive_across_processes(shared_url: str) -> None:
         assert await asyncio.to_thread(worker.wait, 60) == 0
     assert await store.get("counter") == str(2 * rounds).encode()
     await store.close()
+
+
+async def test_a_one_time_marker_is_won_by_exactly_one_process(shared_url: str) -> None:
+    prefix = f"jti-{uuid.uuid4().hex}"
+    workers = [_python(_MARKERS, shared_url, prefix, stdout=subprocess.PIPE) for _ in range(3)]
+    won = 0
+    for worker in workers:
+        out, _ = await asyncio.to_thread(worker.communicate, timeout=60)
+        assert worker.returncode == 0
+        won += int(out)
+    assert won == 40
 
 
 async def test_lease_of_a_dead_process_expires(shared_url: str) -> None:
@@ -405,6 +435,8 @@ async def test_redis_entries_and_index_sets_carry_ttls(redis_server: RedisServer
 
 def test_open_store_picks_the_backend_by_url_without_io(tmp_path: Path) -> None:
     assert isinstance(open_store("memory://"), MemoryStore)
+    for url in ("memory://", "sqlite:///x.db", "redis://127.0.0.1:1/0"):
+        assert isinstance(open_store(url), Store)  # each backend has every method of the protocol
     relative = open_store("sqlite:///.bff/sessions.db")
     assert isinstance(relative, SQLiteStore)
     assert relative.path == Path(".bff/sessions.db")
