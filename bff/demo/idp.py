@@ -22,16 +22,15 @@ What it does, relative to the issuer URL (the app is mounted there, e.g. at `/id
 
 Access tokens are JWTs (`typ: at+jwt`) for one API audience, with `sub`, `sid`, `name`,
 `client_id`, `scope`, `exp` = now + `access_ttl`. Refresh responses carry no new ID token.
+This module is the HTTP side; `grants.py` keeps the sessions, codes, grants and tokens.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bff.demo.grants import PKCE_VALUE, GrantBook, LoginSession, OAuthError
 from bff.demo.keys import ALGORITHM, SigningKey
 from bff.demo.pages import login_page, message_page
 
@@ -56,7 +56,6 @@ DEFAULT_USERS = ("alice", "bob", "carol")
 SESSION_COOKIE = "dev_idp_session"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 Form = Mapping[str, list[str]]  # a parsed urlencoded body: name → values
-_PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1: unreserved characters
 
 
 @dataclass(frozen=True)
@@ -70,23 +69,6 @@ class DemoClient:
     backchannel_logout_uri: str | None = None
 
 
-class OAuthError(Exception):
-    """An RFC 6749 §5.2 error response."""
-
-    def __init__(self, error: str, description: str, status_code: int = 400) -> None:
-        super().__init__(f"{error}: {description}")
-        self.error = error
-        self.description = description
-        self.status_code = status_code
-
-    def response(self) -> JSONResponse:
-        headers = dict(_NO_STORE)
-        if self.error == "invalid_client":
-            headers["WWW-Authenticate"] = 'Basic realm="dev-idp"'
-        body = {"error": self.error, "error_description": self.description}
-        return JSONResponse(body, status_code=self.status_code, headers=headers)
-
-
 @dataclass
 class _Transaction:
     """An authorization request waiting for the login form."""
@@ -98,49 +80,6 @@ class _Transaction:
     nonce: str
     code_challenge: str
     expires_at: float
-
-
-@dataclass
-class _Session:
-    """The provider's login session: one per sign-in, named by `sid` in every token."""
-
-    sid: str
-    sub: str
-    name: str
-    auth_time: int
-
-
-@dataclass
-class _Code:
-    client_id: str
-    redirect_uri: str
-    code_challenge: str
-    nonce: str
-    sid: str
-    scope: str
-    expires_at: float
-    grant_id: str | None = None  # set once exchanged: a second exchange revokes this grant
-
-
-@dataclass
-class _Grant:
-    """What a code exchange starts: a family of refresh tokens of one client and session."""
-
-    grant_id: str
-    client_id: str
-    sid: str
-    sub: str
-    name: str
-    scope: str
-    refresh_digests: set[str] = field(default_factory=set)
-    revoked: bool = False
-
-
-@dataclass
-class _RefreshToken:
-    grant_id: str
-    expires_at: float
-    rotated: bool = False
 
 
 class DevIdentityProvider:
@@ -167,26 +106,24 @@ class DevIdentityProvider:
         key: SigningKey | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
-        self._cookie_path = urlsplit(self.issuer).path or "/"
-        self.api_audience = api_audience
-        self.access_ttl = access_ttl
         self.key = key or SigningKey.generate()
+        self.grants = GrantBook(
+            issuer=self.issuer,
+            key=self.key,
+            api_audience=api_audience,
+            access_ttl=access_ttl,
+            id_token_ttl=id_token_ttl,
+            refresh_ttl=refresh_ttl,
+            code_ttl=code_ttl,
+            clock=clock,
+        )
         self._clients = {client.client_id: client for client in clients}
-        self._id_token_ttl = id_token_ttl
-        self._refresh_ttl = refresh_ttl
-        self._code_ttl = code_ttl
+        self._cookie_path = urlsplit(self.issuer).path or "/"
         self._login_ttl = login_ttl
         self._users = tuple(users)
         self._clock = clock
         self._backchannel_transport = backchannel_transport
         self._transactions: dict[str, _Transaction] = {}
-        self._sessions: dict[str, _Session] = {}
-        self._codes: dict[str, _Code] = {}
-        self._grants: dict[str, _Grant] = {}
-        self._refresh_tokens: dict[str, _RefreshToken] = {}
-        self._revoked_jtis: dict[str, float] = {}
-
-    # -- wiring ------------------------------------------------------------------------------
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -227,25 +164,22 @@ class DevIdentityProvider:
             "backchannel_logout_session_supported": True,
         }
 
-    # -- operations tests and the demo may call directly ---------------------------------------
-
-    async def end_session(self, sid: str) -> None:
-        """End a login session: revoke its grants and tell each client by back-channel logout."""
-        session = self._sessions.pop(sid, None)
-        if session is None:
-            return
-        grants = [grant for grant in self._grants.values() if grant.sid == sid]
-        for grant in grants:
-            self._revoke_grant(grant)
-        log.info("Session ended. sub: '%s', sid: '%s'", session.sub, sid)
-        for client_id in sorted({grant.client_id for grant in grants}):
+    async def end_session(self, sid: str) -> bool:
+        """End a login session: revoke its grants and tell each client by back-channel logout.
+        False when there was no such session."""
+        ended = self.grants.end_session(sid)
+        if ended is None:
+            return False
+        session, client_ids = ended
+        for client_id in client_ids:
             client = self._clients.get(client_id)
             if client is not None and client.backchannel_logout_uri:
                 await self._send_backchannel_logout(client, session)
+        return True
 
     def grant_is_active(self, sid: str) -> bool:
         """Whether the session `sid` still has a grant that is not revoked."""
-        return any(grant.sid == sid and not grant.revoked for grant in self._grants.values())
+        return self.grants.grant_is_active(sid)
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -276,7 +210,7 @@ class DevIdentityProvider:
         if "openid" not in scope.split():
             return fail("invalid_scope", "scope must include openid")
         challenge = params.get("code_challenge", "")
-        if params.get("code_challenge_method") != "S256" or not _PKCE_VALUE.match(challenge):
+        if params.get("code_challenge_method") != "S256" or not PKCE_VALUE.match(challenge):
             return fail("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256")
         if not state:
             return fail("invalid_request", "state is required")
@@ -286,7 +220,8 @@ class DevIdentityProvider:
         if params.get("prompt") == "none":
             return fail("login_required", "this provider keeps no login session between sign-ins")
         now = self._clock()
-        self._purge(now)
+        for stale in [key for key, item in self._transactions.items() if item.expires_at <= now]:
+            del self._transactions[stale]
         transaction = secrets.token_urlsafe(16)
         self._transactions[transaction] = _Transaction(
             client.client_id, redirect_uri, scope, state, nonce, challenge, now + self._login_ttl
@@ -295,11 +230,10 @@ class DevIdentityProvider:
 
     async def _login(self, request: Request) -> Response:
         form = await _read_form(request)
-        transaction_id = _field(form, "transaction") or ""
-        username = (_field(form, "username") or "").strip()
-        now = self._clock()
+        transaction_id = _first(form, "transaction")
+        username = _first(form, "username").strip()
         transaction = self._transactions.get(transaction_id)
-        if transaction is None or transaction.expires_at <= now:
+        if transaction is None or transaction.expires_at <= self._clock():
             text = "This sign-in has expired or was already used. Start again from the application."
             return message_page("Sign-in expired", text, status_code=400)
         if not username or len(username) > 64 or not username.isprintable():
@@ -308,19 +242,15 @@ class DevIdentityProvider:
                 transaction=transaction_id, client_id=transaction.client_id, users=self._users, error=error
             )
         del self._transactions[transaction_id]
-        session = _Session(secrets.token_urlsafe(16), username, username, int(now))
-        self._sessions[session.sid] = session
-        code = secrets.token_urlsafe(32)
-        self._codes[_digest(code)] = _Code(
-            transaction.client_id,
-            transaction.redirect_uri,
-            transaction.code_challenge,
-            transaction.nonce,
-            session.sid,
-            transaction.scope,
-            now + self._code_ttl,
+        session = self.grants.sign_in(username)
+        code = self.grants.issue_code(
+            session,
+            client_id=transaction.client_id,
+            redirect_uri=transaction.redirect_uri,
+            code_challenge=transaction.code_challenge,
+            nonce=transaction.nonce,
+            scope=transaction.scope,
         )
-        log.info("Signed in. sub: '%s', sid: '%s'", session.sub, session.sid)
         query = {"code": code, "state": transaction.state, "iss": self.issuer}
         response = RedirectResponse(_with_query(transaction.redirect_uri, query), status_code=303)
         # Only end-session reads this cookie (to find the browser's session when the client sends
@@ -340,28 +270,27 @@ class DevIdentityProvider:
         try:
             client = self._authenticate_client(request, form)
             grant_type = _field(form, "grant_type")
-            self._purge(self._clock())
             if grant_type == "authorization_code":
-                body = self._exchange_code(client, form)
+                body = self.grants.exchange_code(
+                    client.client_id,
+                    _required(form, "code"),
+                    _required(form, "redirect_uri"),
+                    _required(form, "code_verifier"),
+                )
             elif grant_type == "refresh_token":
-                body = self._refresh(client, form)
+                body = self.grants.refresh(client.client_id, _required(form, "refresh_token"), _field(form, "scope"))
             elif grant_type == "client_credentials":
-                body = self._client_credentials(client, form)
+                body = self.grants.client_credentials(client.client_id, _field(form, "scope") or "")
             else:
                 raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
         except OAuthError as exc:
-            return exc.response()
+            return _error_response(exc)
         return JSONResponse(body, headers=_NO_STORE)
 
     async def _userinfo(self, request: Request) -> Response:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        try:
-            if scheme.lower() != "bearer" or not token:
-                raise jwt.InvalidTokenError("no bearer token")
-            claims = self.key.verify(token, issuer=self.issuer)
-            if claims.get("jti") in self._revoked_jtis or claims.get("sid") not in self._sessions:
-                raise jwt.InvalidTokenError("token revoked or its session ended")
-        except jwt.InvalidTokenError:
+        claims = self.grants.verify_access_token(token) if scheme.lower() == "bearer" and token else None
+        if claims is None or self.grants.session(claims.get("sid")) is None:
             return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return JSONResponse({"sub": claims["sub"], "name": claims.get("name"), "preferred_username": claims["sub"]})
 
@@ -369,22 +298,9 @@ class DevIdentityProvider:
         form = await _read_form(request)
         try:
             client = self._authenticate_client(request, form)
-            token = _required(form, "token")
+            self.grants.revoke_token(client.client_id, _required(form, "token"))
         except OAuthError as exc:
-            return exc.response()
-        record = self._refresh_tokens.get(_digest(token))
-        if record is not None:
-            grant = self._grants.get(record.grant_id)
-            if grant is not None and grant.client_id == client.client_id:
-                self._revoke_grant(grant)
-                log.info("Grant revoked by its client. sub: '%s', sid: '%s'", grant.sub, grant.sid)
-        else:
-            try:
-                claims = self.key.verify(token, issuer=self.issuer)
-            except jwt.InvalidTokenError:
-                claims = {}
-            if claims.get("client_id") == client.client_id and "jti" in claims:
-                self._revoked_jtis[claims["jti"]] = float(claims["exp"])
+            return _error_response(exc)
         # RFC 7009 §2.2: 200 whether or not the token was known.
         return Response(status_code=200, headers=_NO_STORE)
 
@@ -400,9 +316,8 @@ class DevIdentityProvider:
                 # An expired ID token still names the session to end (RP-Initiated Logout §2).
                 claims = self.key.verify(hint, verify_exp=False, issuer=self.issuer)
             except jwt.InvalidTokenError:
-                return message_page(
-                    "Sign-out failed", "id_token_hint is not an ID token of this provider.", status_code=400
-                )
+                text = "id_token_hint is not an ID token of this provider."
+                return message_page("Sign-out failed", text, status_code=400)
         audience = claims.get("aud")
         client_id = audience[0] if isinstance(audience, list) and audience else audience
         client = self._clients.get(str(client_id or params.get("client_id", "")))
@@ -410,9 +325,7 @@ class DevIdentityProvider:
             return message_page("Sign-out failed", "post_logout_redirect_uri is not registered.", status_code=400)
         # The session to end: the one the hint names, else this browser's own (the provider's cookie).
         sid = claims.get("sid") if hint else request.cookies.get(SESSION_COOKIE)
-        ended = isinstance(sid, str) and sid in self._sessions
-        if isinstance(sid, str):
-            await self.end_session(sid)
+        ended = isinstance(sid, str) and await self.end_session(sid)
         response: Response
         if redirect_uri:
             state = params.get("state")
@@ -424,122 +337,7 @@ class DevIdentityProvider:
         response.delete_cookie(SESSION_COOKIE, path=self._cookie_path, httponly=True, samesite="lax")
         return response
 
-    # -- grants ----------------------------------------------------------------------------------
-
-    def _exchange_code(self, client: DemoClient, form: Form) -> dict[str, Any]:
-        code = self._codes.get(_digest(_required(form, "code")))
-        redirect_uri = _required(form, "redirect_uri")
-        verifier = _required(form, "code_verifier")
-        if code is None:
-            raise OAuthError("invalid_grant", "unknown or expired authorization code")
-        if code.grant_id is not None:
-            # RFC 6749 §4.1.2: a code used twice revokes what it was exchanged for.
-            grant = self._grants.get(code.grant_id)
-            if grant is not None:
-                self._revoke_grant(grant)
-            raise OAuthError("invalid_grant", "authorization code was already used; its grant is revoked")
-        session = self._sessions.get(code.sid)
-        if code.client_id != client.client_id or session is None or code.expires_at <= self._clock():
-            raise OAuthError("invalid_grant", "authorization code is not valid for this client")
-        if redirect_uri != code.redirect_uri:
-            raise OAuthError("invalid_grant", "redirect_uri does not match the authorization request")
-        grant = _Grant(secrets.token_urlsafe(12), client.client_id, session.sid, session.sub, session.name, code.scope)
-        code.grant_id = grant.grant_id  # used, whatever the PKCE check says
-        self._grants[grant.grant_id] = grant
-        if not _PKCE_VALUE.match(verifier) or not hmac.compare_digest(_s256(verifier), code.code_challenge):
-            self._revoke_grant(grant)
-            raise OAuthError("invalid_grant", "PKCE verification failed: code_verifier does not match code_challenge")
-        body = self._issue(grant)
-        body["id_token"] = self._id_token(grant, session, nonce=code.nonce)
-        return body
-
-    def _refresh(self, client: DemoClient, form: Form) -> dict[str, Any]:
-        record = self._refresh_tokens.get(_digest(_required(form, "refresh_token")))
-        grant = self._grants.get(record.grant_id) if record is not None else None
-        if record is None or grant is None or grant.client_id != client.client_id:
-            raise OAuthError("invalid_grant", "unknown refresh token")
-        if grant.revoked:
-            raise OAuthError("invalid_grant", "the grant of this refresh token was revoked")
-        if record.rotated:
-            # Reuse of a rotated token means two parties hold it: end the whole family
-            # (OAuth 2.0 Security BCP, RFC 9700 §4.14.2).
-            self._revoke_grant(grant)
-            log.warning("Refresh token reuse; grant revoked. sub: '%s', sid: '%s'", grant.sub, grant.sid)
-            raise OAuthError("invalid_grant", "refresh token was already used; its grant is revoked")
-        if record.expires_at <= self._clock():
-            raise OAuthError("invalid_grant", "refresh token expired")
-        requested = (_field(form, "scope") or grant.scope).split()
-        if not set(requested) <= set(grant.scope.split()):
-            raise OAuthError("invalid_scope", "a refresh cannot widen the granted scope")
-        record.rotated = True
-        return self._issue(grant, scope=" ".join(requested))
-
-    def _client_credentials(self, client: DemoClient, form: Form) -> dict[str, Any]:
-        now = int(self._clock())
-        scope = _field(form, "scope") or ""
-        claims = {
-            "iss": self.issuer,
-            "sub": client.client_id,
-            "aud": self.api_audience,
-            "iat": now,
-            "exp": now + int(self.access_ttl),
-            "jti": secrets.token_urlsafe(12),
-            "client_id": client.client_id,
-            "scope": scope,
-        }
-        token = self.key.sign(claims, typ="at+jwt")
-        return {"access_token": token, "token_type": "Bearer", "expires_in": int(self.access_ttl), "scope": scope}
-
-    def _issue(self, grant: _Grant, *, scope: str | None = None) -> dict[str, Any]:
-        now = self._clock()
-        issued_at = int(now)
-        scope = grant.scope if scope is None else scope
-        claims = {
-            "iss": self.issuer,
-            "sub": grant.sub,
-            "aud": self.api_audience,
-            "iat": issued_at,
-            "exp": issued_at + int(self.access_ttl),
-            "jti": secrets.token_urlsafe(12),
-            "client_id": grant.client_id,
-            "sid": grant.sid,
-            "scope": scope,
-            "name": grant.name,
-        }
-        refresh_token = secrets.token_urlsafe(32)
-        digest = _digest(refresh_token)
-        self._refresh_tokens[digest] = _RefreshToken(grant.grant_id, now + self._refresh_ttl)
-        grant.refresh_digests.add(digest)
-        return {
-            "access_token": self.key.sign(claims, typ="at+jwt"),
-            "token_type": "Bearer",
-            "expires_in": int(self.access_ttl),
-            "refresh_token": refresh_token,
-            "scope": scope,
-        }
-
-    def _id_token(self, grant: _Grant, session: _Session, *, nonce: str) -> str:
-        issued_at = int(self._clock())
-        claims = {
-            "iss": self.issuer,
-            "sub": grant.sub,
-            "aud": grant.client_id,
-            "azp": grant.client_id,
-            "iat": issued_at,
-            "exp": issued_at + int(self._id_token_ttl),
-            "auth_time": session.auth_time,
-            "nonce": nonce,
-            "sid": session.sid,
-            "name": session.name,
-            "preferred_username": session.sub,
-        }
-        return self.key.sign(claims)
-
-    def _revoke_grant(self, grant: _Grant) -> None:
-        grant.revoked = True
-        for digest in grant.refresh_digests:
-            self._refresh_tokens.pop(digest, None)
-        grant.refresh_digests.clear()
+    # -- helpers ---------------------------------------------------------------------------------
 
     def _authenticate_client(self, request: Request, form: Form) -> DemoClient:
         """client_secret_basic or client_secret_post, exactly one of them (RFC 6749 §2.3)."""
@@ -561,7 +359,7 @@ class DevIdentityProvider:
             raise OAuthError("invalid_client", "client authentication failed", 401)
         return client
 
-    async def _send_backchannel_logout(self, client: DemoClient, session: _Session) -> None:
+    async def _send_backchannel_logout(self, client: DemoClient, session: LoginSession) -> None:
         assert client.backchannel_logout_uri is not None
         issued_at = int(self._clock())
         token = self.key.sign(
@@ -585,12 +383,13 @@ class DevIdentityProvider:
             return
         log.info("Back-channel logout sent. client: '%s', status: %d", client.client_id, response.status_code)
 
-    def _purge(self, now: float) -> None:
-        for table in (self._transactions, self._codes, self._refresh_tokens):
-            for key in [key for key, item in table.items() if item.expires_at <= now - self._code_ttl]:
-                del table[key]
-        for jti in [jti for jti, exp in self._revoked_jtis.items() if exp <= now]:
-            del self._revoked_jtis[jti]
+
+def _error_response(exc: OAuthError) -> JSONResponse:
+    headers = dict(_NO_STORE)
+    if exc.error == "invalid_client":
+        headers["WWW-Authenticate"] = 'Basic realm="dev-idp"'
+    body = {"error": exc.error, "error_description": exc.description}
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _read_form(request: Request) -> Form:
@@ -611,20 +410,16 @@ def _field(form: Form, name: str) -> str | None:
     return values[0] if values else None
 
 
+def _first(form: Form, name: str) -> str:
+    values = form.get(name, [])
+    return values[0] if values else ""
+
+
 def _required(form: Form, name: str) -> str:
     value = _field(form, name)
     if not value:
         raise OAuthError("invalid_request", f"parameter {name!r} is required")
     return value
-
-
-def _digest(token: str) -> str:
-    # Tokens are kept by hash only, so a dump of this provider's memory holds none.
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
 
 
 def _with_query(url: str, params: Mapping[str, str]) -> str:
