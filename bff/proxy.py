@@ -202,12 +202,14 @@ class _Route:
 
 
 class _Body:
-    """State of a streamed request body, read by the error mapping after aiohttp gives up."""
+    """State of one exchange's request body (read by the error mapping after aiohttp gives up)
+    and whether the response has started."""
 
-    __slots__ = ("client_gone", "done", "limit", "too_large")
+    __slots__ = ("client_gone", "done", "limit", "started", "too_large")
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
+        self.started = False  # the response has started: errors can no longer be answered
         self.client_gone = False
         self.too_large = False
         self.done = False
@@ -322,8 +324,9 @@ class ProxyApp:
 
     async def _http(self, route: _Route, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         status = CLIENT_CLOSED
+        body = _Body(self._max_body)
         try:
-            status = await self._forward(route, scope, receive, send, path)
+            status = await self._forward(route, scope, receive, send, path, body)
         except BffError as exc:
             status = exc.status_code
             await _send_error(send, exc)
@@ -332,12 +335,18 @@ class ProxyApp:
         except UpstreamAborted as exc:
             status = exc.status
             raise  # uvicorn closes the connection: a truncated body must not look complete
+        except Exception:
+            if body.started:
+                raise
+            logger.exception("Proxy error. route: %r", route.path)
+            status = 500
+            await _send_error(send, BffError(f"route {route.path!r}: proxy error"))
         finally:
             self._metrics.proxied(route.path, status)
 
-    async def _forward(self, route: _Route, scope: Scope, receive: Receive, send: Send, path: str) -> int:
+    async def _forward(self, route: _Route, scope: Scope, receive: Receive, send: Send, path: str, body: _Body) -> int:
         """Send the request upstream and stream the answer back; return the status sent.
-        Raises `BffError` only before the response has started."""
+        Raises `BffError` only before the response has started (`body.started`)."""
         headers = scope["headers"]
         if route.settings.csrf:
             self._anti_forgery.check(headers)
@@ -362,7 +371,6 @@ class ProxyApp:
             url = URL(route.url_prefix + path, encoded=True)
         method: str = scope["method"]
 
-        body = _Body(self._max_body)
         data: bytes | AsyncIterator[bytes] | None = None
         replayable = False
         if chunked or length:
@@ -430,6 +438,7 @@ class ProxyApp:
         self, route: _Route, response: aiohttp.ClientResponse, receive: Receive, send: Send, body: _Body
     ) -> int:
         status = response.status
+        body.started = True
         await send(
             {
                 "type": "http.response.start",

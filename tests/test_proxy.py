@@ -485,7 +485,7 @@ async def _unused(scope: Any, receive: Any, send: Any) -> None:
 
 def _acquired(app: ProxyApp) -> int:
     connector = app.connectors()["/api"]
-    return len(connector._acquired)  # type: ignore[attr-defined]
+    return len(connector._acquired)
 
 
 async def _until(condition: Any, within: float = 5) -> None:
@@ -493,3 +493,24 @@ async def _until(condition: Any, within: float = 5) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+async def test_client_disconnect_mid_upload_cancels_the_upstream_request(upstream: Any, up: UpstreamApp) -> None:
+    with proxy_server(make_settings(route(upstream))) as (proxy, app, metrics):
+        _reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        head = "POST /api/count HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nContent-Length: 10000000\r\n\r\n"
+        writer.write(head.encode() + b"x" * 100000)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        await _until(lambda: metrics.value("bff_proxy_requests_total", route="/api", status="499") == 1)
+        await _until(lambda: _acquired(app) == 0)
+
+
+async def test_unexpected_errors_before_the_response_are_json_500(upstream: Any, up: UpstreamApp) -> None:
+    bearer = FakeBearer(error=RuntimeError("bug"))
+    with proxy_server(make_settings(route(upstream, token="user")), bearer_source=bearer) as (proxy, _, _):
+        async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
+            response = await client.get("/api/echo")
+    assert response.status_code == 500
+    assert response.json() == {"error": "server_error", "detail": "route '/api': proxy error"}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from bff.config import RouteSettings
@@ -84,8 +84,8 @@ class PeakRSS:
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
-        self.baseline = self.process.memory_info().rss
-        self.peak = self.baseline
+        self.baseline: int = self.process.memory_info().rss
+        self.peak: int = self.baseline
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
