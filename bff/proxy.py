@@ -30,14 +30,13 @@ from bff.csrf import AntiForgery
 from bff.errors import BadRequest, BffError, PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 from bff.headers import WEBSOCKET_HANDSHAKE, RequestHeaderFilter, ResponseHeaderFilter, TrustedProxies
 from bff.metrics import Metrics
+from bff.websocket import CLIENT_CLOSED
 
 logger = logging.getLogger("bff.proxy")
 
 # Headers aiohttp would otherwise add on its own: a browser that never asked for gzip must not
 # get gzip, and the upstream should see the browser's User-Agent or none.
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-# Status recorded when the browser went away before it could be answered (nginx's convention).
-CLIENT_CLOSED = 499
 # Keep idle upstream connections a little shorter than uvicorn's default keep-alive (5 s), so the
 # proxy does not reuse a connection the upstream is closing.
 _KEEPALIVE_TIMEOUT = 4.0
@@ -147,16 +146,21 @@ class _Route:
         ws_scheme = "wss" if upstream.scheme == "https" else "ws"
         self.ws_url_prefix = f"{ws_scheme}://{upstream.netloc}"
         public = urlsplit(settings.public_url)
-        common = {
-            "cookie_base": settings.session.cookie_name,
-            "forward_cookies": route.forward_cookies,
-            "preserve_host": route.preserve_host,
-            "trusted_proxies": TrustedProxies(settings.trusted_proxies),
-            "public_scheme": public.scheme,
-            "public_host": public.netloc,
-        }
-        self.request_filter = RequestHeaderFilter(**common)  # type: ignore[arg-type]
-        self.ws_filter = RequestHeaderFilter(**common, extra_drop=WEBSOCKET_HANDSHAKE)  # type: ignore[arg-type]
+        trusted = TrustedProxies(settings.trusted_proxies)
+
+        def request_filter(extra_drop: frozenset[bytes] = frozenset()) -> RequestHeaderFilter:
+            return RequestHeaderFilter(
+                cookie_base=settings.session.cookie_name,
+                forward_cookies=route.forward_cookies,
+                preserve_host=route.preserve_host,
+                trusted_proxies=trusted,
+                public_scheme=public.scheme,
+                public_host=public.netloc,
+                extra_drop=extra_drop,
+            )
+
+        self.request_filter = request_filter()
+        self.ws_filter = request_filter(WEBSOCKET_HANDSHAKE)
         self.response_filter = ResponseHeaderFilter(cookie_base=settings.session.cookie_name)
         # sock_connect bounds the TCP connect; connect (DNS, connect and waiting for a free pooled
         # connection) is bounded too, so nothing waits forever; sock_read is the longest silence.
@@ -175,7 +179,7 @@ class _Route:
         """Upstream path (still percent-encoded) for a request path this route matched."""
         text = raw.decode("ascii")
         if self.settings.strip_prefix:
-            if path is not text and path != text:  # encoded characters: strip whole segments
+            if path != text:  # percent-encoded characters: strip whole segments
                 parts = text.split("/", self.segments + 1)
                 text = "/" + parts[self.segments + 1] if len(parts) > self.segments + 1 else ""
             else:
@@ -490,6 +494,7 @@ class ProxyApp:
             if route.needs_token and self._bearer is not None:
                 token = await self._bearer.bearer(route.settings, headers)
         except BffError as exc:
+            self._metrics.proxied(route.path, exc.status_code)
             await websocket.deny(scope, receive, send, exc)
             return
         client = scope.get("client")
@@ -500,10 +505,14 @@ class ProxyApp:
         if not query.isascii():
             query = quote_from_bytes(query, safe=_SAFE).encode("ascii")
         url = URL(route.ws_url_prefix + path + ("?" + query.decode("ascii") if query else ""), encoded=True)
-        assert route.session is not None
-        await websocket.relay(
+        if route.session is None:
+            self._metrics.proxied(route.path, UpstreamUnavailable.status_code)
+            await websocket.deny(scope, receive, send, UpstreamUnavailable(f"route {route.path!r}: proxy not started"))
+            return
+        status = await websocket.relay(
             scope, receive, send, session=route.session, url=url, headers=forwarded, route_path=route.path
         )
+        self._metrics.proxied(route.path, status)
 
 
 class _ClientGone(Exception):

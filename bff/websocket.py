@@ -11,7 +11,6 @@ upstream that drops the connection closes the browser's with 1011.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -23,6 +22,8 @@ from bff.errors import BffError, UpstreamTimeout, UpstreamUnavailable
 
 logger = logging.getLogger("bff.websocket")
 
+# Status recorded when the browser went away before it could be answered (nginx's convention).
+CLIENT_CLOSED = 499
 _UNSENDABLE = frozenset({1005, 1006, 1015})
 # Largest message relayed; uvicorn's own default limit for browser messages.
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -52,8 +53,9 @@ async def relay(
     url: URL,
     headers: Sequence[tuple[str, str]],
     route_path: str,
-) -> None:
-    """Connect to `url` with `headers`, then relay until either side closes."""
+) -> int:
+    """Connect to `url` with `headers`, then relay until either side closes. Returns the status
+    of the handshake answered to the browser (101, or the error's)."""
     try:
         upstream = await session.ws_connect(
             url,
@@ -71,21 +73,21 @@ async def relay(
             send,
             UpstreamUnavailable(f"route {route_path!r}: upstream refused the upgrade ({exc.status})"),
         )
-        return
+        return UpstreamUnavailable.status_code
     except (TimeoutError, aiohttp.ServerTimeoutError):
         await deny(
             scope, receive, send, UpstreamTimeout(f"route {route_path!r}: upstream did not answer the upgrade in time")
         )
-        return
+        return UpstreamTimeout.status_code
     except aiohttp.ClientError as exc:
         logger.warning("WebSocket upstream unavailable. route: %r, error: %s", route_path, type(exc).__name__)
         await deny(scope, receive, send, UpstreamUnavailable(f"route {route_path!r}: cannot connect to the upstream"))
-        return
+        return UpstreamUnavailable.status_code
 
     try:
         message = await receive()
         if message["type"] != "websocket.connect":
-            return
+            return CLIENT_CLOSED
         await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
         to_client = asyncio.ensure_future(_upstream_to_client(upstream, send))
         to_upstream = asyncio.ensure_future(_client_to_upstream(receive, upstream))
@@ -95,9 +97,10 @@ async def relay(
             for task in (to_client, to_upstream):
                 if not task.done():
                     task.cancel()
-            for task in (to_client, to_upstream):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            # Collect both (their errors only end the relay); a cancellation of this task still
+            # propagates out of gather.
+            await asyncio.gather(to_client, to_upstream, return_exceptions=True)
+        return 101
     finally:
         await upstream.close()
 

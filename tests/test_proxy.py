@@ -162,6 +162,13 @@ async def test_path_traversal_is_rejected_before_routing(upstream: Any, up: Upst
     assert up.requests == []
 
 
+async def test_routing_uses_the_decoded_path_and_strips_whole_segments(upstream: Any, up: UpstreamApp) -> None:
+    with proxy_server(make_settings(route(upstream, strip_prefix=True))) as (proxy, _, _):
+        status, _, body = await raw_request(proxy.port, get("/ap%69/x%20y"))
+    assert status == 200
+    assert json.loads(body)["raw_path"] == "/x%20y"
+
+
 async def test_doubled_slashes_collapse_before_routing(upstream: Any, up: UpstreamApp) -> None:
     with proxy_server(make_settings(route(upstream, strip_prefix=True))) as (proxy, _, _):
         status, _, body = await raw_request(proxy.port, get("//api//x///y/"))

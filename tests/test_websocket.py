@@ -55,13 +55,14 @@ async def test_text_and_binary_messages_are_relayed_both_ways(upstream: Any, up:
 
 
 async def test_upstream_close_code_and_reason_reach_the_browser(upstream: Any, up: UpstreamApp) -> None:
-    with proxy_server(make_settings(ws_route(upstream))) as (proxy, _, _):
+    with proxy_server(make_settings(ws_route(upstream))) as (proxy, _, metrics):
         async with aiohttp.ClientSession() as session, session.ws_connect(proxy.url + "/api/ws", headers=ORIGIN) as ws:
             await ws.send_str("close:4001")
             message = await ws.receive(timeout=5)
             assert message.type is aiohttp.WSMsgType.CLOSE
             assert message.data == 4001
             assert message.extra == "bye"
+    assert metrics.value("bff_proxy_requests_total", route="/api", status="101") == 1
 
 
 async def test_browser_close_code_reaches_the_upstream(upstream: Any, up: UpstreamApp) -> None:
