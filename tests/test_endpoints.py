@@ -402,6 +402,48 @@ def test_bad_backchannel_logout_is_400(client: TestClient, idp: FakeIdP, case: s
     assert client.get("/bff/user", headers=as_user(cookie)).status_code == 200
 
 
+def test_logs_hold_no_token_code_state_or_cookie(
+    client: TestClient, idp: FakeIdP, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    params = idp.authorize(start_login(client).headers["location"])
+    login_cookie = next(iter(client.cookies.values()))
+    assert client.get("/bff/callback", params=params).status_code == 302
+    cookie = client.cookies[COOKIE]
+    client.cookies.clear()
+    app = app_of(client)
+    session_id = app.cookies.read_session_id([(b"cookie", f"{COOKIE}={cookie}".encode())])
+    assert session_id is not None
+    session = client.portal.call(app.sessions.load, session_id) if client.portal else None
+    assert session is not None
+    clock.advance(idp.access_ttl)
+    refreshed = client.portal.call(app.tokens.fresh_session, session) if client.portal else None
+    assert refreshed is not None and refreshed.tokens.access_token != session.tokens.access_token
+    assert backchannel(client, idp.logout_token(sid="other")).status_code == 200
+    assert backchannel(client, "not-a-jwt").status_code == 400
+    assert client.post("/bff/logout", headers=as_user(cookie, **CSRF)).status_code == 200
+    secrets = [
+        cookie,
+        cookie.split(".")[0],
+        login_cookie,
+        session_id,
+        params["code"],
+        params["state"],
+        *(
+            value
+            for tokens in (session.tokens, refreshed.tokens)
+            for value in vars(tokens).values()
+            if isinstance(value, str)
+        ),
+    ]
+    # The BFF's own loggers, and httpx's for its calls to the provider (the test client's are not the BFF's).
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.split(".")[0] in ("bff", "httpx"))
+    assert "Login." in logged and "Back-channel logout." in logged and "idp.example/token" in logged
+    for secret in secrets:
+        if secret and secret != "Bearer":
+            assert secret not in logged
+
+
 # -- the token lifecycle through a proxied route ------------------------------------------------
 
 
