@@ -285,6 +285,7 @@ class OIDCClient:
         self._jwks: dict[str, dict[str, Any]] = {}
         self._jwks_fetched_at: float | None = None
         self._lock = asyncio.Lock()
+        self._jwks_lock = asyncio.Lock()
 
     async def discover(self, *, force: bool = False) -> ProviderMetadata:
         """The provider's metadata, fetched at most every `DISCOVERY_TTL` seconds; a failed
@@ -388,13 +389,14 @@ class OIDCClient:
         return claims
 
     async def _signing_key(self, kid: str | None, alg: str) -> dict[str, Any] | None:
-        if self._jwks_fetched_at is None:
-            await self._fetch_jwks()
         key = self._find_key(kid, alg)
-        if key is None and self._clock() - (self._jwks_fetched_at or 0.0) >= JWKS_REFETCH_INTERVAL:
-            await self._fetch_jwks()  # an unknown kid: the provider may have rotated its keys
-            key = self._find_key(kid, alg)
-        return key
+        if key is not None:
+            return key
+        async with self._jwks_lock:  # concurrent validations with an unknown kid fetch once
+            fetched_at = self._jwks_fetched_at
+            if fetched_at is None or self._clock() - fetched_at >= JWKS_REFETCH_INTERVAL:
+                await self._fetch_jwks()  # first use, or the provider may have rotated its keys
+            return self._find_key(kid, alg)
 
     def _find_key(self, kid: str | None, alg: str) -> dict[str, Any] | None:
         kty = {"R": "RSA", "P": "RSA", "E": "EC"}.get(alg[0], "OKP")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from typing import Any
@@ -199,6 +200,13 @@ async def test_jwks_key_rotation_is_picked_up_and_refetch_is_rate_limited(idp: F
     assert idp.calls["/jwks"] == 2
     await client.validate_id_token(idp.id_token(nonce="n"), nonce="n")
     assert idp.calls["/jwks"] == 2
+
+
+async def test_concurrent_validations_fetch_the_jwks_once(idp: FakeIdP, clock: Clock) -> None:
+    client = make_client(idp, clock)
+    tokens = [idp.id_token(nonce="n") for _ in range(5)]
+    await asyncio.gather(*(client.validate_id_token(token, nonce="n") for token in tokens))
+    assert idp.calls["/jwks"] == 1 and idp.calls["/.well-known/openid-configuration"] == 1
 
 
 async def test_refresh_rotates_and_a_used_refresh_token_is_invalid_grant(idp: FakeIdP, clock: Clock) -> None:
