@@ -31,6 +31,7 @@ from bff.metrics import Metrics
 from bff.oidc import LOGOUT_TOKEN_MAX_AGE, LoginRequest, OIDCClient, new_login_request
 from bff.session import Session, SessionManager
 from bff.stores import Store
+from bff.tokenset import TokenSet
 
 __all__ = ["Parts", "build_endpoint_routes", "check_return_to"]
 
@@ -163,7 +164,7 @@ class Endpoints:
             raise LoginFailed('callback parameter "state" was already used')
         return login
 
-    async def _exchange(self, code: str, login: LoginRequest) -> tuple[Any, dict[str, Any]]:
+    async def _exchange(self, code: str, login: LoginRequest) -> tuple[TokenSet, dict[str, Any]]:
         if not code:
             raise LoginFailed('callback parameter "code" is missing')
         try:
