@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -22,6 +23,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from bff.demo.idp import BACKCHANNEL_EVENT, DemoClient, DevIdentityProvider
+from bff.demo.keys import SigningKey
 
 ISSUER = "http://idp.test/idp"
 API = "http://api.test"
@@ -48,7 +50,7 @@ class Clock:
 class Harness:
     """The provider mounted at /idp, a clock, and the back-channel calls it made."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: SigningKey | None = None) -> None:
         self.clock = Clock()
         self.backchannel: list[httpx.Request] = []
 
@@ -64,6 +66,7 @@ class Harness:
             refresh_ttl=3600,
             clock=self.clock,
             backchannel_transport=httpx.MockTransport(receive),
+            key=key,
         )
         app = Starlette(routes=[Mount("/idp", app=self.idp.app())])
         self.http = TestClient(app, base_url="http://idp.test", follow_redirects=False)
@@ -372,3 +375,23 @@ def test_end_session_without_a_hint_ends_this_browsers_session(harness: Harness)
     assert "dev_idp_session=" in response.headers["set-cookie"]  # cleared
     assert len(harness.backchannel) == 1
     assert harness.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_a_snapshot_carries_grants_and_reuse_detection_into_a_new_provider(harness: Harness) -> None:
+    first = harness.code_exchange("erin")
+    second = harness.refresh(first["refresh_token"]).json()
+    snapshot = json.loads(json.dumps(harness.idp.grants.snapshot()))
+    assert first["refresh_token"] not in json.dumps(snapshot)  # hashes only
+    restarted = Harness(key=SigningKey.from_pem(harness.idp.key.to_pem()))
+    restarted.idp.grants.restore(snapshot)
+    with restarted.http:
+        assert restarted.http.get("/idp/jwks").json() == harness.http.get("/idp/jwks").json()
+        third = restarted.refresh(second["refresh_token"])
+        assert third.status_code == 200, third.text
+        assert restarted.refresh(first["refresh_token"]).json()["error"] == "invalid_grant"  # reuse
+        assert restarted.refresh(third.json()["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_restore_refuses_what_is_not_a_snapshot(harness: Harness) -> None:
+    with pytest.raises(ValueError, match="snapshot"):
+        harness.idp.grants.restore({"version": 1, "sessions": [{"nope": 1}]})

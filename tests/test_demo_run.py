@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,16 +26,50 @@ CSRF = {"X-CSRF": "1"}
 JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
 
 
-@dataclass
 class DemoProcess:
-    url: str
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
+    """`bff demo --access-ttl 2` as a subprocess on a free port; `restart()` keeps its data directory."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = tmp_path / "data"
+        self.stdout, self.stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+        self.process: subprocess.Popen[bytes] | None = None
 
     def output(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+    def start(self) -> None:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("BFF_")}
+        argv = [sys.executable, "-m", "bff", "demo", "--port", str(self.port), "--access-ttl", "2"]
+        with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
+            self.process = subprocess.Popen(
+                [*argv, "--data-dir", str(self.data_dir)], cwd=REPO, env=env, stdout=out, stderr=err
+            )
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.process.poll() is None, f"bff demo exited early:\n{self.output()}"
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"bff demo not ready:\n{self.output()}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)  # Ctrl+C: a clean shutdown
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
 
 def free_port() -> int:
@@ -48,33 +81,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[DemoProcess]:
-    port = free_port()
-    data_dir = tmp_path / "data"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BFF_")}
-    argv = [sys.executable, "-m", "bff", "demo", "--port", str(port), "--access-ttl", "2", "--data-dir", str(data_dir)]
-    stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-    running = DemoProcess(f"http://127.0.0.1:{port}", data_dir, process, stdout, stderr)
+    running = DemoProcess(tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, f"bff demo exited early:\n{running.output()}"
-            try:
-                if httpx.get(f"{running.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"bff demo not ready:\n{running.output()}"
-            time.sleep(0.1)
+        running.start()
         yield running
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        running.stop()
 
 
 def login(client: httpx.Client, username: str) -> httpx.Response:
@@ -124,11 +136,20 @@ def test_demo_login_api_refresh_and_logout(demo: DemoProcess) -> None:
     assert "not for production" in demo.output().lower()
 
 
-def test_demo_secret_is_private_and_kept(demo: DemoProcess) -> None:
-    path = demo.data_dir / "demo-secret"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_or_create_secret(demo.data_dir) == path.read_text().strip()
-    assert (demo.data_dir / "demo-sessions.db").exists()
+def test_a_restart_keeps_the_session_and_its_refresh(demo: DemoProcess) -> None:
+    with httpx.Client(base_url=demo.url, follow_redirects=True, timeout=10) as browser:
+        login(browser, "grace")
+        assert browser.get("/api/me", headers=CSRF).status_code == 200
+        demo.restart()
+        me = browser.get("/api/me", headers=CSRF)
+        assert me.status_code == 200, me.text
+        assert me.json()["sub"] == "grace"
+        time.sleep(2.5)  # and the refresh token issued before the restart still works
+        me = browser.get("/api/me", headers=CSRF)
+        assert me.status_code == 200, me.text
+    for name in ("demo-secret", "demo-idp-key.pem", "demo-idp-state.json"):
+        assert stat.S_IMODE((demo.data_dir / name).stat().st_mode) == 0o600, name
+    assert load_or_create_secret(demo.data_dir) == (demo.data_dir / "demo-secret").read_text().strip()
 
 
 def test_vite_origin_becomes_the_public_url(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ tokens, and the JWTs it signs for them. DEVELOPMENT ONLY. No HTTP here: `idp.py`
 
 A grant is revoked, and every refresh token of it dropped, when: its code is exchanged a second
 time, a rotated refresh token comes back (reuse), its client revokes a refresh token of it, or
-its login session ends. Tokens are kept by SHA-256 only.
+its login session ends. Tokens are kept by SHA-256 only, also in the snapshot that `bff demo`
+writes at shutdown and reads at start (`snapshot`/`restore`), so that a restart keeps sessions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import jwt
@@ -28,6 +29,7 @@ from bff.demo.keys import SigningKey
 
 log = logging.getLogger("bff.demo.idp")
 
+SNAPSHOT_VERSION = 1
 PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1: unreserved characters
 
 
@@ -225,6 +227,44 @@ class GrantBook:
         if claims.get("jti") in self._revoked_jtis:
             return None
         return claims
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Login sessions, grants and refresh-token records as JSON-able data (codes, which live
+        a minute, are left out). Holds token hashes, never a token."""
+        self._purge()
+        return {
+            "version": SNAPSHOT_VERSION,
+            "sessions": [asdict(session) for session in self._sessions.values()],
+            "grants": [
+                {**asdict(grant), "refresh_digests": sorted(grant.refresh_digests)} for grant in self._grants.values()
+            ],
+            "refresh_tokens": {digest: asdict(record) for digest, record in self._refresh_tokens.items()},
+            "revoked_jtis": dict(self._revoked_jtis),
+        }
+
+    def restore(self, data: Any) -> None:
+        """Take over a `snapshot`; raises `ValueError` (and keeps nothing) when it is not one."""
+        try:
+            if data["version"] != SNAPSHOT_VERSION:
+                raise ValueError(f"snapshot version {data['version']!r}")
+            sessions = {item["sid"]: LoginSession(**item) for item in data["sessions"]}
+            grants = {
+                item["grant_id"]: _Grant(**{**item, "refresh_digests": set(item["refresh_digests"])})
+                for item in data["grants"]
+            }
+            refresh_tokens = {digest: _RefreshToken(**item) for digest, item in data["refresh_tokens"].items()}
+            revoked = {str(jti): float(exp) for jti, exp in data["revoked_jtis"].items()}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a snapshot of this provider ({type(exc).__name__})") from None
+        self._sessions, self._grants, self._refresh_tokens, self._revoked_jtis = (
+            sessions,
+            grants,
+            refresh_tokens,
+            revoked,
+        )
+        self._purge()
 
     # -- tokens ---------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """DevIdentityProvider: the in-memory OpenID provider of `bff demo`. DEVELOPMENT ONLY, NOT FOR PRODUCTION.
 
 There are no passwords: the login page lets anyone sign in as any name. Everything lives in this
-process's memory and is gone at a restart, signing key included. It exists so that a newcomer can
-watch the BFF log in, refresh and log out against something real, with nothing else installed.
+process's memory (`bff demo` saves a snapshot at shutdown, see `run.py`). It exists so that a
+newcomer can watch the BFF log in, refresh and log out against something real, with nothing else
+installed.
 
 What it does, relative to the issuer URL (the app is mounted there, e.g. at `/idp`):
 

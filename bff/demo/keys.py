@@ -1,4 +1,4 @@
-"""SigningKey: one RS256 key pair of the development identity provider, made at start.
+"""SigningKey: the RS256 key pair of the development identity provider, made at first start.
 
 Owns signing JWTs and publishing the public half as a JWK. The key id is the RFC 7638
 thumbprint, so a new key (a restart) has a new `kid` and verifiers can tell the difference.
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -28,6 +29,19 @@ class SigningKey:
     @classmethod
     def generate(cls) -> SigningKey:
         return cls(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> SigningKey:
+        """A key saved by `to_pem`; raises `ValueError` for anything else."""
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("not an RSA private key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self._private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     def __repr__(self) -> str:
         return f"SigningKey(kid={self.kid!r})"

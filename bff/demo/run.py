@@ -12,9 +12,15 @@ One process serves, through the same `create_app` as `bff serve`:
 `frontend-demo/` is found next to the `bff` package, i.e. in the source checkout that
 `pip install -e .` uses; there is no packaged copy to fall out of date.
 
-The BFF's secret key is made once and kept in `<data_dir>/demo-secret` (mode 600), so a restart
-keeps the session cookies valid. The provider keeps nothing across a restart (its signing key and
-grants included): the first refresh after a restart ends the session, and the page goes to login.
+What a restart keeps, all in the data directory (default `.bff/`), files of mode 600:
+
+    demo-secret            the BFF's cookie key, made once: session cookies stay valid
+    demo-sessions.db       the BFF's sessions (SQLite)
+    demo-idp-key.pem       the provider's signing key: issued tokens stay verifiable
+    demo-idp-state.json    the provider's sessions and grants (token hashes only), written at a
+                           clean shutdown (Ctrl+C), so refresh tokens stay valid
+
+Delete the directory to start from scratch.
 
 `BFF_PUBLIC_URL` (optional) is the origin the browser uses when it is not this server, e.g. the
 Vite dev server of frontend-demo/ (see its vite.config.js).
@@ -22,6 +28,7 @@ Vite dev server of frontend-demo/ (see its vite.config.js).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -40,9 +47,15 @@ from bff.app import BffApp, create_app
 from bff.config import OIDCSettings, RouteSettings, Settings
 from bff.demo.api import DemoAPI
 from bff.demo.idp import DemoClient, DevIdentityProvider
+from bff.demo.keys import SigningKey
 from bff.errors import ConfigError
 
 CLIENT_ID = "bff-demo"
+SECRET_FILE = "demo-secret"
+KEY_FILE = "demo-idp-key.pem"
+STATE_FILE = "demo-idp-state.json"
+log = logging.getLogger("bff.demo")
+
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend-demo"
 
 
@@ -55,6 +68,7 @@ class Demo:
     api: DemoAPI
     app: BffApp
     base_url: str
+    data_dir: Path
 
 
 def build_demo(
@@ -73,7 +87,7 @@ def build_demo(
     data.mkdir(parents=True, exist_ok=True)
     issuer = f"{base_url}/idp"
     audience = f"{base_url}/demo-api"
-    client_secret = secrets.token_urlsafe(32)  # the provider is in memory: a new registration each start
+    client_secret = secrets.token_urlsafe(32)  # both sides are in this process: a new one each start
     settings = Settings(
         secret_keys=(Secret(load_or_create_secret(data)),),
         public_url=public_url,
@@ -93,6 +107,7 @@ def build_demo(
     origins = tuple(dict.fromkeys((public_url, base_url)))
     idp = DevIdentityProvider(
         issuer=issuer,
+        key=load_or_create_key(data),
         clients=[
             DemoClient(
                 CLIENT_ID,
@@ -105,6 +120,7 @@ def build_demo(
         api_audience=audience,
         access_ttl=access_ttl,
     )
+    load_provider_state(idp, data)
     api = DemoAPI(issuer=issuer, audience=audience, jwks_url=f"{issuer}/jwks")
     extra_routes: list[BaseRoute] = [
         Mount("/idp", app=idp.app()),
@@ -113,7 +129,7 @@ def build_demo(
         Route("/node_modules/{path:path}", _not_found),
     ]
     app = create_app(settings, extra_routes=extra_routes)
-    return Demo(settings=settings, idp=idp, api=api, app=app, base_url=base_url)
+    return Demo(settings=settings, idp=idp, api=api, app=app, base_url=base_url, data_dir=data)
 
 
 def run_demo(*, host: str, port: int, access_ttl: int, data_dir: str) -> int:
@@ -134,6 +150,7 @@ def run_demo(*, host: str, port: int, access_ttl: int, data_dir: str) -> int:
         access_log=False,
         log_level="info",
     )
+    save_provider_state(demo.idp, demo.data_dir)
     return 0
 
 
@@ -156,7 +173,7 @@ def banner(demo: Demo, *, access_ttl: int, data_dir: str) -> str:
         '     "log out other devices" in one of them: the other goes to the login page on its next call.',
         "  5. Log out: the BFF revokes the refresh token and the provider ends its session.",
         "",
-        f"  Sessions live in {Path(data_dir) / 'demo-sessions.db'}; the provider forgets everything at a restart.",
+        f"  Sessions and keys live in {data_dir}/ and survive a restart; delete it to start from scratch.",
         "  Frontend work with Vite: cd frontend-demo && npm install && npm run dev, with this demo started as",
         "  BFF_PUBLIC_URL=http://127.0.0.1:5173 bff demo   (see frontend-demo/vite.config.js).",
         "  Ctrl+C stops.",
@@ -175,23 +192,49 @@ def find_frontend_dir() -> Path:
 
 def load_or_create_secret(data_dir: Path) -> str:
     """The BFF's cookie key, made on first use and kept (mode 600) so that restarts keep sessions."""
-    path = data_dir / "demo-secret"
-    for _ in range(2):
-        try:
-            secret = path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            pass
-        else:
-            if len(secret) >= 32:
-                return secret
-            raise ConfigError([f"{path}: holds no usable key (delete the file to make a new one)"])
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            continue  # another process made it just now: read that one
-        with os.fdopen(descriptor, "w", encoding="ascii") as file:
-            file.write(secrets.token_urlsafe(48) + "\n")
-    return path.read_text(encoding="ascii").strip()
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(48) + "\n")
+    secret = path.read_text(encoding="ascii").strip()
+    if len(secret) < 32:
+        raise ConfigError([f"{path}: holds no usable key (delete the file to make a new one)"])
+    return secret
+
+
+def load_or_create_key(data_dir: Path) -> SigningKey:
+    """The provider's signing key, made on first use and kept (mode 600)."""
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        key = SigningKey.generate()
+        _write_private(path, key.to_pem().decode("ascii"))
+        return key
+    try:
+        return SigningKey.from_pem(path.read_bytes())
+    except ValueError:
+        raise ConfigError([f"{path}: not an RSA private key (delete the file to make a new one)"]) from None
+
+
+def load_provider_state(idp: DevIdentityProvider, data_dir: Path) -> None:
+    path = data_dir / STATE_FILE
+    try:
+        idp.grants.restore(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return
+    except ValueError as exc:  # json's errors are ValueErrors too
+        log.warning("Provider state not restored, starting empty. file: '%s', error: %s", path, exc)
+
+
+def save_provider_state(idp: DevIdentityProvider, data_dir: Path) -> None:
+    _write_private(data_dir / STATE_FILE, json.dumps(idp.grants.snapshot()))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` with mode 600, atomically (a reader sees the old or the new file)."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
 
 
 def _url_host(host: str) -> str:
