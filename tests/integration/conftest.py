@@ -1,0 +1,53 @@
+"""Fixtures of the integration tests (see `oidc_harness`): one real OpenID provider, one JWT API and
+the default BFF for the whole session; more BFFs and browsers through `run`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from oidc_harness import ACCESS_TTL, Bff, Run
+
+from tests.support.jwt_api import JwtApi
+from tests.support.oidc_provider import OidcProvider
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    root = tmp_path_factory.mktemp("integration")
+    provider = OidcProvider(root / "provider", access_ttl=ACCESS_TTL)
+    provider.start()
+    api = JwtApi(provider.issuer, provider.api_audience)
+    api.start()
+    session = Run(root=root, provider=provider, api=api)
+    try:
+        yield session
+    finally:
+        session.close()
+        api.stop()
+        provider.close()
+
+
+@pytest.fixture(scope="session")
+def provider(run: Run) -> OidcProvider:
+    return run.provider
+
+
+@pytest.fixture(scope="session")
+def api(run: Run) -> JwtApi:
+    return run.api
+
+
+@pytest.fixture(scope="session")
+def bff(run: Run) -> Bff:
+    """The default BFF: http public_url, SQLite store, one worker, refresh skew 1 s."""
+    return run.new_bff("main")
+
+
+LAST = "test_logs_of_the_whole_run_contain_no_token_and_no_cookie_value"
+
+
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    # The log check reads what every other test left behind: keep it last (a stable sort).
+    items.sort(key=lambda item: item.name == LAST)
