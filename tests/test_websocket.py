@@ -3,6 +3,7 @@ bearer token on the upgrade, against a real uvicorn upstream over TCP."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -140,3 +141,11 @@ async def test_routes_without_websocket_leave_upgrades_to_the_fallback(upstream:
                 await session.ws_connect(proxy.url + "/api/ws", headers=ORIGIN)
     assert caught.value.status == 403  # the test fallback closes before accepting
     assert up.websocket_headers == []
+
+
+async def test_an_idle_websocket_outlives_the_read_timeout(upstream: Any, up: UpstreamApp) -> None:
+    with proxy_server(make_settings(ws_route(upstream, read_timeout=0.3))) as (proxy, _, _):
+        async with aiohttp.ClientSession() as session, session.ws_connect(proxy.url + "/api/ws", headers=ORIGIN) as ws:
+            await asyncio.sleep(0.8)
+            await ws.send_str("still here")
+            assert await ws.receive_str(timeout=5) == "still here"
