@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from bff.demo.idp import BACKCHANNEL_EVENT, DemoClient, DevIdentityProvider
 from bff.demo.keys import SigningKey
+from bff.demo.pages import login_page
 
 ISSUER = "http://idp.test/idp"
 API = "http://api.test"
@@ -395,3 +396,13 @@ def test_a_snapshot_carries_grants_and_reuse_detection_into_a_new_provider(harne
 def test_restore_refuses_what_is_not_a_snapshot(harness: Harness) -> None:
     with pytest.raises(ValueError, match="snapshot"):
         harness.idp.grants.restore({"version": 1, "sessions": [{"nope": 1}]})
+
+
+def test_the_login_page_escapes_what_it_shows() -> None:
+    page = login_page(transaction='"><script>x()</script>', client_id="<b>bff</b>", users=["<img src=x>"], error="<i>")
+    text = bytes(page.body).decode()
+    assert "<script>" not in text
+    assert "<img" not in text
+    assert "<b>bff" not in text
+    assert "&lt;i&gt;" in text
+    assert page.status_code == 400  # an error re-renders the form

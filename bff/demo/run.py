@@ -88,11 +88,12 @@ def build_demo(
     issuer = f"{base_url}/idp"
     audience = f"{base_url}/demo-api"
     client_secret = secrets.token_urlsafe(32)  # both sides are in this process: a new one each start
+    origins = tuple(dict.fromkeys((public_url, base_url)))  # the browser's first, then this server's
     settings = Settings(
         secret_keys=(Secret(load_or_create_secret(data)),),
         public_url=public_url,
         session_store=f"sqlite:///{data / 'demo-sessions.db'}",
-        allowed_origins=tuple(dict.fromkeys((public_url, base_url))),
+        allowed_origins=origins,
         static_dir=str(find_frontend_dir()),
         oidc=OIDCSettings(
             issuer=issuer,
@@ -104,7 +105,6 @@ def build_demo(
         ),
         routes=(RouteSettings(path="/api", upstream=audience, token="user", strip_prefix=True),),  # noqa: S106 (a token kind)
     )
-    origins = tuple(dict.fromkeys((public_url, base_url)))
     idp = DevIdentityProvider(
         issuer=issuer,
         key=load_or_create_key(data),
