@@ -156,6 +156,7 @@ def run_demo(*, host: str, port: int, access_ttl: int, data_dir: str) -> int:
 
 def banner(demo: Demo, *, access_ttl: int, data_dir: str) -> str:
     url = demo.settings.public_url + "/"
+    skew = demo.settings.oidc.refresh_skew if demo.settings.oidc else 0
     lines = [
         "",
         "bff demo: the BFF, a development identity provider, a demo API and a demo SPA on one port.",
@@ -167,8 +168,9 @@ def banner(demo: Demo, *, access_ttl: int, data_dir: str) -> str:
         "  1. Log in: pick a user on the development login page, or type any name.",
         "  2. Add to-dos. They go through the BFF to the demo API with an access token the page never sees;",
         '     the "What JavaScript can see" line shows document.cookie empty: the session cookie is HttpOnly.',
-        f'  3. Watch "access token expires in" count down from {access_ttl} s. When it runs out, the BFF refreshes',
-        "     the token by itself: the clock's stream reconnects, a to-do added after expiry just works.",
+        f'  3. Watch "access token expires in" count down from {access_ttl} s. In its last {skew:g} s, or once it ran',
+        "     out, the next API call makes the BFF refresh it by itself: the number jumps back, the clock's",
+        "     stream reconnects, a to-do added after expiry just works, and the page never reloads.",
         "  4. Open a second browser (or a private window), log in as the same user, and press",
         '     "log out other devices" in one of them: the other goes to the login page on its next call.',
         "  5. Log out: the BFF revokes the refresh token and the provider ends its session.",
