@@ -10,6 +10,7 @@ tests wait them out. The numbers in the section comments are those of the issue'
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -59,9 +60,12 @@ def is_clearing(value: str, attributes: dict[str, str]) -> bool:
     return value == "" or attributes.get("max-age") == "0" or "1970" in attributes.get("expires", "")
 
 
-def wait_for_expiry(started: float, extra: float = 1.0) -> None:
-    """Sleep until an access token issued at `started` has expired (no leeway at the API)."""
-    remaining = started + ACCESS_TTL + extra - time.time()
+def wait_for_expiry(*echoes: httpx.Response) -> None:
+    """Sleep until the access tokens behind these API answers have expired: the API echoes each
+    token's `exp` and allows no leeway, so after this the next request needs a refresh."""
+    exp = max(float(echo.json()["exp"]) for echo in echoes)
+    assert exp - time.time() <= ACCESS_TTL + 1, "the provider issued a long-lived access token"
+    remaining = exp + 0.5 - time.time()
     if remaining > 0:
         time.sleep(remaining)
 
@@ -222,13 +226,12 @@ def test_login_with_https_public_url_sets_a_secure_host_prefixed_cookie(
 def test_no_response_the_browser_gets_contains_a_token(
     run: Run, bff: Bff, provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
 ) -> None:
-    started = time.time()
     browser = logged_in(run, bff, user_name(request))
     browser.get(f"{bff.url}/bff/user")
     browser.get(f"{bff.url}/bff/sessions")
-    browser.api("GET", f"{bff.url}/api/one")
+    one = browser.api("GET", f"{bff.url}/api/one")
     browser.api("POST", f"{bff.url}/api/two", json={"hello": "world"})
-    wait_for_expiry(started)
+    wait_for_expiry(one)
     assert browser.api("GET", f"{bff.url}/api/after-refresh").status_code == 200
     browser.get(f"{bff.url}/bff/user")
 
@@ -247,13 +250,12 @@ def test_get_and_post_succeed_after_the_access_token_expired(
     run: Run, bff: Bff, provider: OidcProvider, request: pytest.FixtureRequest
 ) -> None:
     user = user_name(request)
-    started = time.time()
     browser = logged_in(run, bff, user)
     first = browser.api("GET", f"{bff.url}/api/items")
     assert first.status_code == 200, first.text
     refreshes = provider.refresh_count(bff.client.client_id)
 
-    wait_for_expiry(started)
+    wait_for_expiry(first)
     got = browser.api("GET", f"{bff.url}/api/items?page=2")
     assert got.status_code == 200, got.text
     assert got.json()["jti"] != first.json()["jti"], "the expired access token was forwarded again"
@@ -269,12 +271,13 @@ def test_upstream_401_leads_to_one_refresh_and_a_replay_with_the_identical_body(
     run: Run, provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
 ) -> None:
     bff = run.new_bff("reactive", refresh_skew="0s")
-    started = time.time()
     browser = logged_in(run, bff, user_name(request))
+    warm = browser.api("GET", f"{bff.url}/api/warm")
+    assert warm.status_code == 200, warm.text
     body = os.urandom(200 * 1024)  # binary, well under max_replay_body
     refreshes = provider.refresh_count(bff.client.client_id)
 
-    wait_for_expiry(started)
+    wait_for_expiry(warm)
     response = browser.api(
         "POST", f"{bff.url}/api/upload", content=body, headers={"content-type": "application/octet-stream"}
     )
@@ -295,14 +298,14 @@ def test_upstream_401_leads_to_one_refresh_and_a_replay_with_the_identical_body(
 
 
 def _fifty_at_once_cause_one_refresh(run: Run, bff: Bff, provider: OidcProvider, api: JwtApi, user: str) -> None:
-    started = time.time()
     browser = logged_in(run, bff, user)
     cookie = session_cookie(browser, bff)
-    assert browser.api("GET", f"{bff.url}/api/warm").status_code == 200
+    warm = browser.api("GET", f"{bff.url}/api/warm")
+    assert warm.status_code == 200, warm.text
     refreshes = provider.refresh_count(bff.client.client_id)
     before = api.count()
 
-    wait_for_expiry(started)
+    wait_for_expiry(warm)
     responses = api_statuses(bff, cookie, 50)
     statuses = [r.status_code for r in responses]
     assert statuses == [200] * 50, {s: statuses.count(s) for s in set(statuses)}
@@ -335,12 +338,12 @@ def test_grant_revoked_at_the_provider_gives_401_session_expired_and_clears_the_
     run: Run, bff: Bff, provider: OidcProvider, request: pytest.FixtureRequest
 ) -> None:
     user = user_name(request)
-    started = time.time()
     browser = logged_in(run, bff, user)
-    assert browser.api("GET", f"{bff.url}/api/before").status_code == 200
+    before = browser.api("GET", f"{bff.url}/api/before")
+    assert before.status_code == 200, before.text
     assert provider.revoke_grants(user, bff.client.client_id)
 
-    wait_for_expiry(started)
+    wait_for_expiry(before)
     response = browser.api("GET", f"{bff.url}/api/after")
     assert response.status_code == 401, response.text
     assert response.json()["error"] == "session_expired"
@@ -355,27 +358,44 @@ def test_grant_revoked_at_the_provider_gives_401_session_expired_and_clears_the_
 def test_provider_down_during_refresh_gives_503_and_keeps_the_session(
     run: Run, bff: Bff, provider: OidcProvider, request: pytest.FixtureRequest
 ) -> None:
-    started = time.time()
     browser = logged_in(run, bff, user_name(request))
     cookie = session_cookie(browser, bff)
-    assert browser.api("GET", f"{bff.url}/api/before").status_code == 200
+    before = raw_get(bff, "/api/before", cookie)
+    assert before.status_code == 200, before.text
+    wait_for_expiry(before)
 
-    wait_for_expiry(started)
-    provider.stop()
+    def assert_unavailable_but_kept(response: httpx.Response) -> None:
+        assert response.status_code == 503, response.text
+        assert response.headers.get("retry-after", "").isdigit(), response.headers
+        assert response.json()["error"] == "provider_unavailable"
+        cleared = [
+            h
+            for h in response.headers.get_list("set-cookie")
+            if parse_set_cookie(h)[0] == bff.cookie_name and is_clearing(*parse_set_cookie(h)[1:])
+        ]
+        assert not cleared, "the session cookie was cleared although the provider is only down"
+
     try:
-        down = raw_get(bff, "/api/while-down", cookie)
-        assert down.status_code == 503, down.text
-        assert down.headers.get("retry-after", "").isdigit(), down.headers
-        assert down.json()["error"] == "provider_unavailable"
-        assert not any(
-            parse_set_cookie(h)[0] == bff.cookie_name and is_clearing(*parse_set_cookie(h)[1:])
-            for h in down.headers.get_list("set-cookie")
-        ), "the session cookie was cleared although the provider is only down"
+        # The provider dies while the BFF waits for its answer to the refresh.
+        provider.set_token_delay(5)
+        delayed = provider.delayed_token_requests()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(raw_get, bff, "/api/during-refresh", cookie)
+            deadline = time.monotonic() + 5
+            while provider.delayed_token_requests() == delayed:
+                assert time.monotonic() < deadline, "the BFF did not ask the provider for a refresh"
+                time.sleep(0.05)
+            provider.stop()
+            assert_unavailable_but_kept(pending.result(timeout=30))
+        # And while it is down.
+        assert_unavailable_but_kept(raw_get(bff, "/api/while-down", cookie))
+        assert raw_get(bff, "/bff/user", cookie).status_code == 200
     finally:
-        provider.start()
+        provider.start()  # a restart also ends the delay
 
     again = raw_get(bff, "/api/after-restart", cookie)
     assert again.status_code == 200, again.text
+    assert again.json()["jti"] != before.json()["jti"]
     assert raw_get(bff, "/bff/user", cookie).status_code == 200
 
 
@@ -415,16 +435,16 @@ def test_logout_revokes_the_refresh_token_at_the_provider_and_ends_the_cookie(
 def test_bff_restart_keeps_the_session_on_sqlite(
     run: Run, provider: OidcProvider, request: pytest.FixtureRequest
 ) -> None:
-    bff = run.new_bff("restart")
-    started = time.time()
+    bff = run.new_bff("restart", auth_method="client_secret_post")
     browser = logged_in(run, bff, user_name(request))
     cookie = session_cookie(browser, bff)
-    assert raw_get(bff, "/api/before", cookie).status_code == 200
+    before = raw_get(bff, "/api/before", cookie)
+    assert before.status_code == 200, before.text
 
     bff.process.restart()
     assert raw_get(bff, "/bff/user", cookie).status_code == 200
     assert raw_get(bff, "/api/after-restart", cookie).status_code == 200
-    wait_for_expiry(started)
+    wait_for_expiry(before)
     refreshed = raw_get(bff, "/api/after-expiry", cookie)  # the refresh token came from the file too
     assert refreshed.status_code == 200, refreshed.text
 
@@ -436,11 +456,10 @@ def test_sqlite_file_contains_neither_the_session_id_nor_any_token(
     run: Run, provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
 ) -> None:
     bff = run.new_bff("at-rest")
-    started = time.time()
     browsers = [logged_in(run, bff, user_name(request, f"-{i}")) for i in range(2)]
-    for browser in browsers:
-        assert browser.api("GET", f"{bff.url}/api/x").status_code == 200
-    wait_for_expiry(started)
+    echoes = [browser.api("GET", f"{bff.url}/api/x") for browser in browsers]
+    assert [echo.status_code for echo in echoes] == [200, 200]
+    wait_for_expiry(*echoes)
     for browser in browsers:  # a refresh writes the rotated tokens into the file
         assert browser.api("GET", f"{bff.url}/api/y").status_code == 200
     assert provider.refresh_count(bff.client.client_id) >= 2
@@ -673,10 +692,10 @@ def test_logs_of_the_whole_run_contain_no_token_and_no_cookie_value(
     run: Run, bff: Bff, request: pytest.FixtureRequest
 ) -> None:
     # Some traffic of its own, so that the check means something when run alone.
-    started = time.time()
     browser = logged_in(run, bff, user_name(request))
-    assert browser.api("GET", f"{bff.url}/api/log-me").status_code == 200
-    wait_for_expiry(started)
+    first = browser.api("GET", f"{bff.url}/api/log-me")
+    assert first.status_code == 200, first.text
+    wait_for_expiry(first)
     assert browser.api("POST", f"{bff.url}/api/log-me", json={"x": 1}).status_code == 200
     browser.api("POST", f"{bff.url}/bff/logout")
     time.sleep(0.3)  # let the processes write their last lines

@@ -19,6 +19,7 @@
 //   GET  /test/issued?client_id= every token response (access, refresh and ID tokens) so far
 //   GET  /test/grants?account=   the grants of an account with their refresh tokens
 //   POST /test/revoke-grant      {"grantId"} or {"account","clientId"}: revoke grants and tokens
+//   POST /test/token-delay       {"ms"}: hold each token request that long (0: off; not kept)
 //
 // The client secrets used by the tests are test fixtures, not secrets.
 
@@ -230,6 +231,17 @@ const provider = new Provider(issuer, configuration);
 // oidc-provider 8.x drops `offline_access` unless the authorization request has prompt=consent
 // (OIDC Core 11). A BFF asking for offline_access without a prompt gets prompt=consent added, so
 // the refresh token it gets is an offline one, and the consent page of devInteractions is shown.
+// POST /test/token-delay {"ms": N} holds every token request N ms before the provider looks at
+// it, so that a test can stop the provider while the BFF waits for a refresh.
+let tokenDelayMs = 0;
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/token' && tokenDelayMs > 0) {
+    count('token.delayed');
+    await new Promise((resolve) => { setTimeout(resolve, tokenDelayMs); });
+  }
+  await next();
+});
+
 provider.use(async (ctx, next) => {
   if (ctx.method === 'GET' && ctx.path === '/auth') {
     const params = new URLSearchParams(ctx.querystring);
@@ -307,6 +319,10 @@ async function testRoutes(req, res, url) {
   if (req.method === 'POST' && url.pathname === '/test/counters/reset') {
     for (const key of Object.keys(counters)) delete counters[key];
     return send(res, 200, {});
+  }
+  if (req.method === 'POST' && url.pathname === '/test/token-delay') {
+    tokenDelayMs = Number((await readJson(req)).ms) || 0;
+    return send(res, 200, { ms: tokenDelayMs });
   }
   if (req.method === 'GET' && url.pathname === '/test/issued') {
     const clientId = url.searchParams.get('client_id');

@@ -203,6 +203,14 @@ class OidcProvider:
     def backchannel_count(self, client_id: str) -> int:
         return self.counters().get("backchannel.success", {}).get(client_id, 0)
 
+    def set_token_delay(self, seconds: float) -> None:
+        """Hold every token request this long before handling it (0: off; a restart resets it)."""
+        self._http.post("/test/token-delay", json={"ms": int(seconds * 1000)}).raise_for_status()
+
+    def delayed_token_requests(self) -> int:
+        """Token requests that arrived while a delay was on (any client)."""
+        return sum(self.counters().get("token.delayed", {}).values())
+
     def issued(self, client_id: str | None = None) -> list[dict[str, Any]]:
         """Every token response of the provider (access, refresh and ID tokens), oldest first."""
         params = {"client_id": client_id} if client_id else {}
