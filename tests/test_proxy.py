@@ -7,6 +7,7 @@ Requests whose path a client library would normalise (`..`, `%2e`) go over a raw
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -246,6 +247,15 @@ async def test_response_headers_are_cleaned_and_bff_cookies_cannot_be_set(upstre
     assert response.headers["x-kept"] == "yes"
     assert "x-hop" not in response.headers
     assert "keep-alive" not in response.headers
+
+
+async def test_encoded_bodies_pass_untouched(upstream: Any, up: UpstreamApp) -> None:
+    with proxy_server(make_settings(route(upstream))) as (proxy, _, _):
+        status, headers, body = await raw_request(proxy.port, get("/api/gzip"))
+    assert status == 200
+    assert headers["content-encoding"] == "gzip"
+    assert int(headers["content-length"]) == len(body)
+    assert gzip.decompress(body) == b"compressible " * 1000
 
 
 async def test_post_body_and_method_pass_through(upstream: Any, up: UpstreamApp) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
 import socket
@@ -245,6 +246,13 @@ class UpstreamApp:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
 
+    async def _gzip(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+        """A gzip-encoded body, whatever the request asked for (the proxy must not touch it)."""
+        body = gzip.compress(b"compressible " * 1000)
+        headers = [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.websocket_headers.append({name.decode(): value.decode("latin-1") for name, value in scope["headers"]})
         await receive()  # websocket.connect
@@ -267,7 +275,7 @@ class UpstreamApp:
                 await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
 
 
-_ACTIONS = frozenset({"bytes", "count", "sse", "slow", "endless", "auth", "cookies"})
+_ACTIONS = frozenset({"bytes", "count", "sse", "slow", "endless", "auth", "cookies", "gzip"})
 
 
 async def _read_body(receive: Receive) -> bytes:
