@@ -143,6 +143,8 @@ class Settings:
     """Origins allowed for WebSocket upgrades and cross-origin checks. Default: the origin of `public_url`."""
     max_replay_body: ByteSize = 1024 * 1024
     """Request bodies up to this size are buffered so they can be replayed after a refresh. Default: `1MiB`."""
+    max_header_size: ByteSize = 64 * 1024
+    """Largest total size of a request's header names and values (431 above). Default: `64KiB`."""
     max_request_body: ByteSize | None = None
     """Largest request body the proxy accepts (413 above). Default: unlimited (streamed)."""
     static_dir: str | None = None

@@ -8,6 +8,7 @@
       OriginRejected             403 origin_rejected      cross-site WebSocket upgrade or request
       NotFound                   404 not_found
       PayloadTooLarge            413 payload_too_large
+      HeadersTooLarge            431 headers_too_large
       LoginFailed                400 login_failed         state, nonce or issuer mismatch
       BadRequest                 400 bad_request
       IdPError                   502 idp_error            .error .error_description .status
@@ -87,6 +88,11 @@ class NotFound(BffError):
 class PayloadTooLarge(BffError):
     status_code = 413
     code = "payload_too_large"
+
+
+class HeadersTooLarge(BffError):
+    status_code = 431
+    code = "headers_too_large"
 
 
 class BadRequest(BffError):

@@ -28,7 +28,14 @@ from yarl import URL
 from bff import websocket
 from bff.config import RouteSettings, Settings
 from bff.csrf import AntiForgery
-from bff.errors import BadRequest, BffError, PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
+from bff.errors import (
+    BadRequest,
+    BffError,
+    HeadersTooLarge,
+    PayloadTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from bff.headers import WEBSOCKET_HANDSHAKE, RequestHeaderFilter, ResponseHeaderFilter, TrustedProxies
 from bff.metrics import Metrics
 from bff.websocket import CLIENT_CLOSED
@@ -294,6 +301,7 @@ class ProxyApp:
         self._anti_forgery = AntiForgery(settings)
         self._max_replay = settings.max_replay_body
         self._max_body = settings.max_request_body
+        self._max_header_size = settings.max_header_size
         routes = (_Route(route, settings) for route in settings.routes)
         self._routes = tuple(sorted(routes, key=lambda route: route.prefix_len, reverse=True))
 
@@ -318,8 +326,12 @@ class ProxyApp:
         if kind == "http" or kind == "websocket":
             raw = scope.get("raw_path") or scope["path"].encode()
             try:
+                # The HTTP parser puts no bound on headers; this one keeps a bloated request (often
+                # a cookie pile-up) from being forwarded anywhere.
+                if sum(len(name) + len(value) for name, value in scope["headers"]) > self._max_header_size:
+                    raise HeadersTooLarge(f"request headers are larger than {self._max_header_size} bytes")
                 path, forward = normalise_path(raw)
-            except BadRequest as exc:
+            except BffError as exc:
                 if kind == "http":
                     await _send_error(send, exc)
                 else:

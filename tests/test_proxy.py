@@ -408,6 +408,19 @@ async def test_request_body_over_the_limit_gets_413(upstream: Any, up: UpstreamA
     assert len(up.requests) == 1
 
 
+async def test_oversized_request_headers_get_431_and_reach_nothing(upstream: Any, up: UpstreamApp) -> None:
+    settings = make_settings(route(upstream), max_header_size=8192)
+    with proxy_server(settings) as (proxy, _, _):
+        status, _, body = await raw_request(proxy.port, get("/api/echo", "Cookie: a=" + "x" * 9000))
+        assert status == 431
+        assert json.loads(body)["error"] == "headers_too_large"
+        status, _, _ = await raw_request(proxy.port, get("/anything-else", "X-Big: " + "x" * 9000))
+        assert status == 431  # the BFF's own endpoints are behind the same guard
+        status, _, _ = await raw_request(proxy.port, get("/api/echo", "X-Fine: " + "x" * 7000))
+        assert status == 200
+    assert len(up.requests) == 1
+
+
 async def _chunks(data: bytes, count: int) -> AsyncIterator[bytes]:
     for _ in range(count):
         yield data
