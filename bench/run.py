@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -63,6 +64,10 @@ BENCH_SECRET = "bench-only-secret-not-for-production-0123456789"
 TARGET_RATIO = 0.4  # the BFF's req/s must be at least this fraction of Caddy's
 P99_BUDGET_MS = 3.0  # the BFF's p99 may exceed Caddy's by at most this much
 START_TIMEOUT = 30.0
+# A run is "disturbed" when other processes took more than this share (%) of the proxy's CPU, or of
+# the client CPU beyond wrk and the upstream; it is repeated (--attempts) and the least disturbed kept.
+NOISE_LIMIT_PROXY = 10.0
+NOISE_LIMIT_CLIENT = 25.0
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -87,6 +92,13 @@ class Sample:
     cpu_percent: float  # CPU time of the process under test / wall time of the run
     upstream_cpu_us_per_request: float
     loadavg_1m: float
+    noise_proxy_percent: float  # CPU time of other processes on the proxy's CPU / wall time
+    noise_client_percent: float  # the same on the client CPU, beyond wrk, the upstream and the harness
+    attempts: int
+
+    @property
+    def disturbed(self) -> bool:
+        return self.noise_proxy_percent > NOISE_LIMIT_PROXY or self.noise_client_percent > NOISE_LIMIT_CLIENT
 
 
 @dataclass
@@ -104,6 +116,8 @@ class Summary:
     cpu_us_per_request: float
     cpu_percent: float
     errors: int
+    noise_percent: float  # median of the worse of the two noise figures of each run
+    disturbed: int  # runs still over the noise limits after their attempts
 
 
 @dataclass
@@ -252,21 +266,46 @@ def run_wrk(target: Target, concurrency: int, duration: int, cpus: set[int]) -> 
     raise RuntimeError(f"wrk printed no result (status {completed.returncode}): {completed.stderr.strip()}")
 
 
+def core_busy(cpus: set[int]) -> float:
+    """CPU seconds the given cores spent on anything but idling (steal included)."""
+    per_cpu = psutil.cpu_times(percpu=True)
+    return sum(
+        t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+        for i, t in enumerate(per_cpu)
+        if i in cpus
+    )
+
+
+def own_cpu() -> float:
+    """CPU seconds of the harness and its waited-for children (wrk)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(
     target: Target,
     upstream: Target,
     concurrency: int,
     duration: int,
     run: int,
-    cpus: set[int],
+    client_cpus: set[int],
+    proxy_cpus: set[int],
+    attempt: int = 1,
 ) -> Sample:
     assert target.process is not None and upstream.process is not None
     proc = psutil.Process(target.process.pid)
     up = psutil.Process(upstream.process.pid)
     load = os.getloadavg()[0]
+    pinned_apart = client_cpus != proxy_cpus
+    client_before, proxy_before, own_before = core_busy(client_cpus), core_busy(proxy_cpus), own_cpu()
     cpu_before, up_before, wall_before = process_tree_cpu(proc), process_tree_cpu(up), time.monotonic()
-    result = run_wrk(target, concurrency, duration, cpus)
+    result = run_wrk(target, concurrency, duration, client_cpus)
     cpu_after, up_after, wall_after = process_tree_cpu(proc), process_tree_cpu(up), time.monotonic()
+    client_after, proxy_after, own_after = core_busy(client_cpus), core_busy(proxy_cpus), own_cpu()
+    wall = wall_after - wall_before
+    tested = cpu_after - cpu_before if target is not upstream else 0.0
+    foreign_proxy = (proxy_after - proxy_before) - tested
+    foreign_client = (client_after - client_before) - (up_after - up_before) - (own_after - own_before)
     requests = max(result["requests"], 1)
     seconds = result["duration_us"] / 1e6
     errors = sum(result[key] for key in ("connect", "read", "write", "status", "timeout"))
@@ -286,6 +325,9 @@ def measure(
         cpu_percent=100 * (cpu_after - cpu_before) / (wall_after - wall_before),
         upstream_cpu_us_per_request=(up_after - up_before) * 1e6 / requests,
         loadavg_1m=load,
+        noise_proxy_percent=max(0.0, 100 * foreign_proxy / wall) if pinned_apart and target is not upstream else 0.0,
+        noise_client_percent=max(0.0, 100 * foreign_client / wall) if pinned_apart else 0.0,
+        attempts=attempt,
     )
 
 
@@ -611,6 +653,8 @@ def summarise(samples: Sequence[Sample]) -> list[Summary]:
                 cpu_us_per_request=statistics.median(s.cpu_us_per_request for s in group),
                 cpu_percent=statistics.median(s.cpu_percent for s in group),
                 errors=sum(s.errors for s in group),
+                noise_percent=statistics.median(max(s.noise_proxy_percent, s.noise_client_percent) for s in group),
+                disturbed=sum(s.disturbed for s in group),
             )
         )
     return summaries
@@ -654,17 +698,18 @@ def render(
         f"software: Python {machine['python']}, caddy {machine['caddy']}, wrk {machine['wrk']}, {packages}",
         f"bff: git {machine['git']}; {machine['time']}",
         f"method: GET {REQUEST_PATH} -> {RESPONSE_SIZE} B; wrk -t1, {options['runs']} run(s) x {options['duration']} s "
-        f"after {options['warmup']} s warm-up, medians; wrk + upstream on CPU {options['client_cpus']}, "
+        f"after {options['warmup']} s warm-up, medians, disturbed runs retried;",
+        f"pinning: wrk + upstream on CPU {options['client_cpus']}, "
         f"process under test alone on CPU {options['proxy_cpus']}",
         "",
         f"{'conc':>4}  {'set-up':<9} {'req/s':>8} {'(min-max)':>15} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'CPU us/req':>10} {'CPU %':>6} {'errors':>6}",
+        f"{'CPU us/req':>10} {'CPU %':>6} {'noise %':>7} {'errors':>6}",
     ]
     for s in summaries:
         spread = f"{s.rps_min:.0f}-{s.rps_max:.0f}"
         lines.append(
             f"{s.concurrency:>4}  {s.setup:<9} {s.rps:>8.0f} {spread:>15} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} "
-            f"{s.cpu_us_per_request:>10.0f} {s.cpu_percent:>6.0f} {s.errors:>6}"
+            f"{s.cpu_us_per_request:>10.0f} {s.cpu_percent:>6.0f} {s.noise_percent:>7.0f} {s.errors:>6}"
         )
     if ratio_rows:
         lines += [
@@ -686,11 +731,13 @@ def render(
         lines.append(
             "CPU-bound = Caddy's CPU us/req / the BFF's: the req/s ratio if each saturated its core (noise-robust)"
         )
-        busy = [s.cpu_percent for s in summaries if s.setup in ("caddy", "bff", "bff-user")]
-        if busy and min(busy) < 80:
+        disturbed = sum(s.disturbed for s in summaries)
+        if disturbed:
             lines.append(
-                f"WARNING: a process under test used only {min(busy):.0f} % of its CPU: the machine was busy "
-                "(see load); req/s and p99 are distorted, trust CPU us/req and the CPU-bound ratio more"
+                f"WARNING: {disturbed} of {sum(s.runs for s in summaries)} runs stayed disturbed by other processes "
+                f"after {options['attempts']} attempts (noise % over {NOISE_LIMIT_PROXY:.0f} on the proxy CPU or "
+                f"{NOISE_LIMIT_CLIENT:.0f} on the client CPU): req/s and p99 are distorted, trust CPU us/req and "
+                "the CPU-bound ratio more"
             )
     user_rows = ratios(summaries, subject="bff-user")
     if user_rows:
@@ -737,6 +784,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (configs and logs)")
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="tries per run when other processes disturb it; the least disturbed is kept (default 3)",
+    )
     parser.add_argument(
         "--profile",
         action="append",
@@ -800,6 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "setups": args.setups,
         "client_cpus": ",".join(map(str, sorted(client_cpus))),
         "proxy_cpus": ",".join(map(str, sorted(proxy_cpus))),
+        "attempts": args.attempts,
     }
     print(
         f"bench: {len(args.setups)} set-ups x {len(args.concurrency)} concurrencies x {args.runs} runs "
@@ -835,7 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"bench: {target.name}: {target.failure}\n{log}", file=sys.stderr, flush=True)
             live = [t for t in targets if t.failure is None]
             if upstream.failure is None:
-                samples = benchmark(live, upstream, args, client_cpus, failures)
+                samples = benchmark(live, upstream, args, client_cpus, proxy_cpus, failures)
             for target in live:
                 if target.name in args.profile and target.name not in failures:
                     raw = args.json.parent / f"profile-{target.name}.txt"
@@ -881,6 +935,7 @@ def benchmark(
     upstream: Target,
     args: argparse.Namespace,
     client_cpus: set[int],
+    proxy_cpus: set[int],
     failures: dict[str, str],
 ) -> list[Sample]:
     samples: list[Sample] = []
@@ -896,14 +951,26 @@ def benchmark(
                 if target.process is not None and target.process.poll() is not None:
                     failures[target.name] = f"exited with status {target.process.returncode} during the run"
                     continue
-                sample = measure(target, upstream, concurrency, args.duration, run, client_cpus)
-                samples.append(sample)
-                print(
-                    f"bench: run {run} c={concurrency:<3} {target.name:<9} {sample.rps:>8.0f} req/s "
-                    f"p99 {sample.p99_ms:6.2f} ms  {sample.cpu_us_per_request:5.0f} us/req  errors {sample.errors}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                best: Sample | None = None
+                for attempt in range(1, args.attempts + 1):
+                    sample = measure(
+                        target, upstream, concurrency, args.duration, run, client_cpus, proxy_cpus, attempt
+                    )
+                    print(
+                        f"bench: run {run} c={concurrency:<3} {target.name:<9} {sample.rps:>8.0f} req/s "
+                        f"p99 {sample.p99_ms:7.2f} ms {sample.cpu_us_per_request:5.0f} us/req errors {sample.errors} "
+                        f"noise {sample.noise_proxy_percent:3.0f}/{sample.noise_client_percent:3.0f} %"
+                        + (" (disturbed)" if sample.disturbed else ""),
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    noise = sample.noise_proxy_percent + sample.noise_client_percent
+                    if best is None or noise < best.noise_proxy_percent + best.noise_client_percent:
+                        best = sample
+                    if not sample.disturbed:
+                        break
+                assert best is not None
+                samples.append(best)
     return samples
 
 
