@@ -114,12 +114,10 @@ def bff_cookie_values(run: Run) -> set[str]:
 def secret_fragments(run: Run) -> set[str]:
     """What must never show up outside the BFF's memory: every token the provider issued or the API
     saw, and every BFF cookie value with its session-id part."""
-    fragments = token_fragments(run.provider.issued_tokens() | run.api.tokens_seen)
-    for value in bff_cookie_values(run):
-        fragments.add(value)
-        if len(session_id_of(value)) >= 16:
-            fragments.add(session_id_of(value))
-    return fragments
+    cookies = bff_cookie_values(run)
+    return token_fragments(run.provider.issued_tokens() | run.api.tokens_seen) | token_fragments(
+        cookies | {session_id_of(value) for value in cookies}
+    )
 
 
 def leaks(haystacks: Iterable[tuple[str, bytes]], needles: set[str]) -> list[str]:
@@ -131,7 +129,7 @@ def leaks(haystacks: Iterable[tuple[str, bytes]], needles: set[str]) -> list[str
     return found
 
 
-def api_statuses(bff: Bff, cookie: str, n: int, *, method: str = "GET") -> list[httpx.Response]:
+def concurrent_api_requests(bff: Bff, cookie: str, n: int, *, method: str = "GET") -> list[httpx.Response]:
     """`n` concurrent requests of one session to the API, as one browser tab firing many fetches."""
 
     async def fire() -> list[httpx.Response]:
@@ -191,6 +189,10 @@ def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie
     assert api.status_code == 200, api.text
     assert api.json()["sub"] == user
 
+    # Signing in again in the same browser gives a new session id (no fixation).
+    again = browser.login(bff.url, user)
+    assert set_cookies(again)[bff.cookie_name][0] not in ("", value)
+
 
 def test_login_with_https_public_url_sets_a_secure_host_prefixed_cookie(
     run: Run, request: pytest.FixtureRequest
@@ -234,6 +236,8 @@ def test_no_response_the_browser_gets_contains_a_token(
     wait_for_expiry(one)
     assert browser.api("GET", f"{bff.url}/api/after-refresh").status_code == 200
     browser.get(f"{bff.url}/bff/user")
+    logout = browser.api("POST", f"{bff.url}/bff/logout")  # the end-session URL: no id_token_hint
+    assert logout.status_code == 200, logout.text
 
     tokens = provider.issued_tokens(bff.client.client_id) | api.tokens_seen
     assert len(tokens) >= 4  # access, refresh and ID token of the login, and the refreshed ones
@@ -306,7 +310,7 @@ def _fifty_at_once_cause_one_refresh(run: Run, bff: Bff, provider: OidcProvider,
     before = api.count()
 
     wait_for_expiry(warm)
-    responses = api_statuses(bff, cookie, 50)
+    responses = concurrent_api_requests(bff, cookie, 50)
     statuses = [r.status_code for r in responses]
     assert statuses == [200] * 50, {s: statuses.count(s) for s in set(statuses)}
     assert provider.refresh_count(bff.client.client_id) == refreshes + 1, provider.counters()
@@ -469,7 +473,7 @@ def test_sqlite_file_contains_neither_the_session_id_nor_any_token(
     needles = token_fragments(tokens)
     for browser in browsers:
         cookie = session_cookie(browser, bff)
-        needles |= {cookie, session_id_of(cookie)}
+        needles |= token_fragments([cookie, session_id_of(cookie)])
     db = bff.process.sqlite_path
     assert db is not None and db.exists()
     files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]  # the db, -wal, -shm
@@ -563,10 +567,28 @@ def test_wrong_missing_or_replayed_state_gives_400(
     assert replay_with_cookie.status_code == 400, replay_with_cookie.text
     assert bff.cookie_name not in set_cookies(replay_with_cookie)
 
+    # The right state, but the `iss` response parameter names another issuer (mix-up attack).
+    browser3 = run.new_browser(bff)
+    back3 = browser3.provider_sign_in(browser3.start_login(bff.url, "/app"), user, stop_at=f"{bff.url}/bff/callback")
+    query3 = {k: v[0] for k, v in parse_qs(urlsplit(back3.headers["location"]).query).items()}
+    assert query3.get("iss") == provider.issuer  # the provider sends it (RFC 9207)
+    mixed_up = browser3.get(f"{bff.url}/bff/callback", params={**query3, "iss": "http://127.0.0.1:9/evil"})
+    assert mixed_up.status_code == 400, mixed_up.text
+    assert bff.cookie_name not in set_cookies(mixed_up)
+
 
 @pytest.mark.parametrize(
     "return_to",
-    ["//evil.example", "https://evil.example", "/\\evil.example", "javascript:alert(1)", "/\\/evil.example"],
+    [
+        "//evil.example",
+        "https://evil.example",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "/\\/evil.example",
+        "\\\\evil.example",
+        "/%5Cevil.example",
+        "https:evil.example",
+    ],
 )
 def test_return_to_outside_the_app_is_refused(
     run: Run, bff: Bff, return_to: str, request: pytest.FixtureRequest

@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,17 +268,26 @@ def running_provider(state_dir: Path, **kwargs: Any) -> Iterator[OidcProvider]:
         provider.close()
 
 
-def token_fragments(tokens: Mapping[str, None] | set[str] | list[str]) -> set[str]:
-    """The strings to look for: each token, and for JWTs their payload and signature parts too
-    (a token cut in pieces must not slip through)."""
+def token_fragments(tokens: Iterable[str], *, window: int = 16, step: int = 8) -> set[str]:
+    """The strings to look for where a token must not be: each token whole, and overlapping
+    `window`-character pieces of its secret part (the whole of an opaque token; the payload and
+    signature of a JWT, not its header, which all tokens share), so that any piece of a token
+    longer than `window + step - 1` characters (a truncated token in a log line) is found too.
+    Each piece carries 96 random bits or more: no accidental matches."""
     fragments: set[str] = set()
     for token in tokens:
         if not token:
             continue
         fragments.add(token)
         parts = token.split(".")
-        if len(parts) == 3:
-            fragments.update(part for part in parts[1:] if len(part) >= 16)
+        secret_parts = parts[1:] if len(parts) == 3 else [token]
+        for part in secret_parts:
+            if len(part) <= window:
+                if len(part) >= 12:
+                    fragments.add(part)
+                continue
+            fragments.update(part[i : i + window] for i in range(0, len(part) - window + 1, step))
+            fragments.add(part[-window:])
     return fragments
 
 
