@@ -28,9 +28,14 @@ export function goToLogin() {
   window.location.assign(loginUrl());
 }
 
-/** True once the page is navigating to the login: callers stop showing errors then. */
+/** True once the page is navigating away (to the login, or logging out): callers stop showing
+ * errors then, and a 401 no longer sends the browser to the login. */
 export function isLeaving() {
   return leaving;
+}
+
+export function setLeaving(value) {
+  leaving = value;
 }
 
 /**
@@ -49,7 +54,8 @@ export async function api(path, { method = 'GET', json, needsUser = true, stream
   const response = await fetch(path, init);
   if (!response.ok) {
     const { code, detail } = await readError(response);
-    if (response.status === 401 && (code === 'session_expired' || (needsUser && code === 'not_authenticated'))) {
+    const signedOut = code === 'session_expired' || (needsUser && code === 'not_authenticated');
+    if (response.status === 401 && signedOut && !leaving) {
       goToLogin();
     }
     throw new ApiError(response.status, code, detail);

@@ -1,5 +1,5 @@
 // The demo SPA: plain ES modules, no build step. All network calls go through api() in api.js.
-import { api, goToLogin, isLeaving } from './api.js';
+import { api, goToLogin, isLeaving, setLeaving } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -199,7 +199,11 @@ async function logoutOthers() {
 }
 
 async function logout() {
+  // Signed out from here on: the clock loop must not reconnect, and a late 401 from a call still
+  // in flight must not send the browser to the login page instead of the provider's logout.
+  state.user = null;
   stopBackground();
+  setLeaving(true);
   try {
     const body = await api('/bff/logout', { method: 'POST', needsUser: false });
     if (body && body.logoutUrl) {
@@ -208,7 +212,11 @@ async function logout() {
       window.location.reload();
     }
   } catch (error) {
+    setLeaving(false);
     showError(error);
+    // The session may or may not have ended: show what the BFF says now.
+    await loadUser({ needsUser: false }).catch(() => {});
+    renderSignedIn(Boolean(state.user));
   }
 }
 
