@@ -26,6 +26,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from bff.errors import StoreUnavailable
@@ -88,6 +91,11 @@ class RedisStore:
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
                 health_check_interval=30,
+                # A pooled connection that died with the server (restart, failover, idle cut) is
+                # only found out when used: retry once on a fresh one, at once. `from_url` clients
+                # otherwise retry nothing, and the first request per dead connection got a 503
+                # although Redis was back. Timeouts are not retried (no doubled wait when it hangs).
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
             self._write = self._client.register_script(_WRITE)
             self._release = self._client.register_script(_RELEASE)
