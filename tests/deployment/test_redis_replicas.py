@@ -1,0 +1,282 @@
+"""The README's "several replicas on Redis", for real: two `bff serve` processes with the same
+`secret_keys` and one `redis-server` (append-only file, so a restart keeps the sessions), behind
+Caddy's round robin, against the real OpenID provider and the JWT-validating API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.deployment.browser import CLIENT_ADDRESS, Visitor
+from tests.deployment.harness import PersistentRedis, new_replica, replica_config
+from tests.support.bff_process import BffProcess, new_secret_key
+from tests.support.caddy import Caddy
+from tests.support.jwt_api import JwtApi
+from tests.support.oidc_provider import Client, OidcProvider, free_port
+from tests.support.redis_server import redis_server_or_skip
+from tests.support.upstreams import ServerThread, UpstreamApp
+
+pytestmark = pytest.mark.integration
+
+CSRF = {"X-CSRF": "1"}
+CONCURRENT = 50
+
+
+@dataclass
+class Cluster:
+    caddy: Caddy
+    replicas: tuple[BffProcess, BffProcess]
+    redis: PersistentRedis
+    client: Client
+
+    @property
+    def url(self) -> str:
+        return self.caddy.url
+
+    def proxied(self, replica: BffProcess) -> int:
+        """`bff_proxy_requests_total` of one replica, summed over routes and statuses."""
+        text = httpx.get(f"{replica.url}/metrics", timeout=5).text
+        return sum(int(n) for n in re.findall(r"^bff_proxy_requests_total\{[^}]*\} (\d+)$", text, re.M))
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    provider: OidcProvider,
+    api: JwtApi,
+    echo: tuple[ServerThread, UpstreamApp],
+) -> Iterator[Cluster]:
+    root: Path = tmp_path_factory.mktemp("replicas")
+    redis = PersistentRedis(redis_server_or_skip(), root / "redis")
+    redis.start()
+    caddy_port = free_port()
+    public_url = f"http://127.0.0.1:{caddy_port}"
+    client = provider.register_client(f"replicas-{caddy_port}", public_url)
+    secret_keys = [new_secret_key()]
+    replicas: list[BffProcess] = []
+    caddy: Caddy | None = None
+    try:
+        for name in ("replica-a", "replica-b"):
+            config = replica_config(
+                public_url=public_url,
+                provider=provider,
+                client=client,
+                api=api,
+                echo_url=echo[0].url,
+                store=redis.url,
+                secret_keys=secret_keys,
+                trusted_proxies=["127.0.0.1"],
+            )
+            replicas.append(new_replica(root / name, config))
+            replicas[-1].start()
+        caddy = Caddy(root / "caddy", [f"127.0.0.1:{r.port}" for r in replicas], port=caddy_port)
+        caddy.start()
+        yield Cluster(caddy, (replicas[0], replicas[1]), redis, client)
+    finally:
+        if caddy is not None:
+            caddy.stop()
+        for replica in replicas:
+            replica.stop()
+        redis.stop()
+
+
+@pytest.fixture
+def visitor() -> Iterator[Visitor]:
+    visitor = Visitor()
+    try:
+        yield visitor
+    finally:
+        visitor.close()
+
+
+def logged_in(cluster: Cluster, visitor: Visitor, user: str) -> str:
+    """Log in through Caddy; return the session cookie's value."""
+    visitor.login(cluster.url, user)
+    cookie = visitor.cookie("bff")
+    assert cookie, "no session cookie after the login"
+    return cookie
+
+
+def wait_for_expiry(exp: float) -> None:
+    """Sleep until the access token with this `exp` has expired for the API (no leeway there)."""
+    time.sleep(max(0.0, exp + 1.1 - time.time()))
+
+
+def is_clearing(header: str) -> bool:
+    return "max-age=0" in header.lower() or "1970" in header
+
+
+# ------------------------------------------------------------------------------- round robin
+
+
+def test_requests_alternate_between_replicas_and_all_work_with_one_cookie(cluster: Cluster, visitor: Visitor) -> None:
+    logged_in(cluster, visitor, "round-robin")
+    served_by: list[str] = []
+    for i in range(6):
+        before = [cluster.proxied(r) for r in cluster.replicas]
+        response = visitor.api("GET", f"{cluster.url}/api/items/{i}")
+        assert response.status_code == 200, response.text
+        assert response.json()["sub"] == "round-robin"
+        after = [cluster.proxied(r) for r in cluster.replicas]
+        deltas = [b - a for a, b in zip(before, after, strict=True)]
+        assert sorted(deltas) == [0, 1], deltas
+        served_by.append("ab"[deltas.index(1)])
+    # Caddy's round robin: strictly one replica, then the other, each with the same cookie.
+    assert served_by in (list("ababab"), list("bababa")), served_by
+    for replica in cluster.replicas:
+        user = visitor.api("GET", f"{replica.url}/bff/user")
+        assert user.status_code == 200 and user.json()["sub"] == "round-robin"
+
+
+# ---------------------------------------------------------------------------- single flight
+
+
+def test_expired_token_and_50_concurrent_requests_over_both_replicas_refresh_once(
+    cluster: Cluster, visitor: Visitor, provider: OidcProvider
+) -> None:
+    cookie = logged_in(cluster, visitor, "single-flight")
+    first = visitor.api("GET", f"{cluster.url}/api/before")
+    assert first.status_code == 200, first.text
+    old_jti = first.json()["jti"]
+    wait_for_expiry(first.json()["exp"])
+    refreshes = provider.refresh_count(cluster.client.client_id)
+    served = [cluster.proxied(r) for r in cluster.replicas]
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.AsyncHTTPTransport(local_address=CLIENT_ADDRESS)
+        headers = {**CSRF, "Cookie": f"bff={cookie}"}
+        async with httpx.AsyncClient(transport=transport, timeout=30, headers=headers) as client:
+            return list(await asyncio.gather(*(client.get(f"{cluster.url}/api/burst/{i}") for i in range(CONCURRENT))))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * CONCURRENT, [r.text for r in responses if r.status_code != 200]
+    assert provider.refresh_count(cluster.client.client_id) == refreshes + 1
+    assert provider.refresh_errors(cluster.client.client_id) == {}
+    jtis = {r.json()["jti"] for r in responses}
+    assert len(jtis) == 1 and old_jti not in jtis, "every request must carry the one refreshed token"
+    # Both replicas took part in the burst.
+    deltas = [cluster.proxied(r) - before for r, before in zip(cluster.replicas, served, strict=True)]
+    assert sum(deltas) == CONCURRENT and min(deltas) > 0, deltas
+
+
+# ---------------------------------------------------------------------------------- logout
+
+
+def test_logout_on_one_replica_makes_the_old_cookie_401_on_the_other(cluster: Cluster, visitor: Visitor) -> None:
+    cookie = logged_in(cluster, visitor, "logout")
+    first, second = cluster.replicas
+    assert visitor.api("GET", f"{second.url}/api/ok").status_code == 200
+    logout = visitor.api("POST", f"{first.url}/bff/logout", headers={"Origin": cluster.url})
+    assert logout.status_code == 200, logout.text
+    # The old cookie, replayed by hand, on the other replica and then through Caddy (both ways).
+    old = {"Cookie": f"bff={cookie}", **CSRF}
+    for url in (f"{second.url}/api/ok", f"{cluster.url}/api/ok", f"{cluster.url}/api/ok"):
+        response = httpx.get(url, headers=old, timeout=10)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "not_authenticated"
+    assert httpx.get(f"{second.url}/bff/user", headers=old, timeout=10).status_code == 401
+
+
+def test_back_channel_logout_through_caddy_ends_the_session_on_both_replicas(
+    cluster: Cluster, visitor: Visitor, provider: OidcProvider
+) -> None:
+    cookie = logged_in(cluster, visitor, "back-channel")
+    sent = provider.backchannel_count(cluster.client.client_id)
+    visitor.provider_logout(provider.issuer, cluster.client.client_id)
+    # The provider posted the logout token to public_url (Caddy), which gave it to one replica.
+    deadline = time.monotonic() + 5
+    while provider.backchannel_count(cluster.client.client_id) == sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert provider.backchannel_count(cluster.client.client_id) == sent + 1
+    old = {"Cookie": f"bff={cookie}", **CSRF}
+    for replica in cluster.replicas:
+        response = httpx.get(f"{replica.url}/api/after", headers=old, timeout=10)
+        assert response.status_code == 401, response.text
+
+
+# --------------------------------------------------------------------------------- redis down
+
+
+def test_redis_down_answers_503_store_unavailable_with_retry_after_and_keeps_the_session(
+    cluster: Cluster, visitor: Visitor
+) -> None:
+    logged_in(cluster, visitor, "redis-down")
+    assert visitor.api("GET", f"{cluster.url}/api/up").status_code == 200
+    cluster.redis.stop()
+    try:
+        for path in ("/api/down", "/api/down", "/bff/user", "/bff/user"):  # twice: both replicas
+            response = visitor.api("GET", f"{cluster.url}{path}")
+            assert response.status_code == 503, (path, response.status_code, response.text)
+            assert response.json()["error"] == "store_unavailable"
+            assert int(response.headers["retry-after"]) >= 1
+            assert not any(is_clearing(h) for h in response.headers.get_list("set-cookie")), "no logout"
+    finally:
+        cluster.redis.start()
+    # Redis kept the session in its append-only file: the same cookie works on both replicas.
+    for i in range(2):
+        response = visitor.api("GET", f"{cluster.url}/api/back/{i}")
+        assert response.status_code == 200, response.text
+        assert response.json()["sub"] == "redis-down"
+    for replica in cluster.replicas:
+        assert visitor.api("GET", f"{replica.url}/bff/user").json()["sub"] == "redis-down"
+
+
+def test_a_hung_redis_answers_503_after_the_store_timeout_not_a_hanging_request(
+    cluster: Cluster, visitor: Visitor
+) -> None:
+    logged_in(cluster, visitor, "hung-redis")
+    cluster.redis.pause()
+    try:
+        for _ in range(2):  # both replicas
+            started = time.monotonic()
+            response = visitor.api("GET", f"{cluster.url}/api/hung")
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.json()["error"] == "store_unavailable"
+            assert "retry-after" in response.headers
+            assert elapsed < 5, f"answered after {elapsed:.1f}s (store timeout 2s)"
+    finally:
+        cluster.redis.resume()
+    response = visitor.api("GET", f"{cluster.url}/api/resumed")
+    assert response.status_code == 200, response.text
+
+
+def test_replicas_idle_while_redis_restarted_serve_their_first_request_after_it(
+    cluster: Cluster, visitor: Visitor
+) -> None:
+    """Each replica's pooled Redis connections died with the server; the first request on each
+    must reconnect, not answer 503 although Redis is back."""
+    logged_in(cluster, visitor, "idle-restart")
+    for replica in cluster.replicas:
+        assert visitor.api("GET", f"{replica.url}/api/warm").status_code == 200
+    cluster.redis.stop()
+    cluster.redis.start()
+    for replica in cluster.replicas:
+        response = visitor.api("GET", f"{replica.url}/api/first")
+        assert response.status_code == 200, response.text
+        assert response.json()["sub"] == "idle-restart"
+
+
+def test_readyz_of_a_replica_is_503_while_redis_is_down_and_200_after(cluster: Cluster) -> None:
+    replica = cluster.replicas[0]
+    assert httpx.get(f"{replica.url}/readyz", timeout=10).status_code == 200
+    cluster.redis.stop()
+    try:
+        down = httpx.get(f"{replica.url}/readyz", timeout=10)
+        assert down.status_code == 503, down.text
+        assert down.json()["status"] == "unavailable"
+        assert down.json()["store"] != "ok" and down.json()["provider"] == "ok"
+        assert httpx.get(f"{replica.url}/healthz", timeout=10).status_code == 200  # alive, only not ready
+    finally:
+        cluster.redis.start()
+    up = httpx.get(f"{replica.url}/readyz", timeout=10)
+    assert up.status_code == 200, up.text
+    assert up.json() == {"status": "ok", "store": "ok", "provider": "ok"}
