@@ -145,7 +145,6 @@ class JwtApi:
             self.app, host="127.0.0.1", port=self.port, log_level="warning", ws="none", lifespan="off"
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.run, name=f"jwt-api-{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
