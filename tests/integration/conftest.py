@@ -3,7 +3,7 @@ the default BFF for the whole session; more BFFs and browsers through `run`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -43,6 +43,22 @@ def api(run: Run) -> JwtApi:
 def bff(run: Run) -> Bff:
     """The default BFF: http public_url, SQLite store, one worker, refresh skew 1 s."""
     return run.new_bff("main")
+
+
+@pytest.fixture
+def new_bff(run: Run) -> Iterator[Callable[..., Bff]]:
+    """`run.new_bff` for one test: the processes it started stop after the test (their logs stay
+    for the log check)."""
+    started: list[Bff] = []
+
+    def make(name: str, **kwargs: Any) -> Bff:
+        bff = run.new_bff(name, **kwargs)
+        started.append(bff)
+        return bff
+
+    yield make
+    for bff in started:
+        bff.process.stop()
 
 
 LAST = "test_logs_of_the_whole_run_contain_no_token_and_no_cookie_value"

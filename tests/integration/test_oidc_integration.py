@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -195,9 +195,9 @@ def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie
 
 
 def test_login_with_https_public_url_sets_a_secure_host_prefixed_cookie(
-    run: Run, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], request: pytest.FixtureRequest
 ) -> None:
-    bff = run.new_bff("https", https=True)
+    bff = new_bff("https", https=True)
     assert bff.cookie_name == "__Host-bff"
     browser = run.new_browser(bff)
 
@@ -272,9 +272,9 @@ def test_get_and_post_succeed_after_the_access_token_expired(
 
 
 def test_upstream_401_leads_to_one_refresh_and_a_replay_with_the_identical_body(
-    run: Run, provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
 ) -> None:
-    bff = run.new_bff("reactive", refresh_skew="0s")
+    bff = new_bff("reactive", refresh_skew="0s")
     browser = logged_in(run, bff, user_name(request))
     warm = browser.api("GET", f"{bff.url}/api/warm")
     assert warm.status_code == 200, warm.text
@@ -329,9 +329,9 @@ def test_fifty_concurrent_requests_with_an_expired_token_cause_one_refresh(
 
 
 def test_fifty_concurrent_requests_cause_one_refresh_with_two_workers_on_sqlite(
-    run: Run, provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
 ) -> None:
-    bff = run.new_bff("workers2", workers=2)
+    bff = new_bff("workers2", workers=2)
     _fifty_at_once_cause_one_refresh(run, bff, provider, api, user_name(request))
 
 
@@ -437,9 +437,9 @@ def test_logout_revokes_the_refresh_token_at_the_provider_and_ends_the_cookie(
 
 
 def test_bff_restart_keeps_the_session_on_sqlite(
-    run: Run, provider: OidcProvider, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, request: pytest.FixtureRequest
 ) -> None:
-    bff = run.new_bff("restart", auth_method="client_secret_post")
+    bff = new_bff("restart", auth_method="client_secret_post")
     browser = logged_in(run, bff, user_name(request))
     cookie = session_cookie(browser, bff)
     before = raw_get(bff, "/api/before", cookie)
@@ -457,9 +457,9 @@ def test_bff_restart_keeps_the_session_on_sqlite(
 
 
 def test_sqlite_file_contains_neither_the_session_id_nor_any_token(
-    run: Run, provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
 ) -> None:
-    bff = run.new_bff("at-rest")
+    bff = new_bff("at-rest")
     browsers = [logged_in(run, bff, user_name(request, f"-{i}")) for i in range(2)]
     echoes = [browser.api("GET", f"{bff.url}/api/x") for browser in browsers]
     assert [echo.status_code for echo in echoes] == [200, 200]
@@ -518,10 +518,10 @@ def test_tampered_truncated_and_garbage_cookies_get_401_never_500(
 
 
 def test_cookie_signed_with_a_removed_key_gets_401_and_key_rotation_keeps_sessions(
-    run: Run, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], request: pytest.FixtureRequest
 ) -> None:
     old_key, new_key = new_secret_key(), new_secret_key()
-    bff = run.new_bff("keys", secret_keys=[old_key])
+    bff = new_bff("keys", secret_keys=[old_key])
     browser = logged_in(run, bff, user_name(request))
     cookie = session_cookie(browser, bff)
     assert raw_get(bff, "/bff/user", cookie).status_code == 200
