@@ -770,7 +770,7 @@ def render(
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 run of 2 s after 1 s warm-up (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="1 run of 2 s after 1 s warm-up, no retries (smoke test)")
     parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5, --quick 2)")
     parser.add_argument("--runs", type=int, help="runs per set-up and concurrency; medians are reported (default 3)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per set-up and concurrency (default 2)")
@@ -787,8 +787,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--attempts",
         type=int,
-        default=3,
-        help="tries per run when other processes disturb it; the least disturbed is kept (default 3)",
+        help="tries per run when other processes disturb it; the least disturbed is kept (default 3, --quick 1)",
     )
     parser.add_argument(
         "--profile",
@@ -803,6 +802,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.duration = args.duration or (2 if args.quick else 5)
     args.runs = args.runs or (1 if args.quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.attempts = args.attempts or (1 if args.quick else 3)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = set(args.setups) - set(SETUPS)
@@ -953,9 +953,13 @@ def benchmark(
                     continue
                 best: Sample | None = None
                 for attempt in range(1, args.attempts + 1):
-                    sample = measure(
-                        target, upstream, concurrency, args.duration, run, client_cpus, proxy_cpus, attempt
-                    )
+                    try:
+                        sample = measure(
+                            target, upstream, concurrency, args.duration, run, client_cpus, proxy_cpus, attempt
+                        )
+                    except (RuntimeError, subprocess.TimeoutExpired, psutil.Error) as exc:
+                        failures[target.name] = f"run {run} at c={concurrency} failed: {exc}"
+                        break
                     print(
                         f"bench: run {run} c={concurrency:<3} {target.name:<9} {sample.rps:>8.0f} req/s "
                         f"p99 {sample.p99_ms:7.2f} ms {sample.cpu_us_per_request:5.0f} us/req errors {sample.errors} "
@@ -969,8 +973,8 @@ def benchmark(
                         best = sample
                     if not sample.disturbed:
                         break
-                assert best is not None
-                samples.append(best)
+                if best is not None:
+                    samples.append(best)
     return samples
 
 
