@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from bff.config import Settings, load_settings
 from bff.errors import BffError, ConfigError
+from bff.logs import log_config
 
 EXIT_CONFIG = 2
 CONFIG_FILE_VARIABLE = "BFF_CONFIG_FILE"  # read by the worker processes of `bff serve --workers N`
@@ -67,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=log_config(args.log_level),
         loop="uvloop",
         http="httptools",
         server_header=False,

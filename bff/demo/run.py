@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import secrets
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from bff.demo.api import DemoAPI
 from bff.demo.idp import DemoClient, DevIdentityProvider
 from bff.demo.keys import SigningKey
 from bff.errors import ConfigError
+from bff.logs import log_config
 
 CLIENT_ID = "bff-demo"
 SECRET_FILE = "demo-secret"
@@ -137,7 +137,6 @@ def run_demo(*, host: str, port: int, access_ttl: int, data_dir: str) -> int:
 
     demo = build_demo(host=host, port=port, access_ttl=access_ttl, data_dir=data_dir)
     print(banner(demo, access_ttl=access_ttl, data_dir=data_dir), flush=True)
-    _log_to_stderr()
     uvicorn.run(
         demo.app,
         host=host,
@@ -149,6 +148,7 @@ def run_demo(*, host: str, port: int, access_ttl: int, data_dir: str) -> int:
         proxy_headers=False,  # X-Forwarded-* are judged by the BFF against trusted_proxies
         access_log=False,
         log_level="info",
+        log_config=log_config("info"),  # the BFF's and the provider's lines are part of the show
     )
     save_provider_state(demo.idp, demo.data_dir)
     return 0
@@ -243,15 +243,6 @@ def _url_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 (a wildcard bind is reached at loopback)
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
-
-
-def _log_to_stderr() -> None:
-    # The BFF's and the provider's log lines (logins, refreshes, logouts) are part of the show.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-    logger = logging.getLogger("bff")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 async def _not_found(request: Request) -> Response:
