@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bff.config import load_settings, parse_bytesize, parse_duration
+from bff.config import load_settings
 from bff.errors import ConfigError
+from bff.settings_reader import parse_bytesize, parse_duration
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "k" * 40
