@@ -1,8 +1,10 @@
 """ProxyApp: the raw-ASGI hot path from a configured route to its upstream.
 
-It owns route matching (longest path prefix on segment boundaries, after the path is
-normalised), the anti-forgery check, the bearer-token hook with one replay after a 401, and
-streaming both ways over one aiohttp `ClientSession` per upstream. Header rules live in
+It owns the choice of route (the longest matching path prefix, after the path is normalised),
+the anti-forgery check, the bearer-token hook with one replay after a 401, and the exchange with
+the upstream over the route's aiohttp `ClientSession`. Path normalisation lives in `bff.paths`,
+each route's prepared state (matching, forwarded path, filters, pool) in `bff.routes`, reading
+the browser's body and noticing its disconnect in `bff.request_body`, header rules in
 `bff.headers`, the checks in `bff.csrf`, WebSocket relaying in `bff.websocket`; sessions and
 tokens are the bearer source's business. Paths no route claims go to `fallback`.
 
@@ -16,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
-from urllib.parse import quote_from_bytes, unquote, urlsplit
+from urllib.parse import quote_from_bytes
 
 import aiohttp
-from multidict import CIMultiDict
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
 from bff import websocket
@@ -36,32 +37,13 @@ from bff.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from bff.headers import WEBSOCKET_HANDSHAKE, RequestHeaderFilter, ResponseHeaderFilter, TrustedProxies
 from bff.metrics import Metrics
+from bff.paths import SAFE, normalise_path
+from bff.request_body import LARGE_BYTES, ClientGone, DisconnectWatch, RequestBody, read_up_to, slices
+from bff.routes import ProxyRoute
 from bff.websocket import CLIENT_CLOSED
 
 logger = logging.getLogger("bff.proxy")
-
-# aiohttp adds Accept, Accept-Encoding, User-Agent and (for bodies) Content-Type unless told not
-# to: a browser that never asked for gzip must not get gzip, and the upstream should see the
-# browser's headers, no more. `skip_auto_headers` would do it at a cost per request (it builds a
-# sorted multidict each time); this request class adds nothing in the first place.
-_NO_CONTENT_TYPE: CIMultiDict[None] = CIMultiDict({"Content-Type": None})
-
-
-class _BareRequest(aiohttp.ClientRequest):
-    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
-        self._skip_auto_headers = _NO_CONTENT_TYPE  # read again when the body is set and sent
-
-
-# Keep idle upstream connections a little shorter than uvicorn's default keep-alive (5 s), so the
-# proxy does not reuse a connection the upstream is closing.
-_KEEPALIVE_TIMEOUT = 4.0
-# aiohttp warns about (and writes in one go) bytes bodies above 1 MiB: larger replay buffers are
-# sent in slices of this size.
-_LARGE_BYTES = 1024 * 1024
-# Bytes that are safe in a forwarded path or query as they are (non-ASCII gets percent-encoded).
-_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
 class BearerSource(Protocol):
@@ -85,209 +67,6 @@ class UpstreamAborted(Exception):
         self.status = status
 
 
-def normalise_path(raw_path: bytes) -> tuple[str, bytes]:
-    """The decoded path to route on and the raw path to forward, with doubled slashes collapsed.
-
-    Raise `BadRequest` for a `.` or `..` segment in any form (`%2e`, double encoding, `..;`),
-    an encoded slash or backslash, a backslash, or a NUL: nothing may leave its route's prefix.
-    """
-    if not raw_path.startswith(b"/"):
-        raise BadRequest("path must start with '/'")
-    if (
-        b"%" not in raw_path
-        and b"/." not in raw_path
-        and b"//" not in raw_path
-        and b"\\" not in raw_path
-        and raw_path.isascii()
-    ):
-        return raw_path.decode("ascii"), raw_path  # the common case: nothing to decode or check
-    segments = raw_path.split(b"/")
-    kept = [b""]
-    last = len(segments) - 1
-    for i, segment in enumerate(segments[1:], start=1):
-        if not segment:
-            if i == last:
-                kept.append(segment)  # keep a trailing slash
-            continue
-        _check_segment(segment)
-        kept.append(segment)
-    forward = b"/".join(kept) if len(kept) > 1 else b"/"
-    if not forward.isascii():
-        forward = quote_from_bytes(forward, safe=_SAFE).encode("ascii")
-    return unquote(forward.decode("ascii")), forward
-
-
-def _check_segment(segment: bytes) -> None:
-    if b"\\" in segment:
-        raise BadRequest("backslash in path")
-    text = segment.decode("latin-1")
-    for _ in range(3):  # double- and triple-encoded forms too
-        decoded = unquote(text, encoding="latin-1")
-        if decoded == text:
-            break
-        text = decoded
-    if "/" in text or "\\" in text or "\x00" in text:
-        raise BadRequest("encoded slash, backslash or NUL in path")
-    if text.split(";", 1)[0] in (".", ".."):
-        raise BadRequest("'.' or '..' segment in path")
-
-
-class _Route:
-    """One route with everything a request needs computed once."""
-
-    __slots__ = (
-        "base_path",
-        "needs_token",
-        "path",
-        "prefix_len",
-        "request_filter",
-        "response_filter",
-        "segments",
-        "session",
-        "settings",
-        "timeout",
-        "url_prefix",
-        "ws_filter",
-        "ws_url_prefix",
-    )
-
-    def __init__(self, route: RouteSettings, settings: Settings) -> None:
-        self.settings = route
-        self.path = route.path
-        self.prefix_len = len(route.path)
-        self.segments = route.path.count("/")
-        self.needs_token = route.token != "none"
-        upstream = urlsplit(route.upstream)
-        self.base_path = upstream.path.rstrip("/")
-        self.url_prefix = f"{upstream.scheme}://{upstream.netloc}"
-        ws_scheme = "wss" if upstream.scheme == "https" else "ws"
-        self.ws_url_prefix = f"{ws_scheme}://{upstream.netloc}"
-        public = urlsplit(settings.public_url)
-        trusted = TrustedProxies(settings.trusted_proxies)
-
-        def request_filter(extra_drop: frozenset[bytes] = frozenset()) -> RequestHeaderFilter:
-            return RequestHeaderFilter(
-                cookie_base=settings.session.cookie_name,
-                forward_cookies=route.forward_cookies,
-                preserve_host=route.preserve_host,
-                trusted_proxies=trusted,
-                public_scheme=public.scheme,
-                public_host=public.netloc,
-                extra_drop=extra_drop,
-            )
-
-        self.request_filter = request_filter()
-        self.ws_filter = request_filter(WEBSOCKET_HANDSHAKE)
-        self.response_filter = ResponseHeaderFilter(cookie_base=settings.session.cookie_name)
-        # sock_connect bounds the TCP connect; connect (DNS, connect and waiting for a free pooled
-        # connection) is bounded too, so nothing waits forever; sock_read is the longest silence.
-        self.timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=route.connect_timeout + route.read_timeout,
-            sock_connect=route.connect_timeout,
-            sock_read=route.read_timeout,
-        )
-        self.session: aiohttp.ClientSession | None = None
-
-    def matches(self, path: str) -> bool:
-        return path.startswith(self.path) and (len(path) == self.prefix_len or path[self.prefix_len] == "/")
-
-    def forward_path(self, path: str, raw: bytes) -> str:
-        """Upstream path (still percent-encoded) for a request path this route matched."""
-        text = raw.decode("ascii")
-        if self.settings.strip_prefix:
-            if path != text:  # percent-encoded characters: strip whole segments
-                parts = text.split("/", self.segments + 1)
-                text = "/" + parts[self.segments + 1] if len(parts) > self.segments + 1 else ""
-            else:
-                text = text[self.prefix_len :]
-            if not text and not self.base_path:
-                text = "/"
-        return self.base_path + text
-
-    def open(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.max_connections,
-            limit_per_host=0,
-            keepalive_timeout=_KEEPALIVE_TIMEOUT,
-            ttl_dns_cache=10,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            request_class=_BareRequest,
-            timeout=self.timeout,
-            trust_env=False,
-        )
-
-
-class _Body:
-    """State of one exchange's request body (read by the error mapping after aiohttp gives up)
-    and whether the response has started."""
-
-    __slots__ = ("client_gone", "done", "limit", "started", "too_large")
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.started = False  # the response has started: errors can no longer be answered
-        self.client_gone = False
-        self.too_large = False
-        self.done = False
-
-    async def stream(self, receive: Receive, first: bytes = b"", more: bool = True) -> AsyncIterator[bytes]:
-        received = len(first)
-        if first:
-            yield first
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.client_gone = True
-                raise ConnectionResetError("client disconnected")
-            chunk: bytes = message.get("body", b"")
-            more = message.get("more_body", False)
-            if chunk:
-                received += len(chunk)
-                if self.limit is not None and received > self.limit:
-                    self.too_large = True
-                    raise PayloadTooLarge(f"request body is larger than {self.limit} bytes")
-                yield chunk
-        self.done = True
-
-
-class _DisconnectWatch:
-    """Cancels the streaming task when the browser goes away (uvicorn's `send` would silently
-    drop the rest, and the upstream would be read to the end for nobody)."""
-
-    __slots__ = ("_future", "_stopped", "_task", "gone")
-
-    def __init__(self, receive: Receive) -> None:
-        self.gone = False
-        self._stopped = False
-        self._task = asyncio.current_task()
-        self._future = asyncio.ensure_future(_disconnected(receive))
-        self._future.add_done_callback(self._on_message)
-
-    def _on_message(self, future: asyncio.Future[Message]) -> None:
-        if self._stopped or future.cancelled() or future.exception() is not None:
-            return
-        self.gone = True
-        if self._task is not None:
-            self._task.cancel()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._future.remove_done_callback(self._on_message)
-        self._future.cancel()
-
-
-async def _disconnected(receive: Receive) -> Message:
-    while True:  # a request without a body still has its one empty `http.request` to take
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return message
-
-
 class ProxyApp:
     """ASGI app for the configured routes; everything else goes to `fallback`."""
 
@@ -302,7 +81,7 @@ class ProxyApp:
         self._max_replay = settings.max_replay_body
         self._max_body = settings.max_request_body
         self._max_header_size = settings.max_header_size
-        routes = (_Route(route, settings) for route in settings.routes)
+        routes = (ProxyRoute(route, settings) for route in settings.routes)
         self._routes = tuple(sorted(routes, key=lambda route: route.prefix_len, reverse=True))
 
     async def start(self) -> None:
@@ -348,15 +127,15 @@ class ProxyApp:
                     break
         await self._fallback(scope, receive, send)
 
-    async def _http(self, route: _Route, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def _http(self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         status = CLIENT_CLOSED
-        body = _Body(self._max_body)
+        body = RequestBody(self._max_body)
         try:
             status = await self._forward(route, scope, receive, send, path, body)
         except BffError as exc:
             status = exc.status_code
             await _send_error(send, exc)
-        except _ClientGone:
+        except ClientGone:
             pass
         except UpstreamAborted as exc:
             status = exc.status
@@ -370,7 +149,9 @@ class ProxyApp:
         finally:
             self._metrics.proxied(route.path, status)
 
-    async def _forward(self, route: _Route, scope: Scope, receive: Receive, send: Send, path: str, body: _Body) -> int:
+    async def _forward(
+        self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send, path: str, body: RequestBody
+    ) -> int:
         """Send the request upstream and stream the answer back; return the status sent.
         Raises `BffError` only before the response has started (`body.started`)."""
         headers = scope["headers"]
@@ -391,7 +172,7 @@ class ProxyApp:
         query: bytes = scope.get("query_string", b"")
         if query:
             if not query.isascii():
-                query = quote_from_bytes(query, safe=_SAFE).encode("ascii")
+                query = quote_from_bytes(query, safe=SAFE).encode("ascii")
             url = URL(f"{route.url_prefix}{path}?{query.decode('ascii')}", encoded=True)
         else:
             url = URL(route.url_prefix + path, encoded=True)
@@ -401,7 +182,7 @@ class ProxyApp:
         replayable = False
         if chunked or length:
             if route.needs_token and token is not None and (length is None or length <= self._max_replay):
-                buffered, more = await _read_up_to(receive, self._max_replay, body)
+                buffered, more = await read_up_to(receive, self._max_replay, body)
                 if more or len(buffered) > self._max_replay:
                     data = body.stream(receive, buffered, more)  # over the replay limit: sent once
                 else:
@@ -429,19 +210,19 @@ class ProxyApp:
 
     async def _request(
         self,
-        route: _Route,
+        route: ProxyRoute,
         method: str,
         url: URL,
         headers: list[tuple[str, str]],
         data: bytes | AsyncIterator[bytes] | None,
-        body: _Body,
+        body: RequestBody,
     ) -> aiohttp.ClientResponse:
         session = route.session
         if session is None:
             raise UpstreamUnavailable(f"route {route.path!r}: proxy not started")
-        if isinstance(data, bytes) and len(data) > _LARGE_BYTES:
+        if isinstance(data, bytes) and len(data) > LARGE_BYTES:
             headers = [*headers, ("content-length", str(len(data)))]
-            data = _slices(data)
+            data = slices(data)
         try:
             return await session.request(method, url, headers=headers, data=data, allow_redirects=False, compress=None)
         except PayloadTooLarge:
@@ -452,7 +233,7 @@ class ProxyApp:
             if body.too_large:
                 raise PayloadTooLarge(f"request body is larger than {body.limit} bytes") from None
             if body.client_gone:
-                raise _ClientGone from None
+                raise ClientGone from None
             if isinstance(exc, aiohttp.ClientConnectorError):
                 detail = "cannot connect to the upstream"
             else:
@@ -461,7 +242,7 @@ class ProxyApp:
             raise UpstreamUnavailable(f"route {route.path!r}: {detail}") from None
 
     async def _respond(
-        self, route: _Route, response: aiohttp.ClientResponse, receive: Receive, send: Send, body: _Body
+        self, route: ProxyRoute, response: aiohttp.ClientResponse, receive: Receive, send: Send, body: RequestBody
     ) -> int:
         status = response.status
         body.started = True
@@ -473,7 +254,7 @@ class ProxyApp:
             }
         )
         content = response.content
-        watch: _DisconnectWatch | None = None
+        watch: DisconnectWatch | None = None
         try:
             chunk = await content.readany()
             if content.at_eof():  # the whole body arrived at once: no disconnect watcher needed
@@ -481,7 +262,7 @@ class ProxyApp:
                 return status
             # Watch for the browser leaving only once its request body is read (else the body
             # stream is the one receiving, and it notices).
-            watch = _DisconnectWatch(receive) if body.done else None
+            watch = DisconnectWatch(receive) if body.done else None
             while chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 chunk = await content.readany()
@@ -508,7 +289,7 @@ class ProxyApp:
             else:
                 response.close()  # unread body: the connection cannot go back to the pool
 
-    async def _websocket(self, route: _Route, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def _websocket(self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         headers = scope["headers"]
         try:
             self._anti_forgery.check_websocket(headers)
@@ -525,7 +306,7 @@ class ProxyApp:
             forwarded.append(("authorization", "Bearer " + token))
         query: bytes = scope.get("query_string", b"")
         if not query.isascii():
-            query = quote_from_bytes(query, safe=_SAFE).encode("ascii")
+            query = quote_from_bytes(query, safe=SAFE).encode("ascii")
         url = URL(route.ws_url_prefix + path + ("?" + query.decode("ascii") if query else ""), encoded=True)
         if route.session is None:
             self._metrics.proxied(route.path, UpstreamUnavailable.status_code)
@@ -535,39 +316,6 @@ class ProxyApp:
             scope, receive, send, session=route.session, url=url, headers=forwarded, route_path=route.path
         )
         self._metrics.proxied(route.path, status)
-
-
-class _ClientGone(Exception):
-    pass
-
-
-async def _slices(data: bytes) -> AsyncIterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(data), _LARGE_BYTES):
-        yield bytes(view[start : start + _LARGE_BYTES])
-
-
-async def _read_up_to(receive: Receive, limit: int, body: _Body) -> tuple[bytes, bool]:
-    """Read the request body while it fits in `limit`; return it and whether more is coming."""
-    parts: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            body.client_gone = True
-            raise _ClientGone
-        chunk: bytes = message.get("body", b"")
-        more = message.get("more_body", False)
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    if body.limit is not None and size > body.limit:
-        raise PayloadTooLarge(f"request body is larger than {body.limit} bytes")
-    if not more:
-        body.done = True
-    return b"".join(parts), more
 
 
 async def _send_error(send: Send, error: BffError) -> None:
