@@ -24,16 +24,6 @@ CSRF = {"X-CSRF": "1"}
 COOKIE = "__Host-bff"
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def idp(clock: Clock) -> FakeIdP:
-    return FakeIdP(clock=clock)
-
-
 def make_client(idp: FakeIdP, clock: Clock, **environ: str) -> TestClient:
     app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp))
     return TestClient(app, base_url="https://testserver", follow_redirects=False)

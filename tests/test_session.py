@@ -7,7 +7,6 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,8 @@ from bff.errors import StoreUnavailable
 from bff.session import SLIDE_INTERVAL, Session, SessionManager, session_key
 from bff.stores import Store
 from bff.stores.memory import MemoryStore
-from bff.stores.redis import RedisStore
 from bff.stores.sqlite import SQLiteStore
 from bff.tokenset import TokenSet
-from tests.support.redis_server import RedisServer
 
 IDLE = 1000.0
 ABSOLUTE = 5000.0
@@ -92,23 +89,6 @@ def manager(store: Store, clock: Clock, public_url: str = "http://127.0.0.1:8000
 
 async def new_session(sessions: SessionManager, sub: str = "alice", sid: str | None = "sid-1") -> Session:
     return await sessions.create(sub=sub, sid=sid, claims={"sub": sub, "name": "Alice"}, tokens=tokens(), user_agent=UA)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend: Store
-    if request.param == "memory":
-        backend = MemoryStore()
-    elif request.param == "sqlite":
-        backend = SQLiteStore(tmp_path / "sessions.db")
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        backend = RedisStore(server.url, prefix=f"session-test-{uuid.uuid4().hex}:")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 # -- lifecycle, on every store ----------------------------------------------------------------

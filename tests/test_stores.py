@@ -14,7 +14,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,24 +27,6 @@ from bff.stores.sqlite import SQLiteStore
 from tests.support.redis_server import RedisServer, redis_server_or_skip
 
 REPO = Path(__file__).resolve().parent.parent
-BACKENDS = ["memory", "sqlite", "redis"]
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend: Store
-    if request.param == "memory":
-        backend = MemoryStore()
-    elif request.param == "sqlite":
-        backend = SQLiteStore(tmp_path / "sessions.db")
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        backend = RedisStore(server.url, prefix=f"test-{uuid.uuid4().hex}:")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 # -- entries ----------------------------------------------------------------------------------

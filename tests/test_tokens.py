@@ -64,11 +64,6 @@ async def start_worker(idp: FakeIdP, clock: Clock, store_url: str = "memory://",
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def idp(clock: Clock) -> FakeIdP:
     return FakeIdP(clock=clock, token_delay=0.02)
 
