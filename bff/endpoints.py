@@ -27,8 +27,9 @@ from bff.config import Settings
 from bff.cookies import CookieCodec
 from bff.csrf import AntiForgery
 from bff.errors import BadRequest, BffError, IdPError, LoginFailed, NotAuthenticated, NotFound
+from bff.idtokens import LOGOUT_TOKEN_MAX_AGE
 from bff.metrics import Metrics
-from bff.oidc import LOGOUT_TOKEN_MAX_AGE, LoginRequest, OIDCClient, new_login_request
+from bff.oidc import LoginRequest, OIDCClient, new_login_request
 from bff.session import Session, SessionManager
 from bff.stores import Store
 from bff.tokenset import TokenSet

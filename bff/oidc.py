@@ -1,13 +1,13 @@
 """OIDCClient: everything the BFF says to the OpenID provider, and the checks on what it answers.
 
 Each call is a pure *build* step (an `httpx.Request`), one `send`, and a pure *parse* step, so the
-protocol logic is testable without sockets. Discovery and the JWKS are cached; an unknown `kid`
-refetches the JWKS once (key rotation), at most every `JWKS_REFETCH_INTERVAL` seconds.
+protocol logic is testable without sockets. Discovery is cached for `DISCOVERY_TTL` seconds.
 
-Owns: discovery, PKCE/state/nonce, the authorization URL, code exchange, refresh, client
-credentials, revocation (RFC 7009), the end-session URL, ID-token and logout-token validation.
-Leaves to others: where tokens are kept (`session`), when to refresh (`tokens`), replay of
-logout-token `jti`s (`endpoints`, through the store).
+Owns: fetching discovery, PKCE/state/nonce, the authorization URL, code exchange, refresh, client
+credentials, revocation (RFC 7009), the end-session URL. Leaves to others: the discovery document
+itself (`discovery`), the JWKS and ID- and logout-token validation (`idtokens`, reached through
+`validate_id_token` and `validate_logout_token`), where tokens are kept (`session`), when to
+refresh (`tokens`), replay of logout-token `jti`s (`endpoints`, through the store).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
-import json
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -27,38 +26,12 @@ import httpx
 import jwt
 
 from bff.config import OIDCSettings, Settings
-from bff.errors import BadRequest, IdPError, LoginFailed, ProviderUnavailable, RefreshRejected
+from bff.discovery import ProviderMetadata, parse_discovery
+from bff.errors import IdPError, ProviderUnavailable, RefreshRejected
+from bff.idtokens import TokenValidator
 from bff.tokenset import TokenSet
 
 DISCOVERY_TTL = 3600.0
-JWKS_REFETCH_INTERVAL = 10.0
-LOGOUT_TOKEN_MAX_AGE = 300.0
-"""Logout tokens issued longer ago than this (plus leeway) are refused, so remembering each `jti`
-for this long is enough to refuse every replay."""
-BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
-# Asymmetric algorithms only: HS* would verify with the client secret, `none` with nothing.
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class ProviderMetadata:
-    """The parts of the discovery document the BFF uses."""
-
-    issuer: str
-    authorization_endpoint: str
-    token_endpoint: str
-    jwks_uri: str
-    end_session_endpoint: str | None = None
-    revocation_endpoint: str | None = None
-    id_token_signing_alg_values_supported: tuple[str, ...] = ("RS256",)
-    authorization_response_iss_parameter_supported: bool = False
-
-    @property
-    def algorithms(self) -> list[str]:
-        """The provider's signing algorithms that this client accepts."""
-        return [alg for alg in self.id_token_signing_alg_values_supported if alg in ASYMMETRIC_ALGORITHMS]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,31 +68,6 @@ def new_login_request(return_to: str) -> LoginRequest:
 
 def redirect_uri(settings: Settings) -> str:
     return settings.public_url.rstrip("/") + settings.prefix + "/callback"
-
-
-def parse_discovery(response: httpx.Response, expected_issuer: str, *, retry_after: float) -> ProviderMetadata:
-    """Discovery document → metadata; refuses one whose `issuer` is not the configured one."""
-    data = _json_or_unavailable(response, "discovery", retry_after=retry_after)
-    issuer = data.get("issuer")
-    # The configured URL loses a bare trailing slash (config `_check_url`); some providers
-    # (Auth0) keep one in their issuer, which their tokens then carry exactly.
-    if not isinstance(issuer, str) or issuer.rstrip("/") != expected_issuer.rstrip("/"):
-        raise IdPError(f'discovery "issuer" is {issuer!r}, expected {expected_issuer!r}', status=response.status_code)
-    missing = [name for name in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not data.get(name)]
-    if missing:
-        raise IdPError(f"discovery document lacks {', '.join(missing)}", status=response.status_code)
-    algorithms = data.get("id_token_signing_alg_values_supported") or ["RS256"]
-    return ProviderMetadata(
-        issuer=issuer,
-        authorization_endpoint=data["authorization_endpoint"],
-        token_endpoint=data["token_endpoint"],
-        jwks_uri=data["jwks_uri"],
-        end_session_endpoint=data.get("end_session_endpoint"),
-        revocation_endpoint=data.get("revocation_endpoint"),
-        id_token_signing_alg_values_supported=tuple(str(alg) for alg in algorithms),
-        authorization_response_iss_parameter_supported=data.get("authorization_response_iss_parameter_supported")
-        is True,
-    )
 
 
 def build_authorization_url(
@@ -243,34 +191,6 @@ def parse_token_response(response: httpx.Response, *, now: float, retry_after: f
     )
 
 
-def check_id_token_claims(claims: Mapping[str, Any], oidc: OIDCSettings, *, nonce: str, now: float) -> None:
-    """OIDC Core §3.1.3.7, the checks PyJWT leaves to the caller (times against the injected clock)."""
-    _check_times(claims, oidc.leeway, now, what="ID token", require_exp=True)
-    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-    # §3.1.3.7 items 4 and 5: with several audiences azp must be present and be this client.
-    if (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != oidc.client_id:
-        raise LoginFailed(f'ID token "azp" is {claims.get("azp")!r}, expected {oidc.client_id!r}')
-    # §3.1.3.7 item 11: nonce must match the one sent with this login.
-    if not isinstance(claims.get("nonce"), str) or not secrets.compare_digest(claims["nonce"], nonce):
-        raise LoginFailed('ID token "nonce" does not match the login request')
-
-
-def check_logout_token_claims(claims: Mapping[str, Any], oidc: OIDCSettings, *, now: float) -> None:
-    """Back-Channel Logout 1.0 §2.6, items 3 to 6 (signature, iss and aud were checked by PyJWT)."""
-    _check_times(claims, oidc.leeway, now, what="logout token", require_exp=False)
-    if claims["iat"] < now - LOGOUT_TOKEN_MAX_AGE - oidc.leeway:
-        raise BadRequest('logout token "iat" is too old')
-    events = claims.get("events")
-    if not isinstance(events, dict) or not isinstance(events.get(BACKCHANNEL_LOGOUT_EVENT), dict):
-        raise BadRequest(f'logout token "events" lacks {BACKCHANNEL_LOGOUT_EVENT!r}')
-    if "nonce" in claims:
-        raise BadRequest('logout token must not contain "nonce"')
-    if not isinstance(claims.get("sub"), str) and not isinstance(claims.get("sid"), str):
-        raise BadRequest('logout token has neither "sub" nor "sid"')
-    if not isinstance(claims.get("jti"), str) or not claims["jti"]:
-        raise BadRequest('logout token has no "jti"')
-
-
 class OIDCClient:
     """The provider as seen from this BFF. Holds the discovery and JWKS caches of one process."""
 
@@ -282,10 +202,8 @@ class OIDCClient:
         self._clock = clock
         self._provider: ProviderMetadata | None = None
         self._provider_fetched_at = 0.0
-        self._jwks: dict[str, dict[str, Any]] = {}
-        self._jwks_fetched_at: float | None = None
         self._lock = asyncio.Lock()
-        self._jwks_lock = asyncio.Lock()
+        self._validator = TokenValidator(self.config, discover=self.discover, send=self._send, clock=clock)
 
     async def discover(self, *, force: bool = False) -> ProviderMetadata:
         """The provider's metadata, fetched at most every `DISCOVERY_TTL` seconds; a failed
@@ -349,76 +267,11 @@ class OIDCClient:
         return build_end_session_url(await self.discover(), self.settings, self.config, id_token)
 
     async def validate_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
-        claims = await self._decode(id_token, require=["iss", "sub", "aud", "exp", "iat"], error=LoginFailed)
-        check_id_token_claims(claims, self.config, nonce=nonce, now=self._clock())
-        return claims
+        return await self._validator.validate_id_token(id_token, nonce=nonce)
 
     async def validate_logout_token(self, logout_token: str) -> dict[str, Any]:
         """Back-Channel Logout 1.0 §2.6, but for `jti` replay, which needs the store."""
-        claims = await self._decode(logout_token, require=["iss", "aud", "iat", "jti", "events"], error=BadRequest)
-        check_logout_token_claims(claims, self.config, now=self._clock())
-        return claims
-
-    async def _decode(
-        self, token: str, *, require: Sequence[str], error: type[BadRequest | LoginFailed]
-    ) -> dict[str, Any]:
-        what = "ID token" if error is LoginFailed else "logout token"
-        provider = await self.discover()
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise error(f"{what} is not a JWT") from None
-        alg = header.get("alg")
-        if alg not in provider.algorithms:
-            raise error(f"{what} algorithm {alg!r} is not one of {provider.algorithms}")
-        jwk = await self._signing_key(header.get("kid"), alg)
-        if jwk is None:
-            raise error(f"{what} is signed with an unknown key")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key=jwt.PyJWK(jwk, algorithm=alg),
-                algorithms=[alg],
-                audience=self.config.client_id,
-                issuer=provider.issuer,
-                # exp, iat and nbf are checked against the injected clock in check_*_claims.
-                options={"require": list(require), "verify_exp": False, "verify_iat": False, "verify_nbf": False},
-            )
-        except jwt.PyJWTError as exc:
-            raise error(f"{what} rejected: {exc}") from None
-        return claims
-
-    async def _signing_key(self, kid: str | None, alg: str) -> dict[str, Any] | None:
-        key = self._find_key(kid, alg)
-        if key is not None:
-            return key
-        async with self._jwks_lock:  # concurrent validations with an unknown kid fetch once
-            fetched_at = self._jwks_fetched_at
-            if fetched_at is None or self._clock() - fetched_at >= JWKS_REFETCH_INTERVAL:
-                await self._fetch_jwks()  # first use, or the provider may have rotated its keys
-            return self._find_key(kid, alg)
-
-    def _find_key(self, kid: str | None, alg: str) -> dict[str, Any] | None:
-        kty = {"R": "RSA", "P": "RSA", "E": "EC"}.get(alg[0], "OKP")
-        candidates = [
-            key
-            for key in self._jwks.values()
-            if key.get("kty") == kty and key.get("alg", alg) == alg and (kid is None or key.get("kid") == kid)
-        ]
-        # Without a kid the key must be unambiguous (OIDC Core §10.1).
-        return candidates[0] if len(candidates) == 1 or (kid is not None and candidates) else None
-
-    async def _fetch_jwks(self) -> None:
-        provider = await self.discover()
-        response = await self._send(httpx.Request("GET", provider.jwks_uri, headers={"accept": "application/json"}))
-        data = _json_or_unavailable(response, "JWKS", retry_after=self.config.retry_after)
-        try:
-            jwt.PyJWKSet.from_dict(data)  # refuses a set without one usable key
-        except jwt.PyJWTError as exc:
-            raise IdPError(f"JWKS unusable: {exc}") from None
-        keys = [key for key in data["keys"] if isinstance(key, dict) and key.get("use", "sig") == "sig"]
-        self._jwks = {str(key.get("kid", i)): key for i, key in enumerate(keys)}
-        self._jwks_fetched_at = self._clock()
+        return await self._validator.validate_logout_token(logout_token)
 
     def _parse_tokens(self, response: httpx.Response) -> TokenSet:
         return parse_token_response(response, now=self._clock(), retry_after=self.config.retry_after)
@@ -451,34 +304,6 @@ def _add_resource(params: dict[str, str], oidc: OIDCSettings) -> None:
         params["resource"] = oidc.resource
     if oidc.audience:
         params["audience"] = oidc.audience
-
-
-def _check_times(claims: Mapping[str, Any], leeway: float, now: float, *, what: str, require_exp: bool) -> None:
-    error = LoginFailed if what == "ID token" else BadRequest
-    for name in ("exp", "iat", "nbf"):
-        value = claims.get(name)
-        if (value is not None or (name == "exp" and require_exp) or name == "iat") and (
-            not isinstance(value, int | float) or isinstance(value, bool)
-        ):
-            raise error(f'{what} "{name}" must be a number')
-    if "exp" in claims and claims["exp"] <= now - leeway:
-        raise error(f"{what} has expired")
-    if claims["iat"] > now + leeway or claims.get("nbf", 0) > now + leeway:
-        raise error(f"{what} is not valid yet")
-
-
-def _json_or_unavailable(response: httpx.Response, what: str, *, retry_after: float) -> dict[str, Any]:
-    if response.status_code >= 500:
-        raise ProviderUnavailable(f"{what} answered {response.status_code}", retry_after=retry_after)
-    if response.status_code != 200:
-        raise IdPError(f"{what} answered {response.status_code}", status=response.status_code)
-    try:
-        data = json.loads(response.content)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise IdPError(f"{what} is not a JSON object", status=response.status_code)
-    return data
 
 
 def _jwt_exp(token: str) -> float | None:

@@ -14,29 +14,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bff.errors import BadRequest, IdPError, LoginFailed, ProviderUnavailable, RefreshRejected
-from bff.oidc import (
-    JWKS_REFETCH_INTERVAL,
-    OIDCClient,
-    new_login_request,
-    parse_token_response,
-    pkce_challenge,
-)
+from bff.idtokens import JWKS_REFETCH_INTERVAL
+from bff.oidc import OIDCClient, new_login_request, parse_token_response, pkce_challenge
 from tests.fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, Clock, FakeIdP, settings_for
 
 
 def make_client(idp: FakeIdP, clock: Clock, **environ: str) -> OIDCClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(idp))
     return OIDCClient(http, settings_for(**environ), clock=clock)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def idp(clock: Clock) -> FakeIdP:
-    return FakeIdP(clock=clock)
 
 
 def query_of(url: str) -> dict[str, str]:
