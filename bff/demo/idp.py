@@ -23,21 +23,19 @@ What it does, relative to the issuer URL (the app is mounted there, e.g. at `/id
 
 Access tokens are JWTs (`typ: at+jwt`) for one API audience, with `sub`, `sid`, `name`,
 `client_id`, `scope`, `exp` = now + `access_ttl`. Refresh responses carry no new ID token.
-This module is the HTTP side; `grants.py` keeps the sessions, codes, grants and tokens.
+This module is the endpoints; `grants.py` keeps the sessions, codes, grants and tokens, `oauth.py`
+the client registrations and the OAuth wire format (client authentication, forms, errors),
+`backchannel.py` the logout tokens it sends.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -46,28 +44,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bff.demo.grants import PKCE_VALUE, GrantBook, LoginSession, OAuthError
+from bff.demo import oauth
+from bff.demo.backchannel import BACKCHANNEL_EVENT, send_backchannel_logout
+from bff.demo.grants import PKCE_VALUE, GrantBook, OAuthError
 from bff.demo.keys import ALGORITHM, SigningKey
+from bff.demo.oauth import DemoClient
 from bff.demo.pages import login_page, message_page
 
-log = logging.getLogger("bff.demo.idp")
-
-BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 DEFAULT_USERS = ("alice", "bob", "carol")
 SESSION_COOKIE = "dev_idp_session"
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-Form = Mapping[str, list[str]]  # a parsed urlencoded body: name → values
-
-
-@dataclass(frozen=True)
-class DemoClient:
-    """A client registration. The BFF is one; tests may add others."""
-
-    client_id: str
-    client_secret: str = field(repr=False)
-    redirect_uris: tuple[str, ...] = ()
-    post_logout_redirect_uris: tuple[str, ...] = ()
-    backchannel_logout_uri: str | None = None
 
 
 @dataclass
@@ -175,7 +160,14 @@ class DevIdentityProvider:
         for client_id in client_ids:
             client = self._clients.get(client_id)
             if client is not None and client.backchannel_logout_uri:
-                await self._send_backchannel_logout(client, session)
+                await send_backchannel_logout(
+                    client,
+                    session,
+                    issuer=self.issuer,
+                    key=self.key,
+                    now=self._clock(),
+                    transport=self._backchannel_transport,
+                )
         return True
 
     def grant_is_active(self, sid: str) -> bool:
@@ -203,7 +195,7 @@ class DevIdentityProvider:
 
         def fail(error: str, description: str) -> Response:
             query = {"error": error, "error_description": description, "state": state, "iss": self.issuer}
-            return RedirectResponse(_with_query(redirect_uri, query), status_code=303)
+            return RedirectResponse(oauth.with_query(redirect_uri, query), status_code=303)
 
         if params.get("response_type") != "code":
             return fail("unsupported_response_type", "only response_type=code is supported")
@@ -230,9 +222,9 @@ class DevIdentityProvider:
         return login_page(transaction=transaction, client_id=client.client_id, users=self._users)
 
     async def _login(self, request: Request) -> Response:
-        form = await _read_form(request)
-        transaction_id = _first(form, "transaction")
-        username = _first(form, "username").strip()
+        form = await oauth.read_form(request)
+        transaction_id = oauth.first_value(form, "transaction")
+        username = oauth.first_value(form, "username").strip()
         transaction = self._transactions.get(transaction_id)
         if transaction is None or transaction.expires_at <= self._clock():
             text = "This sign-in has expired or was already used. Start again from the application."
@@ -253,7 +245,7 @@ class DevIdentityProvider:
             scope=transaction.scope,
         )
         query = {"code": code, "state": transaction.state, "iss": self.issuer}
-        response = RedirectResponse(_with_query(transaction.redirect_uri, query), status_code=303)
+        response = RedirectResponse(oauth.with_query(transaction.redirect_uri, query), status_code=303)
         # Only end-session reads this cookie (to find the browser's session when the client sends
         # no id_token_hint); there is no single sign-on: every authorization shows the login page.
         response.set_cookie(
@@ -267,26 +259,28 @@ class DevIdentityProvider:
         return response
 
     async def _token(self, request: Request) -> Response:
-        form = await _read_form(request)
+        form = await oauth.read_form(request)
         try:
-            client = self._authenticate_client(request, form)
-            grant_type = _field(form, "grant_type")
+            client = oauth.authenticate_client(self._clients, request, form)
+            grant_type = oauth.form_field(form, "grant_type")
             if grant_type == "authorization_code":
                 body = self.grants.exchange_code(
                     client.client_id,
-                    _required(form, "code"),
-                    _required(form, "redirect_uri"),
-                    _required(form, "code_verifier"),
+                    oauth.required_field(form, "code"),
+                    oauth.required_field(form, "redirect_uri"),
+                    oauth.required_field(form, "code_verifier"),
                 )
             elif grant_type == "refresh_token":
-                body = self.grants.refresh(client.client_id, _required(form, "refresh_token"), _field(form, "scope"))
+                body = self.grants.refresh(
+                    client.client_id, oauth.required_field(form, "refresh_token"), oauth.form_field(form, "scope")
+                )
             elif grant_type == "client_credentials":
-                body = self.grants.client_credentials(client.client_id, _field(form, "scope") or "")
+                body = self.grants.client_credentials(client.client_id, oauth.form_field(form, "scope") or "")
             else:
                 raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
         except OAuthError as exc:
-            return _error_response(exc)
-        return JSONResponse(body, headers=_NO_STORE)
+            return oauth.error_response(exc)
+        return JSONResponse(body, headers=oauth.NO_STORE)
 
     async def _userinfo(self, request: Request) -> Response:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -296,19 +290,19 @@ class DevIdentityProvider:
         return JSONResponse({"sub": claims["sub"], "name": claims.get("name"), "preferred_username": claims["sub"]})
 
     async def _revoke(self, request: Request) -> Response:
-        form = await _read_form(request)
+        form = await oauth.read_form(request)
         try:
-            client = self._authenticate_client(request, form)
-            self.grants.revoke_token(client.client_id, _required(form, "token"))
+            client = oauth.authenticate_client(self._clients, request, form)
+            self.grants.revoke_token(client.client_id, oauth.required_field(form, "token"))
         except OAuthError as exc:
-            return _error_response(exc)
+            return oauth.error_response(exc)
         # RFC 7009 §2.2: 200 whether or not the token was known.
-        return Response(status_code=200, headers=_NO_STORE)
+        return Response(status_code=200, headers=oauth.NO_STORE)
 
     async def _end_session(self, request: Request) -> Response:
         params: Mapping[str, str] = dict(request.query_params)
         if request.method == "POST":
-            params = {key: values[0] for key, values in (await _read_form(request)).items()}
+            params = {key: values[0] for key, values in (await oauth.read_form(request)).items()}
         hint = params.get("id_token_hint")
         redirect_uri = params.get("post_logout_redirect_uri")
         claims: dict[str, Any] = {}
@@ -330,103 +324,15 @@ class DevIdentityProvider:
         response: Response
         if redirect_uri:
             state = params.get("state")
-            response = RedirectResponse(_with_query(redirect_uri, {"state": state} if state else {}), status_code=303)
+            response = RedirectResponse(
+                oauth.with_query(redirect_uri, {"state": state} if state else {}), status_code=303
+            )
         elif ended:
             response = message_page("Signed out", "You are signed out of the development identity provider.")
         else:
             response = message_page("Nothing to sign out", "This browser has no session here; nothing was ended.")
         response.delete_cookie(SESSION_COOKIE, path=self._cookie_path, httponly=True, samesite="lax")
         return response
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _authenticate_client(self, request: Request, form: Form) -> DemoClient:
-        """client_secret_basic or client_secret_post, exactly one of them (RFC 6749 §2.3)."""
-        authorization = request.headers.get("authorization", "")
-        if authorization[:6].lower() == "basic ":
-            if "client_secret" in form:
-                raise OAuthError("invalid_request", "use one client authentication method, not two")
-            try:
-                decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                raise OAuthError("invalid_client", "malformed Basic credentials", 401) from None
-            raw_id, _, raw_secret = decoded.partition(":")
-            # RFC 6749 §2.3.1: both parts are form-urlencoded before the Basic encoding.
-            client_id, secret = unquote(raw_id.replace("+", " ")), unquote(raw_secret.replace("+", " "))
-        else:
-            client_id, secret = _field(form, "client_id") or "", _field(form, "client_secret") or ""
-        client = self._clients.get(client_id)
-        if client is None or not secret or not hmac.compare_digest(secret.encode(), client.client_secret.encode()):
-            raise OAuthError("invalid_client", "client authentication failed", 401)
-        return client
-
-    async def _send_backchannel_logout(self, client: DemoClient, session: LoginSession) -> None:
-        assert client.backchannel_logout_uri is not None
-        issued_at = int(self._clock())
-        token = self.key.sign(
-            {
-                "iss": self.issuer,
-                "aud": client.client_id,
-                "iat": issued_at,
-                "exp": issued_at + 120,
-                "jti": secrets.token_urlsafe(12),
-                "sub": session.sub,
-                "sid": session.sid,
-                "events": {BACKCHANNEL_EVENT: {}},
-            },
-            typ="logout+jwt",
-        )
-        try:
-            async with httpx.AsyncClient(transport=self._backchannel_transport, timeout=5) as http:
-                response = await http.post(client.backchannel_logout_uri, data={"logout_token": token})
-        except httpx.HTTPError as exc:
-            log.warning("Back-channel logout failed. client: '%s', error: %s", client.client_id, type(exc).__name__)
-            return
-        log.info("Back-channel logout sent. client: '%s', status: %d", client.client_id, response.status_code)
-
-
-def _error_response(exc: OAuthError) -> JSONResponse:
-    headers = dict(_NO_STORE)
-    if exc.error == "invalid_client":
-        headers["WWW-Authenticate"] = 'Basic realm="dev-idp"'
-    body = {"error": exc.error, "error_description": exc.description}
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
-
-
-async def _read_form(request: Request) -> Form:
-    """An `application/x-www-form-urlencoded` body (RFC 6749 §3.2); anything else reads as empty.
-    Parsed here rather than by `request.form()`, which needs python-multipart."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-        return {}
-    try:
-        return parse_qs((await request.body()).decode(), keep_blank_values=True, max_num_fields=100)
-    except (UnicodeDecodeError, ValueError):
-        return {}
-
-
-def _field(form: Form, name: str) -> str | None:
-    values = form.get(name, [])
-    if len(values) > 1:
-        raise OAuthError("invalid_request", f"parameter {name!r} appears more than once")
-    return values[0] if values else None
-
-
-def _first(form: Form, name: str) -> str:
-    values = form.get(name, [])
-    return values[0] if values else ""
-
-
-def _required(form: Form, name: str) -> str:
-    value = _field(form, name)
-    if not value:
-        raise OAuthError("invalid_request", f"parameter {name!r} is required")
-    return value
-
-
-def _with_query(url: str, params: Mapping[str, str]) -> str:
-    parts = urlsplit(url)
-    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
-    return urlunsplit(parts._replace(query=query))
 
 
 __all__ = ["BACKCHANNEL_EVENT", "DemoClient", "DevIdentityProvider", "OAuthError"]

@@ -1,0 +1,99 @@
+"""The OAuth 2.0 wire format of the development provider. DEVELOPMENT ONLY.
+
+Owns the client registrations (`DemoClient`) and their authentication at the token and revocation
+endpoints (RFC 6749 §2.3), reading urlencoded form bodies (§3.2), error responses (§5.2) and
+redirects with a query. What the endpoints do with them is `idp.py`'s business.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from bff.demo.grants import OAuthError
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+Form = Mapping[str, list[str]]  # a parsed urlencoded body: name → values
+
+
+@dataclass(frozen=True)
+class DemoClient:
+    """A client registration. The BFF is one; tests may add others."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    backchannel_logout_uri: str | None = None
+
+
+def authenticate_client(clients: Mapping[str, DemoClient], request: Request, form: Form) -> DemoClient:
+    """client_secret_basic or client_secret_post, exactly one of them (RFC 6749 §2.3)."""
+    authorization = request.headers.get("authorization", "")
+    if authorization[:6].lower() == "basic ":
+        if "client_secret" in form:
+            raise OAuthError("invalid_request", "use one client authentication method, not two")
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise OAuthError("invalid_client", "malformed Basic credentials", 401) from None
+        raw_id, _, raw_secret = decoded.partition(":")
+        # RFC 6749 §2.3.1: both parts are form-urlencoded before the Basic encoding.
+        client_id, secret = unquote(raw_id.replace("+", " ")), unquote(raw_secret.replace("+", " "))
+    else:
+        client_id, secret = form_field(form, "client_id") or "", form_field(form, "client_secret") or ""
+    client = clients.get(client_id)
+    if client is None or not secret or not hmac.compare_digest(secret.encode(), client.client_secret.encode()):
+        raise OAuthError("invalid_client", "client authentication failed", 401)
+    return client
+
+
+def error_response(exc: OAuthError) -> JSONResponse:
+    headers = dict(NO_STORE)
+    if exc.error == "invalid_client":
+        headers["WWW-Authenticate"] = 'Basic realm="dev-idp"'
+    body = {"error": exc.error, "error_description": exc.description}
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+async def read_form(request: Request) -> Form:
+    """An `application/x-www-form-urlencoded` body (RFC 6749 §3.2); anything else reads as empty.
+    Parsed here rather than by `request.form()`, which needs python-multipart."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        return {}
+    try:
+        return parse_qs((await request.body()).decode(), keep_blank_values=True, max_num_fields=100)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+
+
+def form_field(form: Form, name: str) -> str | None:
+    values = form.get(name, [])
+    if len(values) > 1:
+        raise OAuthError("invalid_request", f"parameter {name!r} appears more than once")
+    return values[0] if values else None
+
+
+def first_value(form: Form, name: str) -> str:
+    values = form.get(name, [])
+    return values[0] if values else ""
+
+
+def required_field(form: Form, name: str) -> str:
+    value = form_field(form, name)
+    if not value:
+        raise OAuthError("invalid_request", f"parameter {name!r} is required")
+    return value
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+    return urlunsplit(parts._replace(query=query))
