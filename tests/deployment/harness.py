@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,21 +50,13 @@ class PersistentRedis(RedisServer):
     """`redis-server` with `appendonly yes` (fsync always) in its own directory: stopped and started
     again on the same port, it comes back with every key it had."""
 
+    def command(self) -> list[str]:
+        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no"]
+        return [*command, "--dir", str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no"]
-        command += ["--dir", str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always"]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                stderr = self._process.stderr.read().decode() if self._process.stderr else ""
-                raise RuntimeError(f"redis-server exited with {self._process.returncode}: {stderr}")
-            if self.ping():
-                return
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+        super().start(timeout)
 
     def pause(self) -> None:
         """SIGSTOP: the server keeps its port and connections but answers nothing (a hung Redis)."""

@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 import httpx
 
 from tests.support.oidc_provider import free_port
+from tests.support.processes import log_tail, start_logged, stop_group, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,37 +111,27 @@ class BffProcess:
         if self.workers != 1:
             command += ["--workers", str(self.workers)]
         self._starts += 1
-        with self.log_file.open("ab") as log:
-            log.write(f"===== start {self._starts}: {' '.join(command[1:])}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"bff serve exited with {self._process.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"bff serve did not answer /healthz within {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.05)
+        banner = f"===== start {self._starts}: {' '.join(command[1:])}\n"
+        self._process = start_logged(command, cwd=self.workdir, env=env, log_file=self.log_file, banner=banner)
+        wait_until_ready(
+            self._process,
+            self._answers,
+            name="bff serve",
+            waiting_for="answer /healthz",
+            timeout=timeout,
+            stop=self.stop,
+            log_tail=self.log_tail,
+        )
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        return False
 
     def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
         # The whole process group: with --workers, uvicorn's worker processes too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        process, self._process = self._process, None
+        stop_group(process)
 
     def restart(self, **config_changes: Any) -> None:
         """Stop, apply top-level config changes (e.g. `secret_keys=[...]`), start on the same port."""
@@ -155,10 +144,7 @@ class BffProcess:
         return self._process is not None and self._process.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
 
 def bff_config(

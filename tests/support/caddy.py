@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ import httpx
 import pytest
 
 from tests.support.oidc_provider import free_port
+from tests.support.processes import log_tail, start_logged, stop_group, wait_until_ready
 
 CADDY_CANDIDATES = ("caddy", "/usr/bin/caddy", "/usr/local/bin/caddy")
 
@@ -131,20 +130,16 @@ class Caddy:
             "XDG_CONFIG_HOME": str(self.workdir / "xdg-config"),
         }
         command = [self.executable, "run", "--config", str(self.caddyfile), "--adapter", "caddyfile"]
-        with self.log_file.open("ab") as log:
-            self._process = subprocess.Popen(
-                command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"caddy exited with {self._process.returncode}:\n{self.log_tail()}")
-            if self._answers():
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"caddy did not proxy /healthz within {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.05)
+        self._process = start_logged(command, cwd=self.workdir, env=env, log_file=self.log_file)
+        wait_until_ready(
+            self._process,
+            self._answers,
+            name="caddy",
+            waiting_for="proxy /healthz",
+            timeout=timeout,
+            stop=self.stop,
+            log_tail=self.log_tail,
+        )
 
     def _answers(self) -> bool:
         """True once `/healthz` goes through Caddy to a replica (over verified TLS with `tls`)."""
@@ -157,26 +152,14 @@ class Caddy:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_group(process)
 
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.support.processes import log_tail, start_logged, wait_until_ready
 
 PROVIDER_DIR = Path(__file__).resolve().parent.parent / "oidc_provider"
 PROVIDER_SCRIPT = PROVIDER_DIR / "provider.mjs"
@@ -106,24 +107,22 @@ class OidcProvider:
             "OP_ACCESS_TTL": str(self.access_ttl),
             "OP_API_AUDIENCE": self.api_audience,
         }
-        log = self.log_file.open("ab")
-        try:
-            self._process = subprocess.Popen(
-                [self.node, str(PROVIDER_SCRIPT)], cwd=PROVIDER_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"oidc provider exited with {self._process.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if self._http.get("/.well-known/openid-configuration").status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"oidc provider did not answer within {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.05)
+        command = [self.node, str(PROVIDER_SCRIPT)]
+        self._process = start_logged(command, cwd=PROVIDER_DIR, env=env, log_file=self.log_file, new_session=False)
+        wait_until_ready(
+            self._process,
+            self._answers,
+            name="oidc provider",
+            waiting_for="answer",
+            timeout=timeout,
+            stop=self.stop,
+            log_tail=self.log_tail,
+        )
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return self._http.get("/.well-known/openid-configuration").status_code == 200
+        return False
 
     def stop(self) -> None:
         """Stop the process (state kept on disk); the port stops answering at once."""
@@ -150,10 +149,7 @@ class OidcProvider:
         self._http.close()
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
     # ------------------------------------------------------------------ clients
 

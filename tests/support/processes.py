@@ -1,0 +1,81 @@
+"""Servers the tests run as child processes, with their output appended to a log file.
+
+`start_logged` starts one (in its own session by default, so that `stop_group` ends its workers
+too), `wait_until_ready` polls it and fails with the end of its log when it exits or stays
+silent, `log_tail` reads that end. `BffProcess`, `Caddy` and `OidcProvider` keep their own
+commands and readiness checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+def start_logged(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_file: Path,
+    banner: str = "",
+    new_session: bool = True,
+) -> subprocess.Popen[bytes]:
+    """`command` with stdout and stderr appended to `log_file` (after `banner`, if any)."""
+    with log_file.open("ab") as log:
+        if banner:
+            log.write(banner.encode())
+            log.flush()
+        return subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=new_session
+        )
+
+
+def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    *,
+    name: str,
+    waiting_for: str,
+    timeout: float,
+    stop: Callable[[], None],
+    log_tail: Callable[[], str],
+) -> None:
+    """Poll `ready()` until it is true; raise with the log's end if the process exits first, or
+    stop it and raise when `timeout` seconds pass ("{name} did not {waiting_for} within ...")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_tail()}")
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            stop()
+            raise RuntimeError(f"{name} did not {waiting_for} within {timeout}s:\n{log_tail()}")
+        time.sleep(0.05)
+
+
+def stop_group(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM to the process's whole group (a server's worker processes too), SIGKILL after 10 s."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def log_tail(log_file: Path, lines: int) -> str:
+    try:
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
