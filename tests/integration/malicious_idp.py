@@ -17,13 +17,11 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import threading
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,6 +29,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tests.support.oidc_provider import free_port
+from tests.support.server_thread import UvicornThread
 
 MODES = ("good", "alg_none", "wrong_aud", "wrong_nonce", "expired", "wrong_key")
 
@@ -58,8 +57,7 @@ class MaliciousIdP:
                 Route("/token", self._token, methods=["POST"]),
             ]
         )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: UvicornThread | None = None
 
     async def _discovery(self, request: Request) -> Response:
         return JSONResponse(
@@ -133,20 +131,11 @@ class MaliciousIdP:
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self._kid})
 
     def start(self) -> None:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", ws="none", lifespan="off"
+        self._server = UvicornThread(
+            self.app, port=self.port, name="the malicious IdP", log_level="warning", ws="none", lifespan="off"
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"malicious-idp-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the malicious IdP did not start")
-            time.sleep(0.02)
+        self._server.start()
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()

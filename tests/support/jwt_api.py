@@ -17,19 +17,18 @@ import asyncio
 import contextlib
 import hashlib
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.oidc_provider import free_port
+from tests.support.server_thread import UvicornThread
 
 
 @dataclass
@@ -58,8 +57,7 @@ class JwtApi:
         self.app = Starlette(
             routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])]
         )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: UvicornThread | None = None
 
     # ------------------------------------------------------------------ what it saw
 
@@ -141,23 +139,14 @@ class JwtApi:
     # ------------------------------------------------------------------ server
 
     def start(self) -> None:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", ws="none", lifespan="off"
+        self._server = UvicornThread(
+            self.app, port=self.port, name="the JWT API", log_level="warning", ws="none", lifespan="off"
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"jwt-api-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the JWT API did not start")
-            time.sleep(0.02)
+        self._server.start()
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()
 
 
 def _unauthorized(error: str, description: str) -> Response:

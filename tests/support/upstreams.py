@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bff.config import RouteSettings, Settings
 from bff.metrics import Metrics
 from bff.proxy import ProxyApp
+from tests.support.server_thread import UvicornThread
 
 SECRET = Secret("test-secret-key-that-is-long-enough-0123456789")
 CHUNK = b"\0" * (1024 * 1024)
@@ -81,14 +82,12 @@ class WithLifespan:
                 return
 
 
-class ServerThread:
-    """uvicorn serving `app` on 127.0.0.1 in a background thread (its own event loop)."""
+class ServerThread(UvicornThread):
+    """uvicorn serving `app` on a free 127.0.0.1 port in a background thread, with the proxy tests'
+    settings; a context manager."""
 
     def __init__(self, app: ASGIApp, **config: Any) -> None:
-        self.port = free_port()
         options: dict[str, Any] = {
-            "host": "127.0.0.1",
-            "port": self.port,
             "log_level": "warning",
             "server_header": False,
             "date_header": False,
@@ -96,22 +95,15 @@ class ServerThread:
             "lifespan": "on" if isinstance(app, WithLifespan) else "off",
             **config,
         }
-        self.server = uvicorn.Server(uvicorn.Config(app, **options))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(app, port=free_port(), **options)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.stop()
 
 
 class UpstreamApp:
