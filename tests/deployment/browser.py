@@ -11,36 +11,14 @@ from __future__ import annotations
 
 import http.cookiejar
 import ssl
-from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
+from tests.support.browsing import fetch_headers, parse_forms
+
 CLIENT_ADDRESS = "127.0.0.2"
-
-
-class _Forms(HTMLParser):
-    """Every `<form>` of a page with its `<input>` values (an input's `form=` attribute honoured)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[tuple[str, str, dict[str, str], str]] = []
-        self._by_id: dict[str, dict[str, str]] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "form":
-            fields: dict[str, str] = {}
-            form_id = attributes.get("id") or ""
-            self.forms.append(
-                (attributes.get("action") or "", (attributes.get("method") or "get").upper(), fields, form_id)
-            )
-            if form_id:
-                self._by_id[form_id] = fields
-        elif tag == "input" and self.forms and attributes.get("name"):
-            owner = self._by_id.get(attributes.get("form") or "") or self.forms[-1][2]
-            owner[attributes["name"] or ""] = attributes.get("value") or ""
 
 
 class Visitor:
@@ -59,11 +37,7 @@ class Visitor:
 
     def api(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """What the SPA's `fetch` sends: the anti-forgery header, and its own Origin when it posts."""
-        headers = {"X-CSRF": "1", **kwargs.pop("headers", {})}
-        if method.upper() not in ("GET", "HEAD"):
-            parts = urlsplit(url)
-            headers.setdefault("Origin", f"{parts.scheme}://{parts.netloc}")
-            headers.setdefault("Sec-Fetch-Site", "same-origin")
+        headers = fetch_headers(method, url, kwargs.pop("headers", {}))
         return self.http.request(method, url, headers=headers, follow_redirects=False, **kwargs)
 
     def cookie(self, name: str) -> str | None:
@@ -85,16 +59,16 @@ class Visitor:
                 response = self.get(location)
                 continue
             assert response.status_code == 200, f"{response.url} answered {response.status_code}: {response.text}"
-            parser = _Forms()
-            parser.feed(response.text)
-            assert parser.forms, f"no form on {response.url}: {response.text[:500]}"
-            action, method, fields, _ = parser.forms[-1]
+            forms = parse_forms(response.text)
+            assert forms, f"no form on {response.url}: {response.text[:500]}"
+            form = forms[-1]
+            fields = form.fields
             if fields.get("prompt") == "login":
                 fields = {**fields, "login": user, "password": "any password"}
             elif fields.get("prompt") != "consent":
                 raise AssertionError(f"unexpected provider page {response.url}: {response.text[:800]}")
             response = self.http.request(
-                method, urljoin(str(response.url), action), data=fields, follow_redirects=False
+                form.method, urljoin(str(response.url), form.action), data=fields, follow_redirects=False
             )
         raise AssertionError("the login never came back to /bff/callback")
 
@@ -103,11 +77,9 @@ class Visitor:
         and press "Yes, sign me out" (the provider then sends the back-channel logout)."""
         response = self.get(f"{issuer}/session/end", params={"client_id": client_id})
         assert response.status_code == 200, response.text
-        parser = _Forms()
-        parser.feed(response.text)
-        action, method, fields, _ = next(form for form in parser.forms if form[3] == "op.logoutForm")
-        url = urljoin(str(response.url), action)
-        response = self.http.request(method, url, data={**fields, "logout": "yes"}, follow_redirects=False)
+        form = next(form for form in parse_forms(response.text) if form.id == "op.logoutForm")
+        url = urljoin(str(response.url), form.action)
+        response = self.http.request(form.method, url, data={**form.fields, "logout": "yes"}, follow_redirects=False)
         for _ in range(10):
             if not response.is_redirect:
                 break

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import http.cookiejar
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
+
+from tests.support.browsing import fetch_headers, parse_forms
 
 
 @dataclasses.dataclass
@@ -34,48 +35,6 @@ class Recorded:
 
     def text(self) -> str:
         return "\n".join(f"{name}: {value}" for name, value in self.headers) + "\n\n" + self.body.decode("latin-1")
-
-
-@dataclasses.dataclass
-class Form:
-    action: str
-    method: str
-    fields: dict[str, str]
-    id: str | None = None
-
-
-class _FormParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[Form] = []
-        self._inputs_by_form: dict[str, Form] = {}
-        self.buttons: list[dict[str, str | None]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "form":
-            form = Form(
-                action=attributes.get("action") or "",
-                method=(attributes.get("method") or "get").upper(),
-                fields={},
-                id=attributes.get("id"),
-            )
-            self.forms.append(form)
-            if form.id:
-                self._inputs_by_form[form.id] = form
-        elif tag == "input" and self.forms:
-            name = attributes.get("name")
-            if name:
-                owner = self._inputs_by_form.get(attributes.get("form") or "") or self.forms[-1]
-                owner.fields[name] = attributes.get("value") or ""
-        elif tag == "button":
-            self.buttons.append(attributes)
-
-
-def parse_forms(html: str) -> tuple[list[Form], list[dict[str, str | None]]]:
-    parser = _FormParser()
-    parser.feed(html)
-    return parser.forms, parser.buttons
 
 
 class Browser:
@@ -119,11 +78,7 @@ class Browser:
 
     def api(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """What the SPA's `fetch` sends: the anti-forgery header and the page's own Origin."""
-        headers = {"X-CSRF": "1", **kwargs.pop("headers", {})}
-        if method.upper() not in ("GET", "HEAD"):
-            parts = urlsplit(url)
-            headers.setdefault("Origin", f"{parts.scheme}://{parts.netloc}")
-            headers.setdefault("Sec-Fetch-Site", "same-origin")
+        headers = fetch_headers(method, url, kwargs.pop("headers", {}))
         return self.request(method, url, headers=headers, **kwargs)
 
     def cookie(self, name: str) -> str | None:
@@ -158,7 +113,7 @@ class Browser:
         raise AssertionError(f"more than {limit} redirects, last at {response.url}")
 
     def submit(self, response: httpx.Response, values: dict[str, str], *, form_index: int = -1) -> httpx.Response:
-        forms, _ = parse_forms(response.text)
+        forms = parse_forms(response.text)
         if not forms:
             raise AssertionError(f"no form on {response.url}: {response.text[:500]}")
         form = forms[form_index]
@@ -173,7 +128,7 @@ class Browser:
                 return response
             if response.status_code != 200:
                 raise AssertionError(f"provider page {response.url} answered {response.status_code}: {response.text}")
-            forms, _ = parse_forms(response.text)
+            forms = parse_forms(response.text)
             prompt = forms[-1].fields.get("prompt") if forms else None
             if prompt == "login":
                 response = self.submit(response, {"login": user, "password": "any password"})
@@ -202,7 +157,7 @@ class Browser:
         page and press "Yes, sign me out" (this is what sends the back-channel logout)."""
         response = self.get(f"{issuer}/session/end", params={"client_id": client_id})
         assert response.status_code == 200, response.text
-        forms, _ = parse_forms(response.text)
+        forms = parse_forms(response.text)
         form = next(f for f in forms if f.id == "op.logoutForm")
         response = self.post(urljoin(str(response.url), form.action), data={**form.fields, "logout": "yes"})
         return self.follow(response)
