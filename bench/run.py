@@ -600,6 +600,23 @@ def command_version(argv: Sequence[str]) -> str:
     return text[0] if text else "unknown"
 
 
+def git_state() -> tuple[str, bool]:
+    """The checkout's short commit and whether bff/ differs from it (or says it is not a checkout)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        status = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "bff"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout", False
+    return head.stdout.strip(), bool(status.stdout.strip())
+
+
 def package_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -614,8 +631,7 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    commit = command_version(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = command_version(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "bff"])
+    commit, dirty = git_state()
     return {
         "nproc": os.cpu_count(),
         "cpu_model": model,
@@ -624,7 +640,7 @@ def machine_info() -> dict[str, Any]:
         "caddy": command_version(["caddy", "version"]).split()[0],
         "wrk": command_version(["wrk", "--version"]).split()[1] if shutil.which("wrk") else "not installed",
         "packages": {name: package_version(name) for name in ("uvicorn", "uvloop", "httptools", "aiohttp")},
-        "git": commit + (" (bff/ modified)" if dirty not in ("", "unknown") else ""),
+        "git": commit + (" (bff/ modified)" if dirty else ""),
         "loadavg": os.getloadavg(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
