@@ -43,6 +43,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from bff.app import BffApp, create_app
+from bff.cli import SERVER_OPTIONS
 from bff.config import OIDCSettings, RouteSettings, Settings
 from bff.demo.api import DemoAPI
 from bff.demo.idp import DemoClient, DevIdentityProvider
@@ -141,12 +142,7 @@ def run_demo(*, host: str, port: int, access_ttl: int, data_dir: str) -> int:
         demo.app,
         host=host,
         port=port,
-        loop="uvloop",
-        http="httptools",
-        server_header=False,
-        date_header=False,
-        proxy_headers=False,  # X-Forwarded-* are judged by the BFF against trusted_proxies
-        access_log=False,
+        **SERVER_OPTIONS,
         log_level="info",
         log_config=log_config("info"),  # the BFF's and the provider's lines are part of the show
     )
