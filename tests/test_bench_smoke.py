@@ -5,21 +5,18 @@ numbers come from the full run (see bench/README.md)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.tools import find_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(
-    shutil.which("wrk") is None or shutil.which("caddy") is None,
-    reason="needs wrk and caddy (scripts/install-test-deps installs them)",
-)
 def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
+    for tool in ("wrk", "caddy"):
+        find_tool([tool], f"BENCHMARK SMOKE TEST NOT RUN: {tool} is not installed (apt-get install {tool})")
     results = tmp_path / "bench.json"
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--duration", "1", "--warmup", "0", "--json", str(results)],

@@ -22,6 +22,8 @@ import pytest_asyncio
 from e2e_flows import ACCESS_TTL, REPO, STARTED, OpenTab, Server, Tab, free_port, server_env, start_server
 from playwright.async_api import Browser, async_playwright, expect
 
+from tests.support.tools import missing_tool
+
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path(os.environ.get("BFF_E2E_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -33,17 +35,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-IN_CI = os.environ.get("CI", "").lower() == "true"
 TIMEOUT_MS = 10_000
 
 
 def require(ok: bool, reason: str) -> None:
     """Skip (locally) or fail (CI=true) when something the test needs is missing."""
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: scripts/install-test-deps should have installed it)", pytrace=False)
-    pytest.skip(f"E2E SKIPPED: {reason}")
+    if not ok:
+        missing_tool(f"E2E SKIPPED: {reason}")
 
 
 @pytest.hookimpl(wrapper=True)

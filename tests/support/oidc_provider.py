@@ -16,7 +16,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.support.processes import log_tail, start_logged, wait_until_ready
+from tests.support.tools import find_tool, missing_tool
 
 PROVIDER_DIR = Path(__file__).resolve().parent.parent / "oidc_provider"
 PROVIDER_SCRIPT = PROVIDER_DIR / "provider.mjs"
@@ -42,21 +41,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def missing_requirement(reason: str) -> None:
-    """Skip the test with `reason`, or fail it under CI, where nothing may be silently skipped."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"integration tests cannot run: {reason}", pytrace=False)
-    pytest.skip(f"integration tests need it: {reason}")
-
-
 def node_or_skip() -> str:
     """Path of `node`, after checking that the provider's packages are installed."""
-    node = shutil.which("node")
-    if node is None:
-        missing_requirement("`node` is not installed (scripts/install-test-deps installs nodejs)")
-    assert node is not None
+    node = find_tool(["node"], "INTEGRATION TESTS NOT RUN: `node` is not installed (apt-get install nodejs)")
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        missing_requirement(f"run `npm ci` in {PROVIDER_DIR} (scripts/install-test-deps does)")
+        missing_tool(f"INTEGRATION TESTS NOT RUN: run `npm ci` in {PROVIDER_DIR}")
     return node
 
 

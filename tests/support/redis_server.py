@@ -9,8 +9,6 @@ with the reason, except under `CI=true`, where they fail, because CI must run th
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -18,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.tools import find_tool
 
 REDIS_SERVER_CANDIDATES = ("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
 
@@ -31,20 +31,13 @@ def free_port() -> int:
 
 
 def redis_server_or_skip() -> str:
-    """Path of `redis-server` (or of `$BFF_TEST_REDIS_SERVER`); skip the test loudly when it is
-    missing, fail under CI=true."""
-    explicit = os.environ.get("BFF_TEST_REDIS_SERVER")
-    for candidate in (explicit,) if explicit else REDIS_SERVER_CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    reason = (
+    """Path of `redis-server` (or of `$BFF_TEST_REDIS_SERVER`)."""
+    return find_tool(
+        REDIS_SERVER_CANDIDATES,
         "REDIS TESTS NOT RUN: redis-server is not installed (apt-get install redis-server); "
-        "the Redis store is untested in this run"
+        "the Redis store is untested in this run",
+        override_variable="BFF_TEST_REDIS_SERVER",
     )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason + " (CI=true: a missing server fails the run)")
-    pytest.skip(reason)
 
 
 class RedisServer:
