@@ -270,7 +270,10 @@ def core_busy(cpus: set[int]) -> float:
     """CPU seconds the given cores spent on anything but idling (steal included)."""
     per_cpu = psutil.cpu_times(percpu=True)
     return sum(
-        t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+        float(t.user + t.nice + t.system)
+        + float(getattr(t, "irq", 0.0))
+        + float(getattr(t, "softirq", 0.0))
+        + float(getattr(t, "steal", 0.0))
         for i, t in enumerate(per_cpu)
         if i in cpus
     )

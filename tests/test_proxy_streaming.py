@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pytest
 
 from bff.config import RouteSettings
