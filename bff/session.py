@@ -7,6 +7,11 @@ a user's devices) plus a box holding the claims and tokens, sealed with AES-GCM 
 derived by HKDF-SHA256 from the session id, with the store key as associated data. So a copy of
 the store yields neither a usable cookie nor a token, and deleting a record makes its tokens
 unrecoverable. Cookies are `bff.cookies`' business; refreshing tokens is `bff.tokens`'.
+
+Decrypting and decoding a record costs more than the rest of a load, so each manager keeps the
+last sessions it decoded (bounded, least recently used out), each with the exact record bytes
+it came from. The store is still read on every load: a record that changed (refresh, slide) is
+other bytes and is decoded afresh, and one deleted by any worker (logout) loads as None.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,13 +39,17 @@ from bff.errors import StoreUnavailable
 from bff.stores import Store
 from bff.tokenset import TokenSet
 
-__all__ = ["SLIDE_INTERVAL", "Session", "SessionInfo", "SessionManager", "session_key"]
+__all__ = ["DECODED_CACHE_SIZE", "SLIDE_INTERVAL", "Session", "SessionInfo", "SessionManager", "session_key"]
 
 log = logging.getLogger("bff.session")
 
 SLIDE_INTERVAL = 60.0
 """`last_used_at` is written back at most this often (seconds; a quarter of the idle timeout when
 that is shorter), so the hot path rarely writes."""
+
+DECODED_CACHE_SIZE = 2048
+"""How many decoded sessions a manager keeps. Each holds the record bytes and the decoded claims
+and tokens, about 6 KiB with tokens of a typical size: some 13 MB per worker when full."""
 
 _RECORD_VERSION = 1
 _NONCE_BYTES = 12
@@ -95,6 +105,7 @@ class SessionManager:
         settings: SessionSettings,
         *,
         clock: Callable[[], float] = time.time,
+        cache_size: int = DECODED_CACHE_SIZE,
     ) -> None:
         self.store = store
         self._cookies = cookies
@@ -102,6 +113,9 @@ class SessionManager:
         self._clock = clock
         # With a short idle timeout (tests, kiosks) slide often enough that use keeps it alive.
         self._slide_interval = min(SLIDE_INTERVAL, settings.idle_timeout / 4)
+        # store key -> (the record bytes as read, the session they decoded to); most recent last.
+        self._decoded: OrderedDict[str, tuple[bytes, Session]] = OrderedDict()
+        self._cache_size = cache_size
 
     def __repr__(self) -> str:
         return f"SessionManager(store={self.store!r})"
@@ -143,12 +157,14 @@ class SessionManager:
         key = session_key(session_id)
         raw = await self.store.get(key)
         if raw is None:
+            self._decoded.pop(key, None)
             return None
-        session = _decode(raw, session_id, key)
+        session = self._decoded_session(raw, session_id, key)
         if session is None:
             return None
         now = self._clock()
         if self._expired(session, now):
+            self._decoded.pop(key, None)
             with contextlib.suppress(StoreUnavailable):  # the store's own ttl removes it anyway
                 await self.store.delete(key)
             return None
@@ -191,6 +207,7 @@ class SessionManager:
             meta = _metadata(raw) if raw is not None else None
             if meta is None or meta.get("sub") != sub:
                 return False
+        self._decoded.pop(key, None)
         deleted = await self.store.delete(key)
         if deleted:
             log.info("Session ended. session: '%s'", key[:12])
@@ -224,6 +241,7 @@ class SessionManager:
             raise ValueError("destroy_where needs sub or sid")
         count = 0
         for key in await self.store.keys_where(sub=sub, sid=sid):
+            self._decoded.pop(key, None)
             if await self.store.delete(key):
                 count += 1
         log.info("Sessions ended. sub: '%s', sid: '%s', count: %d", sub, sid, count)
@@ -236,6 +254,23 @@ class SessionManager:
 
     def clear_cookie_header(self) -> str:
         return self._cookies.session_clear_cookie()
+
+    def _decoded_session(self, raw: bytes, session_id: str, key: str) -> Session | None:
+        """`_decode(raw, ...)`, or the session these very bytes decoded to before. Only a record
+        that decoded is kept; its expiry is checked by the caller on every load all the same."""
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == raw and cached[1].id == session_id:
+            self._decoded.move_to_end(key)
+            return cached[1]
+        session = _decode(raw, session_id, key)
+        if session is None:
+            self._decoded.pop(key, None)
+        else:
+            self._decoded[key] = (raw, session)
+            self._decoded.move_to_end(key)
+            if len(self._decoded) > self._cache_size:
+                self._decoded.popitem(last=False)
+        return session
 
     def _expired(self, session: Session, now: float) -> bool:
         return now >= session.expires_at or now - session.last_used_at >= self._settings.idle_timeout

@@ -82,9 +82,13 @@ def make_settings(public_url: str = "http://127.0.0.1:8000") -> Settings:
     )
 
 
-def manager(store: Store, clock: Clock, public_url: str = "http://127.0.0.1:8000") -> SessionManager:
+def manager(
+    store: Store, clock: Clock, public_url: str = "http://127.0.0.1:8000", *, cache_size: int = 2048
+) -> SessionManager:
     settings = make_settings(public_url)
-    return SessionManager(store, CookieCodec(settings, clock=clock), settings.session, clock=clock)
+    return SessionManager(
+        store, CookieCodec(settings, clock=clock), settings.session, clock=clock, cache_size=cache_size
+    )
 
 
 async def new_session(sessions: SessionManager, sub: str = "alice", sid: str | None = "sid-1") -> Session:
@@ -435,3 +439,123 @@ async def test_a_short_idle_timeout_slides_often_enough_to_stay_alive() -> None:
         assert await sessions.load(session.id) is not None
     clock.now += 20
     assert await sessions.load(session.id) is None
+
+
+# -- the decoded-session cache ----------------------------------------------------------------
+
+
+async def test_an_unchanged_record_is_not_decoded_again(store: Store) -> None:
+    sessions = manager(store, Clock())
+    session = await new_session(sessions)
+    first = await sessions.load(session.id)
+    again = await sessions.load(session.id)
+    assert first == session
+    assert again is first  # the same bytes in the store: the session decoded from them before
+
+
+async def test_saved_tokens_are_loaded_not_the_cached_ones(store: Store) -> None:
+    sessions = manager(store, Clock())
+    session = await new_session(sessions)
+    assert await sessions.load(session.id) is not None
+    await sessions.save(session.with_tokens(TokenSet(access_token="access-token-2", refresh_token="rotated")))
+    loaded = await sessions.load(session.id)
+    assert loaded is not None
+    assert (loaded.tokens.access_token, loaded.tokens.refresh_token) == ("access-token-2", "rotated")
+
+
+async def test_a_slide_is_loaded_not_the_cached_use_time() -> None:
+    clock = Clock()
+    sessions = manager(MemoryStore(), clock)
+    session = await new_session(sessions)
+    assert await sessions.load(session.id) is not None
+    clock.now += SLIDE_INTERVAL
+    slid = await sessions.load(session.id)  # writes the new last_used_at
+    assert slid is not None and slid.last_used_at == clock.now
+    clock.now += 1
+    loaded = await sessions.load(session.id)
+    assert loaded is not None and loaded.last_used_at == slid.last_used_at
+
+
+async def test_logout_on_another_worker_ends_the_session_at_the_next_request(store: Store) -> None:
+    """Two managers on one store are two workers: one's cache must not outlive the other's logout."""
+    clock = Clock()
+    worker_a, worker_b = manager(store, clock), manager(store, clock)
+    session = await new_session(worker_a)
+    assert await worker_a.load(session.id) is not None
+    assert await worker_a.load(session.id) is not None  # cached by now
+    await worker_b.destroy_key(session.key)
+    assert await worker_a.load(session.id) is None
+
+
+async def test_a_refresh_on_another_worker_is_seen_at_the_next_request(store: Store) -> None:
+    clock = Clock()
+    worker_a, worker_b = manager(store, clock), manager(store, clock)
+    session = await new_session(worker_a)
+    assert await worker_a.load(session.id) is not None
+    refreshed = await worker_b.load(session.id)
+    assert refreshed is not None
+    await worker_b.save(refreshed.with_tokens(TokenSet(access_token="from-b", expires_at=1_800_000_900.0)))
+    loaded = await worker_a.load(session.id)
+    assert loaded is not None and loaded.tokens.access_token == "from-b"
+
+
+async def test_back_channel_logout_ends_a_cached_session(store: Store) -> None:
+    sessions = manager(store, Clock())
+    session = await new_session(sessions, sid="idp-sid")
+    assert await sessions.load(session.id) is not None
+    assert await sessions.destroy_where(sid="idp-sid") == 1
+    assert await sessions.load(session.id) is None
+
+
+async def test_a_cached_session_still_ends_at_its_idle_and_absolute_timeouts() -> None:
+    clock = Clock()
+    sessions = manager(MemoryStore(), clock)
+    idle = await new_session(sessions)
+    clock.now += 1
+    assert await sessions.load(idle.id) is not None  # cached, and too soon to slide
+    clock.now = idle.last_used_at + IDLE
+    assert await sessions.load(idle.id) is None
+
+    clock.now = 1_900_000_000.0
+    busy = await new_session(sessions)
+    while clock.now + 0.5 * IDLE < busy.expires_at:
+        clock.now += 0.5 * IDLE
+        assert await sessions.load(busy.id) is not None
+    assert await sessions.load(busy.id) is not None  # cached: the record did not change
+    clock.now = busy.expires_at
+    assert await sessions.load(busy.id) is None
+
+
+async def test_an_altered_record_is_refused_even_after_the_original_was_cached() -> None:
+    store = MemoryStore()
+    sessions = manager(store, Clock())
+    session = await new_session(sessions)
+    assert await sessions.load(session.id) is not None
+    raw = await store.get(session.key)
+    assert raw is not None
+    head, _, box = raw.partition(b"\n")
+    meta = json.loads(head)
+    meta["expires_at"] += 10 * ABSOLUTE
+    await store.set(session.key, json.dumps(meta).encode() + b"\n" + box, 60, sub="alice")
+    assert await sessions.load(session.id) is None
+    await store.set(session.key, raw, 60, sub="alice")  # the original is back: it loads again
+    assert await sessions.load(session.id) == session
+
+
+async def test_the_cache_keeps_at_most_cache_size_sessions() -> None:
+    sessions = manager(MemoryStore(), Clock(), cache_size=3)
+    created = [await new_session(sessions, sub=f"user-{n}") for n in range(5)]
+    loaded = [await sessions.load(session.id) for session in created]
+    assert len(sessions._decoded) == 3
+    assert await sessions.load(created[4].id) is loaded[4]  # among the 3 most recent
+    first = await sessions.load(created[0].id)  # pushed out: decoded again
+    assert first == created[0] and first is not loaded[0]
+    assert len(sessions._decoded) == 3
+
+
+async def test_a_destroyed_session_leaves_the_cache() -> None:
+    sessions = manager(MemoryStore(), Clock())
+    session = await new_session(sessions)
+    assert await sessions.load(session.id) is not None
+    await sessions.destroy(session)
+    assert session.key not in sessions._decoded
