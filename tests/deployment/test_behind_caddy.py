@@ -8,6 +8,7 @@ The visitor connects from 127.0.0.2 while Caddy and the BFF run on 127.0.0.1, so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import time
@@ -52,7 +53,8 @@ class Edge:
         return Visitor(verify=self.caddy.ssl_context() if self.caddy.tls else True)
 
 
-def start_edge(
+@contextlib.contextmanager
+def running_edge(
     root: Path,
     name: str,
     *,
@@ -61,7 +63,8 @@ def start_edge(
     provider: OidcProvider,
     api: JwtApi,
     echo_url: str,
-) -> Edge:
+) -> Iterator[Edge]:
+    """A BFF and Caddy in front of it, stopped when the block ends."""
     caddy_port = free_port()
     public_url = f"{'https' if tls else 'http'}://127.0.0.1:{caddy_port}"
     client = provider.register_client(f"{name}-{caddy_port}", public_url)
@@ -80,10 +83,10 @@ def start_edge(
     caddy = Caddy(root / name / "caddy", [f"127.0.0.1:{bff.port}"], port=caddy_port, tls=tls)
     try:
         caddy.start()
-    except BaseException:
+        yield Edge(caddy, bff)
+    finally:
+        caddy.stop()
         bff.stop()
-        raise
-    return Edge(caddy, bff)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +97,7 @@ def edge(
     echo: tuple[ServerThread, UpstreamApp],
 ) -> Iterator[Edge]:
     """Caddy with TLS in front of one BFF that trusts Caddy's address (`127.0.0.1`)."""
-    edge = start_edge(
+    with running_edge(
         tmp_path_factory.mktemp("edge"),
         "trusting",
         tls=True,
@@ -102,12 +105,8 @@ def edge(
         provider=provider,
         api=api,
         echo_url=echo[0].url,
-    )
-    try:
+    ) as edge:
         yield edge
-    finally:
-        edge.caddy.stop()
-        edge.bff.stop()
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +117,7 @@ def untrusting_edge(
     echo: tuple[ServerThread, UpstreamApp],
 ) -> Iterator[Edge]:
     """Caddy (plain http) in front of a BFF with `trusted_proxies = []`."""
-    edge = start_edge(
+    with running_edge(
         tmp_path_factory.mktemp("edge"),
         "untrusting",
         tls=False,
@@ -126,12 +125,8 @@ def untrusting_edge(
         provider=provider,
         api=api,
         echo_url=echo[0].url,
-    )
-    try:
+    ) as edge:
         yield edge
-    finally:
-        edge.caddy.stop()
-        edge.bff.stop()
 
 
 def cookie_attributes(header: str) -> tuple[str, dict[str, str]]:
