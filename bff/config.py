@@ -23,6 +23,7 @@ from bff.errors import ConfigError
 from bff.settings_reader import URL, ByteSize, Duration, build_dataclass, merge_environment
 
 TokenKind = Literal["user", "user_optional", "client", "none"]
+TokenPlacement = Literal["json", "form", "bearer"]
 
 _ENV_PREFIX = "BFF_"
 # BFF_... variables that are not settings: the config file path `bff serve` hands its workers.
@@ -43,6 +44,9 @@ class SessionSettings:
     """A session ends this long after login, however much it is used. Default: `90d`."""
     login_timeout: Duration = 600
     """How long a started login may take before the login-state cookie expires. Default: `10m`."""
+    keep_claims: tuple[str, ...] = ()
+    """The user claims a session keeps (and `/bff/user` shows); `sub` is always kept. Trims a
+    cookie-mode session that would not fit its cookies. Default: all of them."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,50 @@ class OIDCSettings:
 
 
 @dataclass(frozen=True)
+class TokenAPISettings:
+    """An existing JWT login API (SimpleJWT, flask-jwt-extended, ...) as the login source."""
+
+    login_url: URL
+    """Where `POST /bff/login` forwards the SPA's JSON credentials. Required."""
+    refresh_url: URL
+    """Where a refresh token is exchanged for a new access token. Required."""
+    logout_url: URL | None = None
+    """Called at logout to blacklist or revoke the refresh token. Default: none."""
+    logout_method: Literal["POST", "DELETE"] = "POST"
+    """HTTP method of the logout call. Default: `POST`."""
+    logout_token_in: TokenPlacement = "json"
+    """How the refresh token goes to `logout_url`: a `json` body field, a `form` field, or
+    `bearer` (`Authorization: Bearer`). Default: `json`."""
+    access_token_field: str = "access_token"
+    """Where the access token is in a login or refresh answer; dots for nested JSON
+    (`data.access`). Default: `access_token`."""
+    refresh_token_field: str = "refresh_token"
+    """Where the refresh token is in a login or refresh answer. Default: `refresh_token`."""
+    expires_in_field: str = "expires_in"
+    """Seconds the access token lives, when the answer has this field; otherwise the JWT's
+    `exp`. Default: `expires_in`."""
+    refresh_token_in: TokenPlacement = "json"
+    """How the refresh token goes to `refresh_url` (and `logout_url` with `json`/`form`):
+    `json` body field, `form` field, or `bearer`. Default: `json`."""
+    refresh_token_param: str = "refresh_token"
+    """The body field that carries the refresh token (`refresh` for SimpleJWT). Default: `refresh_token`."""
+    rotation: Literal["auto", "always", "never"] = "auto"
+    """Refresh-token rotation: `auto` takes a new refresh token when the answer has one,
+    `always` refuses an answer without one, `never` keeps the first. Default: `auto`."""
+    user_id_claim: str = "sub"
+    """The access-token claim that names the user (`user_id` for SimpleJWT). Default: `sub`."""
+    userinfo_url: URL | None = None
+    """GET with the access token; its JSON object becomes the user's claims. Default: the
+    access token's own claims."""
+    refresh_skew: Duration = 30
+    """Refresh an access token this long before it expires. `0` turns proactive refresh off. Default: `30s`."""
+    timeout: Duration = 10
+    """Timeout of each call to the API. Default: `10s`."""
+    retry_after: Duration = 5
+    """`Retry-After` sent with the 503 when the API cannot be reached. Default: `5s`."""
+
+
+@dataclass(frozen=True)
 class RouteSettings:
     """One `[[routes]]` entry: a path prefix, its upstream and the token it gets."""
 
@@ -120,8 +168,9 @@ class Settings:
     """The origin the browser sees. Default: `http://127.0.0.1:8000`."""
     session_store: str = "sqlite:///.bff/sessions.db"
     """`sqlite:///path`, `memory://` or `redis://host:port/db`. Default: `sqlite:///.bff/sessions.db`."""
-    token_storage: Literal["server"] = "server"
-    """Where tokens live; `server` is the only mode built so far. Default: `server`."""
+    token_storage: Literal["server", "cookie"] = "server"
+    """Where tokens live: `server` (a store record named by the cookie) or `cookie` (sealed into
+    the cookie itself; the store then keeps only short-lived records). Default: `server`."""
     trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
     """Addresses whose `X-Forwarded-*` headers are believed. Default: `127.0.0.1`."""
     prefix: str = "/bff"
@@ -142,6 +191,7 @@ class Settings:
     """A directory of SPA files served at `/` for paths no route claims. Default: none."""
     session: SessionSettings = field(default_factory=SessionSettings)
     oidc: OIDCSettings | None = None
+    token_api: TokenAPISettings | None = None
     routes: tuple[RouteSettings, ...] = ()
 
     @property
@@ -203,6 +253,13 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("session: idle_timeout and absolute_timeout must be positive")
     if settings.oidc is not None and not str(settings.oidc.client_secret):
         problems.append("oidc.client_secret: missing (required for a confidential client)")
+    # Until the two seams carry them: refused rather than silently run as server mode with OIDC.
+    if settings.token_storage == "cookie":
+        problems.append("token_storage: 'cookie' is not built yet")
+    if settings.token_api is not None:
+        problems.append("token_api: the token-API login source is not built yet")
+    if settings.oidc is not None and settings.token_api is not None:
+        problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
     seen: set[str] = set()
     for i, route in enumerate(settings.routes):
         if route is None:  # already reported while reading it
@@ -215,7 +272,9 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         if route.path in seen:
             problems.append(f"{key}.path: {route.path!r} is configured twice")
         seen.add(route.path)
-        if route.token != "none" and settings.oidc is None:
-            problems.append(f"{key}.token: {route.token!r} needs an [oidc] section")
+        if route.token == "client" and settings.oidc is None:
+            problems.append(f"{key}.token: 'client' needs an [oidc] section (client credentials)")
+        elif route.token != "none" and settings.oidc is None and settings.token_api is None:
+            problems.append(f"{key}.token: {route.token!r} needs a login source, an [oidc] or a [token_api] section")
         if route.max_connections < 1:
             problems.append(f"{key}.max_connections: must be at least 1")

@@ -9,8 +9,12 @@
       NotFound                   404 not_found
       PayloadTooLarge            413 payload_too_large
       HeadersTooLarge            431 headers_too_large
+      NotAvailable               404 not_available        a feature this configuration does not have
       LoginFailed                400 login_failed         state, nonce or issuer mismatch
+      InvalidCredentials         401 invalid_credentials  the token API refused the user's credentials
+      TooManyRequests            429 too_many_requests    the token API throttles logins; its Retry-After
       BadRequest                 400 bad_request
+      SessionTooLarge            500 session_too_large    a cookie-mode session that no cookies can hold
       IdPError                   502 idp_error            .error .error_description .status
         RefreshRejected          401 session_expired      .error == "invalid_grant"; session deleted
         ProviderUnavailable      503 provider_unavailable  network error or 5xx; Retry-After; session kept
@@ -83,6 +87,28 @@ class OriginRejected(BffError):
 class NotFound(BffError):
     status_code = 404
     code = "not_found"
+
+
+class NotAvailable(BffError):
+    status_code = 404
+    code = "not_available"
+
+
+class InvalidCredentials(BffError):
+    status_code = 401
+    code = "invalid_credentials"
+
+
+class TooManyRequests(BffError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, detail: str, *, retry_after: str | None = None) -> None:
+        super().__init__(detail, headers=[("retry-after", retry_after)] if retry_after else [])
+
+
+class SessionTooLarge(BffError):
+    code = "session_too_large"
 
 
 class PayloadTooLarge(BffError):

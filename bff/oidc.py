@@ -23,13 +23,12 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
-import jwt
 
 from bff.config import OIDCSettings, Settings
 from bff.discovery import ProviderMetadata, parse_discovery
 from bff.errors import IdPError, ProviderUnavailable, RefreshRejected
 from bff.idtokens import TokenValidator
-from bff.tokenset import TokenSet
+from bff.tokenset import TokenSet, jwt_exp
 
 DISCOVERY_TTL = 3600.0
 
@@ -180,7 +179,7 @@ def parse_token_response(response: httpx.Response, *, now: float, retry_after: f
     if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
         expires_at = now + float(expires_in)
     else:
-        expires_at = _jwt_exp(access_token)
+        expires_at = jwt_exp(access_token)
     return TokenSet(
         access_token=access_token,
         refresh_token=data.get("refresh_token") or None,
@@ -304,14 +303,3 @@ def _add_resource(params: dict[str, str], oidc: OIDCSettings) -> None:
         params["resource"] = oidc.resource
     if oidc.audience:
         params["audience"] = oidc.audience
-
-
-def _jwt_exp(token: str) -> float | None:
-    """The `exp` of a JWT access token, unverified (only used to know when to refresh)."""
-    if token.count(".") != 2:
-        return None
-    try:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-    except jwt.PyJWTError:
-        return None
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
+
 
 @dataclass(frozen=True)
 class TokenSet:
@@ -40,3 +42,22 @@ class TokenSet:
     def from_dict(cls, data: dict[str, Any]) -> TokenSet:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def jwt_exp(token: str) -> float | None:
+    """The `exp` of a JWT access token, unverified (only used to know when to refresh)."""
+    claims = jwt_claims(token)
+    exp = None if claims is None else claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """The payload of a JWT, unverified: the BFF reads tokens it was just handed by the party that
+    signed them, it never trusts a browser's copy. None when `token` is not a JWT."""
+    if token.count(".") != 2:
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    return claims if isinstance(claims, dict) else None

@@ -117,7 +117,7 @@ BAD_FILES = [
     (
         "user token without oidc",
         'secret_keys = ["' + KEY + '"]\n[[routes]]\npath = "/api"\nupstream = "http://a"\ntoken = "user"',
-        "routes[0].token: 'user' needs an [oidc] section",
+        "routes[0].token: 'user' needs a login source, an [oidc] or a [token_api] section",
     ),
     (
         "route under the BFF prefix",

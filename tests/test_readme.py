@@ -10,7 +10,7 @@ import pytest
 from bff.config import OIDCSettings, RouteSettings, SessionSettings, Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-SECTIONS = {"session", "oidc", "routes"}
+SECTIONS = {"session", "oidc", "token_api", "routes"}
 
 
 @pytest.mark.parametrize("cls", [Settings, SessionSettings, OIDCSettings, RouteSettings])
