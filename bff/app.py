@@ -24,12 +24,21 @@ from bff.cookies import CookieCodec
 from bff.endpoints import build_endpoint_routes
 from bff.errors import BffError
 from bff.health import build_health_routes
+from bff.login import LoginSource
 from bff.metrics import Metrics
 from bff.oidc import OIDCClient
+from bff.oidc_endpoints import build_oidc_routes
 from bff.proxy import ProxyApp
-from bff.session import SessionManager
+from bff.server_sessions import ServerSessions
+from bff.session import Devices, Sessions
 from bff.stores import open_store
 from bff.tokens import TokenManager
+
+DEFAULT_SOURCE_TIMEOUT = 10.0
+"""Timeout of the identity-provider client when no login source is configured (nothing calls it then)."""
+LEASE_MARGIN = 5.0
+"""The refresh lease outlives one call to the login source by this much, so it never lapses
+under a live holder."""
 
 
 def create_app(
@@ -42,6 +51,15 @@ def create_app(
     """Build the whole BFF. `idp_transport` lets unit tests answer the provider's calls in-process;
     `extra_routes` lets `bff demo` mount its identity provider and API in the same app."""
     return BffApp(settings, clock=clock, idp_transport=idp_transport, extra_routes=extra_routes)
+
+
+def build_login_source(
+    settings: Settings, http: httpx.AsyncClient, *, clock: Callable[[], float] = time.time
+) -> LoginSource | None:
+    """The configured login source (also what `bff check` reaches), or None without one."""
+    if settings.oidc is not None:
+        return OIDCClient(http, settings, clock=clock)
+    return None
 
 
 class BffApp:
@@ -59,19 +77,28 @@ class BffApp:
         self.metrics = Metrics()
         self.store = open_store(settings.session_store)
         self.cookies = CookieCodec(settings, clock=clock)
-        self.sessions = SessionManager(self.store, self.cookies, settings.session, clock=clock)
-        self._idp_http = httpx.AsyncClient(
-            transport=idp_transport,
-            timeout=settings.oidc.timeout if settings.oidc else 10,
-            follow_redirects=False,
+        source_settings = settings.oidc or settings.token_api
+        timeout = source_settings.timeout if source_settings is not None else DEFAULT_SOURCE_TIMEOUT
+        self._idp_http = httpx.AsyncClient(transport=idp_transport, timeout=timeout, follow_redirects=False)
+        # The one place that picks the implementations: who issues tokens, and where sessions live.
+        self.source = build_login_source(settings, self._idp_http, clock=clock)
+        self.oidc = self.source if isinstance(self.source, OIDCClient) else None
+        server_sessions = ServerSessions(
+            self.store, self.cookies, settings.session, lease_ttl=timeout + LEASE_MARGIN, clock=clock
         )
-        self.oidc = OIDCClient(self._idp_http, settings, clock=clock) if settings.oidc else None
-        self.tokens = TokenManager(settings, self.sessions, self.oidc, self.metrics, clock=clock)
-        routes: list[BaseRoute] = [
-            *build_health_routes(self),
-            *build_endpoint_routes(self),
-            *extra_routes,
-        ]
+        self.sessions: Sessions = server_sessions
+        self.devices: Devices | None = server_sessions
+        self.tokens = TokenManager(
+            self.sessions,
+            self.source,
+            self.metrics,
+            client_credentials=self.oidc.client_credentials if self.oidc is not None else None,
+            clock=clock,
+        )
+        routes: list[BaseRoute] = [*build_health_routes(self), *build_endpoint_routes(self)]
+        if self.oidc is not None:
+            routes.extend(build_oidc_routes(self, self.oidc))
+        routes.extend(extra_routes)
         if settings.static_dir:
             routes.append(Mount("/", app=StaticFiles(directory=settings.static_dir, html=True), name="static"))
         self.control = Starlette(

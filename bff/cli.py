@@ -115,11 +115,14 @@ def _check(args: argparse.Namespace) -> int:
 async def _reach_provider(settings: Settings) -> None:
     import httpx
 
-    from bff.oidc import OIDCClient
+    from bff.app import DEFAULT_SOURCE_TIMEOUT, build_login_source
 
-    assert settings.oidc is not None
-    async with httpx.AsyncClient(timeout=settings.oidc.timeout) as http:
-        await OIDCClient(http, settings).discover()
+    source_settings = settings.oidc or settings.token_api
+    timeout = source_settings.timeout if source_settings is not None else DEFAULT_SOURCE_TIMEOUT
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+        source = build_login_source(settings, http)
+        if source is not None:
+            await source.ready()
 
 
 def _store_kind(settings: Settings) -> str:

@@ -6,7 +6,8 @@ verifies and decrypts, so that a new key can be put in front without logging any
 - the session cookie: a random session id signed with itsdangerous (HMAC-SHA256). The id means
   nothing without the store; the cookie carries no token;
 - `seal`/`unseal`: small dicts (the login state) encrypted and authenticated with AES-GCM under
-  a key derived by HKDF from the secret and a `purpose`, with the time they were sealed;
+  a key derived by HKDF from the secret and a `purpose` (`bff.sealing`), with the time they were
+  sealed;
 - the attributes: `HttpOnly`, `Path=/`, no `Domain`, `SameSite`, and `Secure` plus the
   `__Host-` name prefix whenever `public_url` is https.
 
@@ -21,24 +22,19 @@ import binascii
 import hashlib
 import json
 import re
-import secrets
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadData, Signer
 
 from bff.config import Settings
+from bff.sealing import OVERHEAD, Sealer
 
 # secrets.token_urlsafe(32): 32 random bytes, 43 base64url characters.
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 _SEAL_VERSION = b"\x01"
-_NONCE_BYTES = 12
 _MAX_COOKIE_VALUE = 4096
 _SAME_SITE = {"strict": "Strict", "lax": "Lax"}
 
@@ -60,7 +56,7 @@ class CookieCodec:
             digest_method=hashlib.sha256,
         )
         self._secrets = secrets_
-        self._seal_keys: dict[str, list[AESGCM]] = {}
+        self._sealers: dict[str, Sealer] = {}
 
     def __repr__(self) -> str:
         return f"CookieCodec(session_cookie_name={self.session_cookie_name!r}, keys={len(self._secrets)})"
@@ -139,9 +135,8 @@ class CookieCodec:
         """`data` as JSON, encrypted and authenticated for `purpose`, stamped with the time:
         base64url text, safe in a cookie or a URL."""
         plaintext = struct.pack(">d", self._clock()) + json.dumps(dict(data), separators=(",", ":")).encode()
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        ciphertext = self._keys_for(purpose)[0].encrypt(nonce, plaintext, _seal_aad(purpose))
-        return base64.urlsafe_b64encode(_SEAL_VERSION + nonce + ciphertext).rstrip(b"=").decode("ascii")
+        sealed = self.sealer(purpose).seal(plaintext, _seal_aad(purpose))
+        return base64.urlsafe_b64encode(_SEAL_VERSION + sealed).rstrip(b"=").decode("ascii")
 
     def unseal(self, token: str, *, purpose: str, max_age: float) -> dict[str, Any] | None:
         """The dict `seal` was given, or None when the token is bad, older than `max_age`
@@ -152,39 +147,32 @@ class CookieCodec:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
             return None
-        if len(raw) < 1 + _NONCE_BYTES + 16 + 8 or raw[:1] != _SEAL_VERSION:
+        if len(raw) < 1 + OVERHEAD + 8 or raw[:1] != _SEAL_VERSION:
             return None
-        nonce, ciphertext = raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
-        for key in self._keys_for(purpose):
-            try:
-                plaintext = key.decrypt(nonce, ciphertext, _seal_aad(purpose))
-            except InvalidTag:
-                continue
-            (sealed_at,) = struct.unpack(">d", plaintext[:8])
-            age = self._clock() - sealed_at
-            if age > max_age or age < -5:  # 5 s of tolerance for a clock stepping back
-                return None
-            try:
-                data = json.loads(plaintext[8:])
-            except ValueError:
-                return None
-            return data if isinstance(data, dict) else None
-        return None
+        plaintext = self.sealer(purpose).open(raw[1:], _seal_aad(purpose))
+        if plaintext is None:
+            return None
+        (sealed_at,) = struct.unpack(">d", plaintext[:8])
+        age = self._clock() - sealed_at
+        if age > max_age or age < -5:  # 5 s of tolerance for a clock stepping back
+            return None
+        try:
+            data = json.loads(plaintext[8:])
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
 
-    def _keys_for(self, purpose: str) -> list[AESGCM]:
-        keys = self._seal_keys.get(purpose)
-        if keys is None:
-            keys = [AESGCM(_hkdf(secret, info=b"bff seal:" + purpose.encode())) for secret in self._secrets]
-            self._seal_keys[purpose] = keys
-        return keys
+    def sealer(self, purpose: str) -> Sealer:
+        """The box for `purpose` under every secret key (the first seals), derived once."""
+        sealer = self._sealers.get(purpose)
+        if sealer is None:
+            sealer = Sealer(self._secrets, salt=b"bff-proxy", info=b"bff seal:" + purpose.encode())
+            self._sealers[purpose] = sealer
+        return sealer
 
 
 def _seal_aad(purpose: str) -> bytes:
     return b"bff seal v1:" + purpose.encode()
-
-
-def _hkdf(secret: bytes, *, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"bff-proxy", info=info).derive(secret)
 
 
 def _same_site(value: str) -> str:

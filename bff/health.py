@@ -1,6 +1,6 @@
-"""`/healthz` (liveness), `/readyz` (readiness: the store answers and the provider's discovery
-document can be fetched) and `/metrics` (Prometheus text). Never behind the session or the
-anti-forgery check; what they report holds no secret.
+"""`/healthz` (liveness), `/readyz` (readiness: the store answers, and so does the login source)
+and `/metrics` (Prometheus text). Never behind the session or the anti-forgery check; what they
+report holds no secret.
 """
 
 from __future__ import annotations
@@ -13,17 +13,20 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bff.errors import BffError
+from bff.login import LoginSource
 from bff.metrics import Metrics
-from bff.oidc import OIDCClient
 from bff.stores import Store
 
 __all__ = ["HealthParts", "build_health_routes"]
 
 
 class HealthParts(Protocol):
-    metrics: Metrics
-    store: Store
-    oidc: OIDCClient | None
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def source(self) -> LoginSource | None: ...
 
 
 def build_health_routes(parts: HealthParts) -> list[BaseRoute]:
@@ -37,9 +40,9 @@ def build_health_routes(parts: HealthParts) -> list[BaseRoute]:
             checks["store"] = "ok"
         except BffError as exc:
             checks["store"] = exc.detail or exc.code
-        if parts.oidc is not None:
+        if parts.source is not None:
             try:
-                await parts.oidc.discover(force=True)
+                await parts.source.ready()
                 checks["provider"] = "ok"
             except BffError as exc:
                 checks["provider"] = exc.detail or exc.code

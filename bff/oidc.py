@@ -16,6 +16,7 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -26,9 +27,11 @@ import httpx
 
 from bff.config import OIDCSettings, Settings
 from bff.discovery import ProviderMetadata, parse_discovery
-from bff.errors import IdPError, ProviderUnavailable, RefreshRejected
+from bff.errors import BffError, IdPError, ProviderUnavailable, RefreshRejected
 from bff.idtokens import TokenValidator
 from bff.tokenset import TokenSet, jwt_exp
+
+log = logging.getLogger("bff.oidc")
 
 DISCOVERY_TTL = 3600.0
 
@@ -197,6 +200,8 @@ class OIDCClient:
         assert settings.oidc is not None
         self.settings = settings
         self.config: OIDCSettings = settings.oidc
+        self.refresh_skew = self.config.refresh_skew
+        self.timeout = self.config.timeout
         self._http = http
         self._clock = clock
         self._provider: ProviderMetadata | None = None
@@ -264,6 +269,22 @@ class OIDCClient:
 
     async def end_session_url(self, id_token: str | None) -> str | None:
         return build_end_session_url(await self.discover(), self.settings, self.config, id_token)
+
+    async def end(self, tokens: TokenSet) -> str | None:
+        """Logout: revoke the refresh token (RFC 7009) and hand back the end-session URL. Neither
+        failing stops the local logout; the grant then ends at its own expiry."""
+        if tokens.refresh_token:
+            try:
+                await self.revoke(tokens.refresh_token, "refresh_token")
+            except BffError as exc:
+                log.warning("Revocation failed at logout: %s", exc.detail)
+        try:
+            return await self.end_session_url(tokens.id_token if self.config.logout_id_token_hint else None)
+        except BffError:
+            return None
+
+    async def ready(self) -> None:
+        await self.discover(force=True)
 
     async def validate_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
         return await self._validator.validate_id_token(id_token, nonce=nonce)

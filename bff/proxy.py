@@ -37,24 +37,25 @@ from bff.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from bff.headers import RawHeaders
 from bff.metrics import Metrics
 from bff.paths import SAFE, normalise_path
 from bff.request_body import LARGE_BYTES, ClientGone, DisconnectWatch, RequestBody, read_up_to, slices
 from bff.routes import ProxyRoute
+from bff.tokens import Bearer
 from bff.websocket import CLIENT_CLOSED
 
 logger = logging.getLogger("bff.proxy")
 
 
 class BearerSource(Protocol):
-    async def bearer(self, route: RouteSettings, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-        """Access token for this request (None: forward without Authorization).
-        Raises NotAuthenticated, SessionExpired/RefreshRejected (with a clearing Set-Cookie in
-        .headers), ProviderUnavailable, StoreUnavailable."""
+    async def bearer(self, route: RouteSettings, headers: RawHeaders) -> Bearer | None:
+        """Access token for this request (None: forward without Authorization), with the
+        `Set-Cookie` values the response must carry. Raises NotAuthenticated,
+        SessionExpired/RefreshRejected (with a clearing Set-Cookie in .headers),
+        ProviderUnavailable, StoreUnavailable."""
 
-    async def bearer_after_rejection(
-        self, route: RouteSettings, headers: Sequence[tuple[bytes, bytes]], rejected: str
-    ) -> str | None:
+    async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
         """The upstream answered 401 to `rejected`: refresh once (single flight) and return the new
         token, or None when there is nothing better to try."""
 
@@ -165,9 +166,9 @@ class ProxyApp:
         if length is not None and self._max_body is not None and length > self._max_body:
             raise PayloadTooLarge(f"request body is larger than {self._max_body} bytes")
 
-        token: str | None = None
+        bearer: Bearer | None = None
         if route.needs_token and self._bearer is not None:
-            token = await self._bearer.bearer(route.settings, headers)
+            bearer = await self._bearer.bearer(route.settings, headers)
 
         query: bytes = scope.get("query_string", b"")
         if query:
@@ -181,7 +182,7 @@ class ProxyApp:
         data: bytes | AsyncIterator[bytes] | None = None
         replayable = False
         if chunked or length:
-            if route.needs_token and token is not None and (length is None or length <= self._max_replay):
+            if bearer is not None and (length is None or length <= self._max_replay):
                 buffered, more = await read_up_to(receive, self._max_replay, body)
                 if more or len(buffered) > self._max_replay:
                     data = body.stream(receive, buffered, more)  # over the replay limit: sent once
@@ -194,19 +195,21 @@ class ProxyApp:
         else:
             body.done = replayable = True
 
-        attempt = forwarded if token is None else [*forwarded, ("authorization", "Bearer " + token)]
+        attempt = forwarded if bearer is None else [*forwarded, ("authorization", "Bearer " + bearer.token)]
         response = await self._request(route, method, url, attempt, data, body)
-        if response.status == 401 and replayable and token is not None and self._bearer is not None:
+        if response.status == 401 and replayable and bearer is not None and self._bearer is not None:
             try:
-                fresh = await self._bearer.bearer_after_rejection(route.settings, headers, token)
+                fresh = await self._bearer.bearer_after_rejection(route.settings, bearer)
             except BaseException:
                 response.close()
                 raise
             if fresh is not None:
                 response.release()
-                attempt = [*forwarded, ("authorization", "Bearer " + fresh)]
+                bearer = fresh
+                attempt = [*forwarded, ("authorization", "Bearer " + bearer.token)]
                 response = await self._request(route, method, url, attempt, data, body)
-        return await self._respond(route, response, receive, send, body)
+        set_cookies = bearer.set_cookies if bearer is not None else ()
+        return await self._respond(route, response, receive, send, body, set_cookies)
 
     async def _request(
         self,
@@ -242,17 +245,21 @@ class ProxyApp:
             raise UpstreamUnavailable(f"route {route.path!r}: {detail}") from None
 
     async def _respond(
-        self, route: ProxyRoute, response: aiohttp.ClientResponse, receive: Receive, send: Send, body: RequestBody
+        self,
+        route: ProxyRoute,
+        response: aiohttp.ClientResponse,
+        receive: Receive,
+        send: Send,
+        body: RequestBody,
+        set_cookies: Sequence[str],
     ) -> int:
         status = response.status
         body.started = True
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": route.response_filter.apply(response.raw_headers),
-            }
-        )
+        headers = route.response_filter.apply(response.raw_headers)
+        if set_cookies:
+            # The session changed on the way (cookie mode: refreshed): its cookie rides on this answer.
+            headers.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in set_cookies)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         content = response.content
         watch: DisconnectWatch | None = None
         try:
@@ -293,17 +300,17 @@ class ProxyApp:
         headers = scope["headers"]
         try:
             self._anti_forgery.check_websocket(headers)
-            token: str | None = None
+            bearer: Bearer | None = None
             if route.needs_token and self._bearer is not None:
-                token = await self._bearer.bearer(route.settings, headers)
+                bearer = await self._bearer.bearer(route.settings, headers)
         except BffError as exc:
             self._metrics.proxied(route.path, exc.status_code)
             await websocket.deny(scope, receive, send, exc)
             return
         client = scope.get("client")
         forwarded, _, _ = route.ws_filter.apply(headers, client[0] if client else None)
-        if token is not None:
-            forwarded.append(("authorization", "Bearer " + token))
+        if bearer is not None:
+            forwarded.append(("authorization", "Bearer " + bearer.token))
         query: bytes = scope.get("query_string", b"")
         if not query.isascii():
             query = quote_from_bytes(query, safe=SAFE).encode("ascii")
@@ -313,7 +320,14 @@ class ProxyApp:
             await websocket.deny(scope, receive, send, UpstreamUnavailable(f"route {route.path!r}: proxy not started"))
             return
         status = await websocket.relay(
-            scope, receive, send, session=route.session, url=url, headers=forwarded, route_path=route.path
+            scope,
+            receive,
+            send,
+            session=route.session,
+            url=url,
+            headers=forwarded,
+            route_path=route.path,
+            set_cookies=bearer.set_cookies if bearer is not None else (),
         )
         self._metrics.proxied(route.path, status)
 

@@ -7,9 +7,14 @@ session named by the cookie; for `client` routes it is the BFF's own client-cred
 Single flight, because with refresh-token rotation a second refresh with the same (now used)
 refresh token reads as theft at the provider and kills the session:
   * in-process, every request of one session that needs a refresh awaits one shared task;
-  * across workers and replicas, that task holds the store lease `refresh:<key>`, then reloads
-    the session and refreshes only if its access token is still the stale one; else another
-    worker refreshed it already and its result is used (lock, reload, re-check, refresh, save).
+  * across workers and replicas, that task holds the session's refresh lease
+    (`Sessions.refreshing`), which yields its newest state, and refreshes only if its access
+    token is still the stale one; else another worker refreshed it already and its result is
+    used (lock, reload, re-check, refresh, save). Where that state lives is the `Sessions`' business,
+    who renews the tokens the `LoginSource`'s.
+
+A `Bearer` carries the `Set-Cookie` values a changed session needs (cookie mode: the resealed
+cookie after a refresh), which the proxy adds to the upstream's response.
 
 `invalid_grant` ends the session (401 `session_expired`, with the clearing `Set-Cookie`); a
 provider that is down or answers 5xx does not (503 with `Retry-After`, session kept).
@@ -21,82 +26,92 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bff.config import RouteSettings, Settings
+from bff.config import RouteSettings
 from bff.errors import BffError, IdPError, NotAuthenticated, ProviderUnavailable, RefreshRejected, SessionExpired
+from bff.headers import RawHeaders
+from bff.login import LoginSource
 from bff.metrics import Metrics
-from bff.oidc import OIDCClient
-from bff.session import Session, SessionManager
+from bff.session import Session, Sessions
 from bff.tokenset import TokenSet
 
-__all__ = ["TokenManager"]
+__all__ = ["Bearer", "TokenManager"]
 
 log = logging.getLogger("bff.tokens")
 
 T = TypeVar("T")
-RawHeaders = Sequence[tuple[bytes, bytes]]
 CLIENT_TOKEN_SKEW = 30.0
 """A client-credentials token is replaced this long before it expires."""
+
+
+@dataclass(frozen=True)
+class Bearer:
+    """The access token for one proxied request, and what the response must carry besides."""
+
+    token: str
+    set_cookies: Sequence[str] = ()
+    """`Set-Cookie` values for the browser: the session changed while getting the token."""
+    session: Session | None = None
+    """The session the token belongs to (None for a client-credentials token)."""
+    loaded: Session | None = None
+    """That session as the browser's cookie held it."""
 
 
 class TokenManager:
     def __init__(
         self,
-        settings: Settings,
-        sessions: SessionManager,
-        oidc: OIDCClient | None,
+        sessions: Sessions,
+        source: LoginSource | None,
         metrics: Metrics,
         *,
+        client_credentials: Callable[[], Awaitable[TokenSet]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._settings = settings
         self._sessions = sessions
-        self._oidc = oidc
+        self._source = source
+        self._client_credentials = client_credentials
         self._metrics = metrics
         self._clock = clock
-        self._skew = settings.oidc.refresh_skew if settings.oidc else 0.0
-        timeout = settings.oidc.timeout if settings.oidc else 10.0
-        # The lease outlives one refresh call (so it never lapses under a live holder); a waiter
-        # gives up (503) a little after a holder would have timed out.
-        self._lock_ttl = timeout + 5.0
-        self._lock_wait = timeout + 5.0
-        self._refreshing: dict[str, asyncio.Task[Session]] = {}
+        self._skew = source.refresh_skew if source is not None else 0.0
+        self._refreshing: dict[tuple[str, str], asyncio.Task[Session]] = {}
         self._client_tokens: TokenSet | None = None
         self._client_task: asyncio.Task[TokenSet] | None = None
 
     # -- BearerSource ---------------------------------------------------------------------------
 
-    async def bearer(self, route: RouteSettings, headers: RawHeaders) -> str | None:
+    async def bearer(self, route: RouteSettings, headers: RawHeaders) -> Bearer | None:
         """The access token for a request on `route`; None forwards without `Authorization`."""
         if route.token == "none":
             return None
         if route.token == "client":
-            return (await self.client_tokens()).access_token
-        session = await self._sessions.load_from_headers(headers)
-        if session is None:
+            return Bearer((await self.client_tokens()).access_token)
+        loaded = await self._sessions.load(headers)
+        if loaded is None:
             if route.token == "user":
                 raise NotAuthenticated("this route needs a signed-in user")
             return None
-        return (await self.fresh_session(session)).tokens.access_token
+        return self._bearer_of(await self.fresh_session(loaded), loaded)
 
-    async def bearer_after_rejection(self, route: RouteSettings, headers: RawHeaders, rejected: str) -> str | None:
+    async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
         """The upstream answered 401 to `rejected`: a newer token, or None when there is none."""
-        if route.token == "none":
-            return None
-        if route.token == "client":
-            if self._client_tokens is not None and self._client_tokens.access_token == rejected:
+        if rejected.session is None or rejected.loaded is None:
+            if route.token != "client":
+                return None
+            if self._client_tokens is not None and self._client_tokens.access_token == rejected.token:
                 self._client_tokens = None
             token = (await self.client_tokens()).access_token
-            return token if token != rejected else None
-        session = await self._sessions.load_from_headers(headers)
-        if session is None:
+            return Bearer(token) if token != rejected.token else None
+        session = await self._refresh(rejected.session)
+        if session.tokens.access_token == rejected.token:
             return None
-        if session.tokens.access_token == rejected:
-            session = await self._refresh(session)
-        token = session.tokens.access_token
-        return token if token != rejected else None
+        return self._bearer_of(session, rejected.loaded)
+
+    def _bearer_of(self, session: Session, loaded: Session) -> Bearer:
+        cookies = self._sessions.cookies_for(session, loaded=loaded)
+        return Bearer(session.tokens.access_token, cookies, session, loaded)
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -114,26 +129,27 @@ class TokenManager:
         return session
 
     async def _refresh(self, session: Session) -> Session:
-        """Single flight in this process: callers for one session share one task, which survives
-        any one caller being cancelled (a browser that went away)."""
-        task = self._refreshing.get(session.key)
+        """Single flight in this process: callers holding the same stale state share one task,
+        which survives any one caller being cancelled (a browser that went away)."""
+        flight = (session.key, session.tokens.access_token)
+        task = self._refreshing.get(flight)
         if task is None:
-            task = _start(self._refresh_with_lease(session))
-            self._refreshing[session.key] = task
-            task.add_done_callback(functools.partial(self._forget, session.key))
+            task = _detached_task(self._refresh_with_lease(session))
+            self._refreshing[flight] = task
+            task.add_done_callback(functools.partial(self._forget, flight))
         return await asyncio.shield(task)
 
-    def _forget(self, key: str, task: asyncio.Task[Session]) -> None:
-        if self._refreshing.get(key) is task:
-            del self._refreshing[key]
+    def _forget(self, flight: tuple[str, str], task: asyncio.Task[Session]) -> None:
+        if self._refreshing.get(flight) is task:
+            del self._refreshing[flight]
 
     async def _refresh_with_lease(self, stale: Session) -> Session:
         """Lock, reload, re-check, refresh, save: across workers one refresh per stale token."""
-        assert self._oidc is not None
-        async with self._sessions.store.lock(f"refresh:{stale.key}", ttl=self._lock_ttl, wait=self._lock_wait):
-            session = await self._sessions.load(stale.id)
+        if self._source is None:
+            raise BffError("refreshing a session needs a login source")
+        async with self._sessions.refreshing(stale) as session:
             if session is None:
-                raise SessionExpired("the session has ended", headers=[self._clear_cookie()])
+                raise SessionExpired("the session has ended", headers=self._clearing(stale))
             if session.tokens.access_token != stale.tokens.access_token:
                 self._metrics.refreshed("shared")  # another worker refreshed it meanwhile
                 return session
@@ -141,16 +157,16 @@ class TokenManager:
             if not refresh_token:
                 return self._without_refresh_token(session)
             try:
-                tokens = await self._oidc.refresh(refresh_token)
+                tokens = await self._source.refresh(refresh_token)
             except RefreshRejected as exc:
                 self._metrics.refreshed("rejected")
-                await self._sessions.destroy(session)
+                cleared = await self._sessions.destroy(session)
                 log.info("Refresh rejected, session ended. sub: '%s', sid: '%s'", session.sub, session.sid)
                 raise RefreshRejected(
                     "the session can no longer be refreshed; sign in again",
                     error=exc.error,
                     status=exc.status,
-                    headers=[self._clear_cookie()],
+                    headers=[("set-cookie", cookie) for cookie in cleared],
                 ) from None
             except ProviderUnavailable:
                 self._metrics.refreshed("unavailable")
@@ -160,23 +176,23 @@ class TokenManager:
                 self._metrics.refreshed("error")
                 log.warning("Refresh failed: %s. sub: '%s'", exc.detail, session.sub)
                 raise
-            session = session.with_tokens(tokens)
-            await self._sessions.save(session)
+            refreshed = session.with_tokens(tokens)
+            await self._sessions.save(refreshed, replacing=session)
             self._metrics.refreshed("success")
-            log.info("Access token refreshed. sub: '%s', sid: '%s'", session.sub, session.sid)
-            return session
+            log.info("Access token refreshed. sub: '%s', sid: '%s'", refreshed.sub, refreshed.sid)
+            return refreshed
 
     def _without_refresh_token(self, session: Session) -> Session:
         """No refresh token (no `offline_access`): the access token is used until it expires,
         then the session is over."""
         if session.tokens.expires_within(0, self._clock()):
             raise SessionExpired(
-                "the access token expired and there is no refresh token", headers=[self._clear_cookie()]
+                "the access token expired and there is no refresh token", headers=self._clearing(session)
             )
         return session
 
-    def _clear_cookie(self) -> tuple[str, str]:
-        return ("set-cookie", self._sessions.clear_cookie_header())
+    def _clearing(self, session: Session) -> list[tuple[str, str]]:
+        return [("set-cookie", cookie) for cookie in self._sessions.clear_cookies(session)]
 
     # -- the BFF's own token ----------------------------------------------------------------------
 
@@ -186,20 +202,19 @@ class TokenManager:
         cached = self._client_tokens
         if cached is not None and not cached.expires_within(CLIENT_TOKEN_SKEW, self._clock()):
             return cached
-        if self._oidc is None:
+        if self._client_credentials is None:
             raise BffError("a client-credentials route needs an [oidc] section")
         if self._client_task is None or self._client_task.done():
-            self._client_task = _start(self._fetch_client_tokens())
+            self._client_task = _detached_task(self._fetch_client_tokens(self._client_credentials))
         return await asyncio.shield(self._client_task)
 
-    async def _fetch_client_tokens(self) -> TokenSet:
-        assert self._oidc is not None
-        tokens = await self._oidc.client_credentials()
+    async def _fetch_client_tokens(self, fetch: Callable[[], Awaitable[TokenSet]]) -> TokenSet:
+        tokens = await fetch()
         self._client_tokens = tokens
         return tokens
 
 
-def _start(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+def _detached_task(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     task = asyncio.ensure_future(coro)
     # Retrieve the outcome even when every waiter went away, so nothing logs "never retrieved".
     task.add_done_callback(lambda done: done.cancelled() or done.exception())

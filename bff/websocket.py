@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 from starlette.types import Message, Receive, Scope, Send
@@ -53,9 +54,11 @@ async def relay(
     url: URL,
     headers: Sequence[tuple[str, str]],
     route_path: str,
+    set_cookies: Sequence[str] = (),
 ) -> int:
     """Connect to `url` with `headers`, then relay until either side closes. Returns the status
-    of the handshake answered to the browser (101, or the error's)."""
+    of the handshake answered to the browser (101, or the error's). `set_cookies` ride on the
+    101 (cookie mode: a session refreshed for this upgrade)."""
     try:
         upstream = await session.ws_connect(
             url,
@@ -88,7 +91,10 @@ async def relay(
         message = await receive()
         if message["type"] != "websocket.connect":
             return CLIENT_CLOSED
-        await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
+        accept: dict[str, Any] = {"type": "websocket.accept", "subprotocol": upstream.protocol}
+        if set_cookies:
+            accept["headers"] = [(b"set-cookie", cookie.encode("latin-1")) for cookie in set_cookies]
+        await send(accept)
         to_client = asyncio.ensure_future(_upstream_to_client(upstream, send))
         to_upstream = asyncio.ensure_future(_client_to_upstream(receive, upstream))
         try:

@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -22,7 +22,8 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bff.config import Settings, load_settings
+from bff.config import RouteSettings, Settings, load_settings
+from bff.tokens import Bearer
 
 ISSUER = "https://idp.example"
 CLIENT_ID = "bff"
@@ -235,3 +236,33 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class FakeBearer:
+    """A bearer source that hands out `stale` first and `fresh` after a rejection, each with
+    `set_cookies` (a session that changed on the way, as cookie mode's does after a refresh)."""
+
+    def __init__(
+        self,
+        *,
+        first: str | None = "stale",
+        after: str | None = "fresh",
+        error: Exception | None = None,
+        set_cookies: Sequence[str] = (),
+    ) -> None:
+        self.first = first
+        self.after = after
+        self.error = error
+        self.set_cookies = tuple(set_cookies)
+        self.calls: list[str] = []
+        self.rejected: list[str] = []
+
+    async def bearer(self, route: RouteSettings, headers: Sequence[tuple[bytes, bytes]]) -> Bearer | None:
+        self.calls.append(route.path)
+        if self.error is not None:
+            raise self.error
+        return None if self.first is None else Bearer(self.first, self.set_cookies)
+
+    async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
+        self.rejected.append(rejected.token)
+        return None if self.after is None else Bearer(self.after, self.set_cookies)

@@ -15,8 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from bff import create_app
 from bff.app import BffApp
-from bff.endpoints import check_return_to
 from bff.errors import BadRequest, StoreUnavailable
+from bff.login import check_return_to
 from tests.fakes import CLIENT_ID, ISSUER, Clock, FakeIdP, settings_for
 from tests.support.upstreams import ServerThread
 
@@ -404,7 +404,9 @@ def test_logs_hold_no_token_code_state_or_cookie(
     app = app_of(client)
     session_id = app.cookies.read_session_id([(b"cookie", f"{COOKIE}={cookie}".encode())])
     assert session_id is not None
-    session = client.portal.call(app.sessions.load, session_id) if client.portal else None
+    session = (
+        client.portal.call(app.sessions.load, [(b"cookie", f"{COOKIE}={cookie}".encode())]) if client.portal else None
+    )
     assert session is not None
     clock.advance(idp.access_ttl)
     refreshed = client.portal.call(app.tokens.fresh_session, session) if client.portal else None

@@ -10,7 +10,7 @@ import asyncio
 import gzip
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from bff.config import RouteSettings
 from bff.errors import NotAuthenticated, SessionExpired
 from bff.metrics import Metrics
 from bff.proxy import ProxyApp
+from tests.fakes import FakeBearer
 from tests.support.upstreams import (
     RawServer,
     ServerThread,
@@ -32,29 +33,6 @@ from tests.support.upstreams import (
 )
 
 CSRF = {"x-csrf": "1"}
-
-
-class FakeBearer:
-    """A bearer source that hands out `stale` first and `fresh` after a rejection."""
-
-    def __init__(self, *, first: str | None = "stale", after: str | None = "fresh", error: Exception | None = None):
-        self.first = first
-        self.after = after
-        self.error = error
-        self.calls: list[str] = []
-        self.rejected: list[str] = []
-
-    async def bearer(self, route: RouteSettings, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-        self.calls.append(route.path)
-        if self.error is not None:
-            raise self.error
-        return self.first
-
-    async def bearer_after_rejection(
-        self, route: RouteSettings, headers: Sequence[tuple[bytes, bytes]], rejected: str
-    ) -> str | None:
-        self.rejected.append(rejected)
-        return self.after
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +225,33 @@ async def test_response_headers_are_cleaned_and_bff_cookies_cannot_be_set(upstre
     assert response.headers["x-kept"] == "yes"
     assert "x-hop" not in response.headers
     assert "keep-alive" not in response.headers
+
+
+async def test_the_bearer_sources_cookies_ride_on_the_upstreams_answer_after_its_own(
+    upstream: Any, up: UpstreamApp
+) -> None:
+    refreshed = "bff=resealed; Max-Age=60; Path=/; HttpOnly; SameSite=Strict"
+    bearer = FakeBearer(first="abc", set_cookies=[refreshed])
+    with proxy_server(make_settings(route(upstream, token="user")), bearer_source=bearer) as (proxy, _, _):
+        async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
+            response = await client.get("/api/cookies")
+    assert response.headers.get_list("set-cookie") == [
+        "theme=dark; Path=/",
+        "lang=en; Path=/",
+        "BFF=kept-other-case",
+        "bffx=kept",
+        refreshed,
+    ]
+
+
+async def test_the_cookies_of_the_replayed_attempts_bearer_are_the_ones_sent(upstream: Any, up: UpstreamApp) -> None:
+    bearer = FakeBearer(set_cookies=["bff=after-refresh; Path=/"])
+    with proxy_server(make_settings(route(upstream, token="user")), bearer_source=bearer) as (proxy, _, _):
+        async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
+            response = await client.post("/api/auth", content=b"payload")
+    assert response.status_code == 200
+    assert bearer.rejected == ["stale"]
+    assert response.headers.get_list("set-cookie") == ["bff=after-refresh; Path=/"]
 
 
 async def test_encoded_bodies_pass_untouched(upstream: Any, up: UpstreamApp) -> None:

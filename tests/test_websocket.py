@@ -12,8 +12,8 @@ import pytest
 
 from bff.config import RouteSettings
 from bff.errors import NotAuthenticated
+from tests.fakes import FakeBearer
 from tests.support.upstreams import ServerThread, UpstreamApp, make_settings, proxy_server, unused_port
-from tests.test_proxy import FakeBearer
 
 ORIGIN = {"origin": "http://127.0.0.1:8000"}  # the default public_url's origin
 
