@@ -1,14 +1,15 @@
 """Pure header filters for proxied requests and responses (no I/O, no settings lookups per call).
 
 Request side (browser → upstream): hop-by-hop headers and those named in `Connection` are removed
-(RFC 9110 §7.6.1), the browser's `Authorization` is dropped, the BFF's own cookies are removed
-from `Cookie` (other cookies only survive with `forward_cookies`), `Host` is the upstream's unless
-the route preserves it, and `X-Forwarded-For/-Proto/-Host` are set. Forwarding headers that came
-from the browser are believed only when the direct peer is a trusted proxy.
+(RFC 9110 §7.6.1; named in any of its field lines, which are one list, §5.3), the browser's
+`Authorization` is dropped, the BFF's own cookies are removed from `Cookie` (other cookies only
+survive with `forward_cookies`), `Host` is the upstream's unless the route preserves it, and
+`X-Forwarded-For/-Proto/-Host` are set. Forwarding headers that came from the browser are believed
+only when the direct peer is a trusted proxy.
 
-Response side (upstream → browser): hop-by-hop headers are removed and no `Set-Cookie` may set a
-cookie with one of the BFF's names. Headers stay raw `(bytes, bytes)` pairs so a repeated
-`Set-Cookie` survives.
+Response side (upstream → browser): hop-by-hop headers and those named in any `Connection` line are
+removed and no `Set-Cookie` may set a cookie with one of the BFF's names. Headers stay raw
+`(bytes, bytes)` pairs so a repeated `Set-Cookie` survives.
 
 The filters are built once per route (`RequestHeaderFilter`, `ResponseHeaderFilter`) so that a
 request costs one pass over its headers.
@@ -45,7 +46,8 @@ _COOKIE_PREFIXES = ("__host-", "__secure-")
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
-    """Header names listed in a `Connection` header value, lowercased."""
+    """Header names listed in one `Connection` field line, lowercased and without the optional
+    whitespace around them (the filters join the sets of every line)."""
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
 
@@ -144,8 +146,8 @@ class RequestHeaderFilter:
             if name in drop:
                 if name == b"content-length":
                     length = _content_length(value, length)
-                elif name == b"connection":
-                    named = connection_tokens(value)
+                elif name == b"connection":  # each line counts (RFC 9110 §5.3): they are one list
+                    named = connection_tokens(value) if named is None else named | connection_tokens(value)
                 elif name == b"host":
                     host = value
                 elif name == b"transfer-encoding":
@@ -203,8 +205,8 @@ class ResponseHeaderFilter:
         for raw_name, value in headers:
             name = raw_name.lower()
             if name in HOP_BY_HOP:
-                if name == b"connection":
-                    named = connection_tokens(value)
+                if name == b"connection":  # each line counts (RFC 9110 §5.3): they are one list
+                    named = connection_tokens(value) if named is None else named | connection_tokens(value)
                 continue
             if name == b"set-cookie" and is_own_cookie(set_cookie_name(value), self._cookie_base):
                 continue  # an upstream must never overwrite the BFF's session

@@ -58,6 +58,8 @@ def test_cookie_header_loses_only_the_bff_cookies() -> None:
 
 def test_connection_tokens_are_lowercased() -> None:
     assert connection_tokens(b"Keep-Alive, X-Secret ,") == {b"keep-alive", b"x-secret"}
+    assert connection_tokens(b" \tX-A\t,,\t x-B ") == {b"x-a", b"x-b"}
+    assert connection_tokens(b"") == set()
 
 
 def test_request_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
@@ -80,6 +82,64 @@ def test_request_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
         "x-forwarded-host": "app.example.com",
     }
     assert (length, chunked) == (None, False)
+
+
+# Every header named in any `Connection` field line is hop-by-hop: repeated lines are one
+# comma-separated list (RFC 9110 §5.3, §7.6.1), names are case-insensitive and may carry optional
+# whitespace. Each case names X-Remove-Me and X-Also-Gone somewhere; X-Kept is named nowhere.
+CONNECTION_LINES = [
+    pytest.param([b"X-Remove-Me", b"X-Also-Gone, close"], id="two-lines"),
+    pytest.param([b"close", b"X-Remove-Me, X-Also-Gone"], id="two-lines-named-last"),
+    pytest.param([b"X-Remove-Me", b"X-Also-Gone", b"keep-alive"], id="three-lines"),
+    pytest.param([b"X-Remove-Me, close, X-Also-Gone"], id="one-line-list"),
+    pytest.param([b"x-REMOVE-me", b"X-ALSO-gone, Keep-Alive"], id="mixed-case"),
+    pytest.param([b"X-Remove-Me \t,, ", b"\tclose ,  X-Also-Gone"], id="whitespace"),
+]
+
+
+@pytest.mark.parametrize("lines", CONNECTION_LINES)
+def test_request_drops_headers_named_in_every_connection_line(lines: list[bytes]) -> None:
+    headers = [
+        (b"host", b"app.example.com"),
+        *((b"connection", line) for line in lines),
+        (b"x-remove-me", b"secret"),
+        (b"accept", b"application/json"),
+        (b"x-also-gone", b"secret too"),
+        (b"x-kept", b"yes"),
+    ]
+    out, length, chunked = request_filter().apply(headers, "203.0.113.9")
+    assert out == [
+        ("accept", "application/json"),
+        ("x-kept", "yes"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "app.example.com"),
+    ]
+    assert (length, chunked) == (None, False)
+
+
+@pytest.mark.parametrize("lines", CONNECTION_LINES)
+def test_response_drops_headers_named_in_every_connection_line(lines: list[bytes]) -> None:
+    headers = [
+        (b"X-Remove-ME", b"secret"),
+        *((b"Connection", line) for line in lines),
+        (b"Content-Type", b"text/plain"),
+        (b"x-ALSO-gone", b"secret too"),
+        (b"X-Kept", b"yes"),
+    ]
+    assert ResponseHeaderFilter(cookie_base="bff").apply(headers) == [
+        (b"content-type", b"text/plain"),
+        (b"x-kept", b"yes"),
+    ]
+
+
+def test_connection_lines_naming_only_close_and_keep_alive_drop_nothing_else() -> None:
+    headers = [(b"connection", b"close"), (b"connection", b"Keep-Alive"), (b"x-kept", b"yes")]
+    out, _, _ = request_filter().apply(headers, None)
+    assert out == [("x-kept", "yes"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "app.example.com")]
+    assert ResponseHeaderFilter(cookie_base="bff").apply([(b"Connection", b"close"), *headers[1:]]) == [
+        (b"x-kept", b"yes")
+    ]
 
 
 def test_forwarded_for_is_replaced_for_an_untrusted_peer_and_appended_for_a_trusted_one() -> None:

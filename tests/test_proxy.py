@@ -29,6 +29,7 @@ from tests.support.upstreams import (
     proxy_server,
     reset_mid_body,
     silent,
+    two_connection_lines,
     unused_port,
 )
 
@@ -189,6 +190,63 @@ async def test_request_headers_are_cleaned_before_the_upstream(upstream: Any, up
         "x-forwarded-host": "app.example.com",
     }
     # Nothing the browser did not send: no Accept-Encoding, User-Agent, Accept or Content-Type.
+
+
+async def raw_exchange(port: int, request: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
+    """Write `request` as given, read to the end: the status line, every header line in order
+    (nothing merged or lowercased) and the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    return status, [(name, value) for name, _, value in (line.partition(b": ") for line in lines)], body
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_headers_named_in_any_connection_line_do_not_reach_the_upstream(
+    upstream: Any, up: UpstreamApp, http: str
+) -> None:
+    settings = make_settings(route(upstream), public_url="https://app.example.com")
+    with proxy_server(settings, http=http) as (proxy, _, _):
+        status, _, body = await raw_exchange(
+            proxy.port,
+            b"GET /api/echo HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\n"
+            b"X-CSRF: 1\r\n"
+            b"Connection: X-Remove-Me\r\n"
+            b"Connection: close\r\n"
+            b"X-Remove-Me: secret\r\n"
+            b"X-Kept: yes\r\n"
+            b"\r\n",
+        )
+    assert status == b"HTTP/1.1 200 OK", body
+    assert len(up.requests) == 1
+    assert up.requests[0]["headers"] == [
+        ["host", upstream[0].url.removeprefix("http://")],
+        ["x-csrf", "1"],
+        ["x-kept", "yes"],
+        ["x-forwarded-for", "127.0.0.1"],
+        ["x-forwarded-proto", "https"],
+        ["x-forwarded-host", "app.example.com"],
+    ]
+
+
+async def test_headers_named_in_any_upstream_connection_line_do_not_reach_the_browser() -> None:
+    with RawServer(two_connection_lines) as server, proxy_server(make_settings(route(server.url))) as (proxy, _, _):
+        status, headers, body = await raw_exchange(
+            proxy.port, b"GET /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n"
+        )
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers == [
+        (b"content-type", b"text/plain"),
+        (b"x-kept", b"yes"),
+        (b"content-length", b"2"),
+        (b"connection", b"close"),  # uvicorn's own, answering the browser's Connection: close
+    ]
+    assert body == b"ok"
 
 
 async def test_forwarded_for_is_appended_behind_a_trusted_proxy(upstream: Any, up: UpstreamApp) -> None:

@@ -346,6 +346,27 @@ def reset_mid_body(conn: socket.socket) -> None:
     conn.close()
 
 
+# Written by hand: two `Connection` field lines, the first naming a header (RFC 9110 §5.3: one list).
+TWO_CONNECTION_LINES_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"Connection: X-Remove-Me\r\n"
+    b"Connection: close\r\n"
+    b"X-Remove-Me: secret\r\n"
+    b"X-Kept: yes\r\n"
+    b"Content-Length: 2\r\n"
+    b"\r\n"
+    b"ok"
+)
+
+
+def two_connection_lines(conn: socket.socket) -> None:
+    """Answers every request with `TWO_CONNECTION_LINES_RESPONSE`, then closes the connection."""
+    read_request_head(conn)
+    conn.sendall(TWO_CONNECTION_LINES_RESPONSE)
+    conn.close()
+
+
 def silent(conn: socket.socket) -> None:
     """Reads the request and never answers (until the test ends)."""
     read_request_head(conn)
