@@ -9,6 +9,7 @@ from tests.fakes import Clock, FakeIdP
 pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.stores",
+    "tests.support.token_apis",
 ]
 
 
