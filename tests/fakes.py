@@ -1,8 +1,9 @@
-"""A fake OpenID provider for unit tests: an `httpx.MockTransport` handler.
+"""Fake login sources for unit tests: `httpx.MockTransport` handlers.
 
-It signs ID and logout tokens with a real RSA key, checks PKCE and client authentication, rotates
-refresh tokens, and counts calls per path (`idp.calls["/token"]`). It never replaces the
-integration tests against the real provider; it makes protocol logic testable in-process.
+`FakeIdP`, an OpenID provider, signs ID and logout tokens with a real RSA key, checks PKCE and
+client authentication, rotates refresh tokens, and counts calls per path (`idp.calls["/token"]`).
+`FakeTokenAPI` is a SimpleJWT-shaped login API issuing HS256 access tokens. Neither replaces the
+integration tests against real servers; they make protocol logic testable in-process.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bff.config import RouteSettings, Settings, load_settings
+from bff.config import RouteSettings, Settings, TokenAPISettings, load_settings
 from bff.tokens import Bearer
 
 ISSUER = "https://idp.example"
 CLIENT_ID = "bff"
 CLIENT_SECRET = "s3cret"
 SECRET_KEY = "k" * 40
+TOKEN_API = "https://api.example"
+TOKEN_API_KEY = "j" * 32  # the fake token API's HS256 signing key
 
 
 def settings_for(**environ: str) -> Settings:
@@ -223,6 +226,143 @@ def _error(code: str, status: int = 400) -> httpx.Response:
 
 def callback_query(params: Mapping[str, str]) -> str:
     return urlencode(params)
+
+
+def token_api_settings(**overrides: Any) -> TokenAPISettings:
+    """`[token_api]` for the fake token API, as SimpleJWT would be configured; `overrides` replace fields."""
+    base: dict[str, Any] = {
+        "login_url": f"{TOKEN_API}/api/token/",
+        "refresh_url": f"{TOKEN_API}/api/token/refresh/",
+        "logout_url": f"{TOKEN_API}/api/token/blacklist/",
+        "access_token_field": "access",
+        "refresh_token_field": "refresh",
+        "refresh_token_param": "refresh",
+        "user_id_claim": "user_id",
+    }
+    return TokenAPISettings(**{**base, **overrides})
+
+
+class FakeTokenAPI:
+    """Answers like Django REST framework SimpleJWT: `POST /api/token/` (username and password →
+    `access` and `refresh`), `POST /api/token/refresh/`, `POST /api/token/blacklist/` and
+    `GET /api/me/` (bearer). It reads the refresh token from a JSON or form field named `param` or
+    from `Authorization: Bearer`, rotates refresh tokens when asked to, and refuses a used,
+    blacklisted or unknown one with 401. Counts calls per path (`api.calls["/api/token/"]`)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        access_ttl: int = 300,
+        rotate_refresh_tokens: bool = True,
+        param: str = "refresh",
+    ) -> None:
+        self.clock = clock
+        self.access_ttl = access_ttl
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.param = param
+        self.users: dict[str, tuple[str, int]] = {"alice": ("wonderland", 42)}  # name → (password, id)
+        self.calls: Counter[str] = Counter()
+        self.requests: list[httpx.Request] = []
+        self.refresh_tokens: dict[str, str] = {}  # the active ones → user name
+        self.blacklisted: list[str] = []
+        self.status: dict[str, int] = {}  # path → answer with this status instead (e.g. 503)
+        self.status_headers: dict[str, str] = {}  # headers of those answers (e.g. Retry-After)
+        self.unreachable = False  # every call fails with a connection error
+        self._serial = 0
+
+    def access_token(self, username: str = "alice", **claims: Any) -> str:
+        now = int(self.clock())
+        body = {
+            "token_type": "access",
+            "exp": now + self.access_ttl,
+            "iat": now,
+            "jti": self._new("jti"),
+            "user_id": self.users[username][1],
+            "username": username,
+            **claims,
+        }
+        return jwt.encode(body, TOKEN_API_KEY, algorithm="HS256")
+
+    def issue_refresh_token(self, username: str = "alice") -> str:
+        token = self._new("rt")
+        self.refresh_tokens[token] = username
+        return token
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.calls[path] += 1
+        self.requests.append(request)
+        if self.unreachable:
+            raise httpx.ConnectError("connection refused", request=request)
+        if path in self.status:
+            return httpx.Response(self.status[path], headers=self.status_headers, text="unavailable")
+        if request.method == "OPTIONS":
+            return httpx.Response(200, headers={"allow": "POST, OPTIONS"})
+        handler = {
+            "/api/token/": self._login,
+            "/api/token/refresh/": self._refresh,
+            "/api/token/blacklist/": self._blacklist,
+            "/api/me/": self._me,
+        }.get(path)
+        return httpx.Response(404, json={"detail": "Not found."}) if handler is None else handler(request)
+
+    def _login(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        username = str(body.get("username"))
+        if username not in self.users or body.get("password") != self.users[username][0]:
+            return httpx.Response(401, json={"detail": "No active account found with the given credentials"})
+        return httpx.Response(
+            200, json={"access": self.access_token(username), "refresh": self.issue_refresh_token(username)}
+        )
+
+    def _refresh(self, request: httpx.Request) -> httpx.Response:
+        old = self._refresh_token_of(request)
+        if old not in self.refresh_tokens:
+            return _token_not_valid()
+        username = self.refresh_tokens[old]
+        answer = {"access": self.access_token(username)}
+        if self.rotate_refresh_tokens:
+            del self.refresh_tokens[old]
+            answer["refresh"] = self.issue_refresh_token(username)
+        return httpx.Response(200, json=answer)
+
+    def _blacklist(self, request: httpx.Request) -> httpx.Response:
+        token = self._refresh_token_of(request)
+        if self.refresh_tokens.pop(token, None) is None:
+            return _token_not_valid()
+        self.blacklisted.append(token)
+        return httpx.Response(200, json={})
+
+    def _me(self, request: httpx.Request) -> httpx.Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        try:
+            # Times are checked against the fake's clock, not PyJWT's.
+            claims = jwt.decode(
+                token, TOKEN_API_KEY, algorithms=["HS256"], options={"verify_exp": False, "verify_iat": False}
+            )
+        except jwt.PyJWTError:
+            return _token_not_valid()
+        if claims["exp"] <= self.clock():
+            return _token_not_valid()
+        return httpx.Response(200, json={"id": claims["user_id"], "username": claims["username"]})
+
+    def _refresh_token_of(self, request: httpx.Request) -> str:
+        authorization = str(request.headers.get("authorization", ""))
+        if authorization.startswith("Bearer "):
+            return authorization.removeprefix("Bearer ")
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = json.loads(request.content)
+            return str(body.get(self.param, "")) if isinstance(body, dict) else ""
+        return FakeIdP._form(request).get(self.param, "")
+
+    def _new(self, prefix: str) -> str:
+        self._serial += 1
+        return f"{prefix}-{self._serial}-{secrets.token_hex(4)}"
+
+
+def _token_not_valid() -> httpx.Response:
+    return httpx.Response(401, json={"detail": "Token is invalid or expired", "code": "token_not_valid"})
 
 
 class Clock:
