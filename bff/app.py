@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from bff.config import Settings
+from bff.cookie_sessions import CookieSessions
 from bff.cookies import CookieCodec
 from bff.endpoints import build_endpoint_routes
 from bff.errors import BffError
@@ -83,11 +84,24 @@ class BffApp:
         # The one place that picks the implementations: who issues tokens, and where sessions live.
         self.source = build_login_source(settings, self._idp_http, clock=clock)
         self.oidc = self.source if isinstance(self.source, OIDCClient) else None
-        server_sessions = ServerSessions(
-            self.store, self.cookies, settings.session, lease_ttl=timeout + LEASE_MARGIN, clock=clock
-        )
-        self.sessions: Sessions = server_sessions
-        self.devices: Devices | None = server_sessions
+        lease_ttl = timeout + LEASE_MARGIN
+        self.sessions: Sessions
+        self.devices: Devices | None
+        if settings.token_storage == "cookie":
+            self.sessions = CookieSessions(
+                self.store,
+                self.cookies,
+                settings.session,
+                lease_ttl=lease_ttl,
+                keep_id_token=settings.oidc is not None and settings.oidc.logout_id_token_hint,
+                clock=clock,
+            )
+            self.devices = None
+        else:
+            server_sessions = ServerSessions(
+                self.store, self.cookies, settings.session, lease_ttl=lease_ttl, clock=clock
+            )
+            self.sessions = self.devices = server_sessions
         self.tokens = TokenManager(
             self.sessions,
             self.source,

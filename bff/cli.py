@@ -50,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--access-ttl", type=int, default=60, help="access-token lifetime in seconds (default 60)")
     demo.add_argument("--data-dir", default=".bff", help="where the demo keeps its SQLite store and keys")
+    demo.add_argument(
+        "--token-storage",
+        choices=["server", "cookie"],
+        default="server",
+        help="server: sessions in the SQLite store (default); cookie: sealed into the browser's cookies",
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -59,7 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         from bff.demo.run import run_demo  # only the demo pulls in the development provider
 
-        return run_demo(host=args.host, port=args.port, access_ttl=args.access_ttl, data_dir=args.data_dir)
+        return run_demo(
+            host=args.host,
+            port=args.port,
+            access_ttl=args.access_ttl,
+            data_dir=args.data_dir,
+            token_storage=args.token_storage,
+        )
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"bff: config: {problem}", file=sys.stderr)

@@ -36,6 +36,14 @@ from bff.sealing import OVERHEAD, Sealer
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 _SEAL_VERSION = b"\x01"
 _MAX_COOKIE_VALUE = 4096
+MAX_SET_COOKIE = 4000
+"""Every `Set-Cookie` the BFF sends is shorter than this: browsers keep about 4096 bytes of name,
+value and attributes per cookie (RFC 6265 §6.1), and some count the attributes too."""
+MAX_CHUNKS = 8
+"""At most this many cookies carry one chunked value (about 31 KB): a cookie-mode session that
+needs more fails its login instead of sending a cookie the browser would drop. (nginx's default
+`large_client_header_buffers` refuses a `Cookie` header over 8 KiB: raise it, or keep the
+session to two chunks.)"""
 _SAME_SITE = {"strict": "Strict", "lax": "Lax"}
 
 
@@ -101,6 +109,50 @@ class CookieCodec:
                         value = value[1:-1]
                     values.append(value)
         return values
+
+    # -- a value in numbered chunks: <name> = "<count>.<part 0>", <name>-1 ... <name>-<count-1> ---
+
+    def set_chunked(self, name: str, value: str, *, max_age: int, previous_chunks: int) -> list[str] | None:
+        """`Set-Cookie` values carrying `value` in as few chunks as fit, each header under
+        `MAX_SET_COOKIE` bytes, and deleting the chunks beyond them that the browser had
+        (`previous_chunks`); None when more than `MAX_CHUNKS` would be needed."""
+        # The longest header a chunk can get: the longest name, a count prefix, every attribute.
+        room = (
+            MAX_SET_COOKIE - 1 - len(self._header(f"{name}-{MAX_CHUNKS}", f"{MAX_CHUNKS}.", max_age, self._same_site))
+        )
+        parts = [value[i : i + room] for i in range(0, len(value), room)] or [""]
+        if len(parts) > MAX_CHUNKS:
+            return None
+        headers = [self._header(name, f"{len(parts)}.{parts[0]}", max_age, self._same_site)]
+        headers += [self._header(f"{name}-{i}", part, max_age, self._same_site) for i, part in enumerate(parts) if i]
+        headers += [self._header(f"{name}-{i}", "", 0, self._same_site) for i in range(len(parts), previous_chunks)]
+        return headers
+
+    def read_chunked(self, headers: Sequence[tuple[bytes, bytes]], name: str) -> tuple[str, int] | None:
+        """The value `set_chunked` wrote and how many chunks it came in, or None when a chunk is
+        missing, oversized or malformed."""
+        jar: dict[str, str] = {}
+        for header, raw in headers:
+            if header.lower() != b"cookie":
+                continue
+            for part in raw.decode("latin-1").split(";"):
+                key, sep, item = part.strip().partition("=")
+                key = key.strip()
+                if sep and (key == name or key.startswith(name + "-")) and key not in jar:
+                    jar[key] = item.strip()
+        count, dot, first = jar.get(name, "").partition(".")
+        if not dot or not count.isdigit() or not 1 <= int(count) <= MAX_CHUNKS:
+            return None
+        parts = [first, *(jar.get(f"{name}-{i}") for i in range(1, int(count)))]
+        if not all(part is not None and len(part) <= _MAX_COOKIE_VALUE for part in parts):
+            return None
+        return "".join(part for part in parts if part is not None), int(count)
+
+    def clear_chunked(self, name: str, chunks: int) -> list[str]:
+        """`Set-Cookie` values deleting `name` and its chunks up to `chunks`."""
+        return [self._header(name, "", 0, self._same_site)] + [
+            self._header(f"{name}-{i}", "", 0, self._same_site) for i in range(1, chunks)
+        ]
 
     def cookie_value(self, headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
         """The raw value of the first cookie called `name` (e.g. the login-state cookie), or None."""

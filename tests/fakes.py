@@ -72,6 +72,7 @@ class FakeIdP:
         self.codes: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, dict[str, Any]] = {}  # the active ones
         self.revoked: list[str] = []
+        self.issued: list[str] = []  # every token it answered, for "no token is readable" checks
         self.token_status: int | None = None  # answer /token with this status (e.g. 503)
         self.unreachable = False  # every call fails with a connection error
         self.discovery_overrides: dict[str, Any] = {}
@@ -197,6 +198,7 @@ class FakeIdP:
 
     def _tokens(self, *, prefix: str = "at", **extra: str) -> httpx.Response:
         body = {"access_token": self._new(prefix), "token_type": "Bearer", "expires_in": self.access_ttl, **extra}
+        self.issued += [str(body["access_token"]), *extra.values()]
         return httpx.Response(200, json=body)
 
     def _authenticate(self, request: httpx.Request) -> bool:

@@ -35,6 +35,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Secret
@@ -73,7 +74,13 @@ class Demo:
 
 
 def build_demo(
-    *, host: str, port: int, access_ttl: int, data_dir: str | Path, environ: Mapping[str, str] | None = None
+    *,
+    host: str,
+    port: int,
+    access_ttl: int,
+    data_dir: str | Path,
+    token_storage: Literal["server", "cookie"] = "server",  # noqa: S107 (a storage mode)
+    environ: Mapping[str, str] | None = None,
 ) -> Demo:
     """Everything `run_demo` serves, without serving it. Raises `ConfigError` for bad arguments."""
     environ = os.environ if environ is None else environ
@@ -94,6 +101,7 @@ def build_demo(
         secret_keys=(Secret(load_or_create_secret(data)),),
         public_url=public_url,
         session_store=f"sqlite:///{data / 'demo-sessions.db'}",
+        token_storage=token_storage,
         allowed_origins=origins,
         static_dir=str(find_frontend_dir()),
         oidc=OIDCSettings(
@@ -133,10 +141,17 @@ def build_demo(
     return Demo(settings=settings, idp=idp, api=api, app=app, base_url=base_url, data_dir=data)
 
 
-def run_demo(*, host: str, port: int, access_ttl: int, data_dir: str) -> int:
+def run_demo(
+    *,
+    host: str,
+    port: int,
+    access_ttl: int,
+    data_dir: str,
+    token_storage: Literal["server", "cookie"] = "server",  # noqa: S107 (a storage mode)
+) -> int:
     import uvicorn
 
-    demo = build_demo(host=host, port=port, access_ttl=access_ttl, data_dir=data_dir)
+    demo = build_demo(host=host, port=port, access_ttl=access_ttl, data_dir=data_dir, token_storage=token_storage)
     print(banner(demo, access_ttl=access_ttl, data_dir=data_dir), flush=True)
     uvicorn.run(
         demo.app,
