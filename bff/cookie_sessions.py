@@ -28,7 +28,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +40,7 @@ from bff.headers import RawHeaders
 from bff.login import LoginResult
 from bff.sealing import Sealer
 from bff.server_sessions import DECODED_CACHE_SIZE, SLIDE_INTERVAL
-from bff.session import MAX_USER_AGENT, Session, session_key
+from bff.session import Session, new_session, session_key
 from bff.stores import Store
 from bff.tokenset import TokenSet
 
@@ -93,19 +92,7 @@ class CookieSessions:
 
     async def create(self, login: LoginResult, *, user_agent: str) -> tuple[Session, list[str]]:
         now = self._clock()
-        session_id = secrets.token_urlsafe(32)
-        session = Session(
-            id=session_id,
-            key=session_key(session_id),
-            sub=login.sub,
-            sid=login.provider_sid,
-            claims=dict(login.claims),
-            tokens=login.tokens,
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + self._settings.absolute_timeout,
-            user_agent=user_agent[:MAX_USER_AGENT],
-        )
+        session = new_session(login, user_agent=user_agent, now=now, lifetime=self._settings.absolute_timeout)
         cookies = self._set_cookies(session, previous_chunks=0)  # too large: fails before anything is kept
         await self.store.set(
             _record_key(session.key), _LIVE, session.expires_at - now, sub=session.sub, sid=session.sid

@@ -2,9 +2,10 @@
 
 Owns the `LoginSource` protocol (implemented by `bff.oidc.OIDCClient` and
 `bff.token_api.TokenAPIClient`), `LoginResult` (what either hands the sessions after a login),
-`check_return_to` (the open-redirect guard of every login) and `user_claims` (which claims a
-session keeps). Leaves the protocols themselves to their modules, and where the session is kept
-to `bff.session`.
+`check_return_to` (the open-redirect guard of every login), `user_claims` (which claims a
+session keeps) and `send_to_source` (one call to a source, its network failures made 503s).
+Leaves the protocols themselves to their modules, and where the session is kept to
+`bff.session`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
-from bff.errors import BadRequest
+import httpx
+
+from bff.errors import BadRequest, ProviderUnavailable
 from bff.tokenset import TokenSet
 
-__all__ = ["LoginResult", "LoginSource", "check_return_to", "user_claims"]
+__all__ = ["LoginResult", "LoginSource", "check_return_to", "send_to_source", "user_claims"]
 
 MAX_RETURN_TO = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -85,3 +88,18 @@ def user_claims(claims: Mapping[str, Any], *, hidden: Iterable[str], keep: Itera
         for name, value in claims.items()
         if name not in dropped and (not kept or name in kept or name == "sub")
     }
+
+
+async def send_to_source(
+    http: httpx.AsyncClient, request: httpx.Request, *, who: str, retry_after: float
+) -> httpx.Response:
+    """Send `request` and read its answer; a network failure is `ProviderUnavailable` naming
+    `who` ("provider", "token API") and the host, never the request's content."""
+    try:
+        response = await http.send(request)
+        await response.aread()
+    except httpx.TransportError as exc:
+        raise ProviderUnavailable(
+            f"{who} unreachable at {request.url.host}: {type(exc).__name__}", retry_after=retry_after
+        ) from None
+    return response

@@ -29,6 +29,7 @@ from bff.config import OIDCSettings, Settings
 from bff.discovery import ProviderMetadata, parse_discovery
 from bff.errors import BffError, IdPError, ProviderUnavailable, RefreshRejected
 from bff.idtokens import TokenValidator
+from bff.login import send_to_source
 from bff.tokenset import TokenSet, jwt_exp
 
 log = logging.getLogger("bff.oidc")
@@ -297,14 +298,7 @@ class OIDCClient:
         return parse_token_response(response, now=self._clock(), retry_after=self.config.retry_after)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await self._http.send(request)
-            await response.aread()
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(
-                f"provider unreachable at {request.url.host}: {type(exc).__name__}", retry_after=self.config.retry_after
-            ) from None
-        return response
+        return await send_to_source(self._http, request, who="provider", retry_after=self.config.retry_after)
 
 
 def _token_request(url: str, oidc: OIDCSettings, form: dict[str, str]) -> httpx.Request:

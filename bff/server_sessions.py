@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +25,7 @@ from bff.cookies import SESSION_ID_PATTERN, CookieCodec
 from bff.errors import StoreUnavailable
 from bff.headers import RawHeaders
 from bff.login import LoginResult
-from bff.session import MAX_USER_AGENT, Session, SessionInfo, session_key
+from bff.session import Session, SessionInfo, new_session, session_key
 from bff.session_record import decode_record, encode_record, record_metadata, restamp
 from bff.stores import Store
 
@@ -74,19 +73,7 @@ class ServerSessions:
 
     async def create(self, login: LoginResult, *, user_agent: str) -> tuple[Session, list[str]]:
         now = self._clock()
-        session_id = secrets.token_urlsafe(32)
-        session = Session(
-            id=session_id,
-            key=session_key(session_id),
-            sub=login.sub,
-            sid=login.provider_sid,
-            claims=dict(login.claims),
-            tokens=login.tokens,
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + self._settings.absolute_timeout,
-            user_agent=user_agent[:MAX_USER_AGENT],
-        )
+        session = new_session(login, user_agent=user_agent, now=now, lifetime=self._settings.absolute_timeout)
         await self.store.set(
             session.key, encode_record(session), self._ttl(session, now), sub=session.sub, sid=session.sid
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import secrets
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from bff.headers import RawHeaders
 from bff.login import LoginResult
 from bff.tokenset import TokenSet
 
-__all__ = ["Devices", "Session", "SessionInfo", "Sessions", "session_key"]
+__all__ = ["Devices", "Session", "SessionInfo", "Sessions", "new_session", "session_key"]
 
 MAX_USER_AGENT = 512
 """Characters of the browser's `User-Agent` a session keeps: enough to tell devices apart, and a
@@ -62,6 +63,24 @@ class Session:
         """This session with refreshed tokens, keeping the refresh and ID tokens a refresh
         response left out."""
         return dataclasses.replace(self, tokens=self.tokens.merged_with(tokens))
+
+
+def new_session(login: LoginResult, *, user_agent: str, now: float, lifetime: float) -> Session:
+    """A session for a login that just succeeded, with a new random id (never reuse one: no
+    session fixation), ending `lifetime` seconds from `now` at the latest."""
+    session_id = secrets.token_urlsafe(32)
+    return Session(
+        id=session_id,
+        key=session_key(session_id),
+        sub=login.sub,
+        sid=login.provider_sid,
+        claims=dict(login.claims),
+        tokens=login.tokens,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + lifetime,
+        user_agent=user_agent[:MAX_USER_AGENT],
+    )
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import httpx
 
 from bff.config import TokenAPISettings, TokenPlacement
 from bff.errors import IdPError, InvalidCredentials, ProviderUnavailable, RefreshRejected, TooManyRequests
-from bff.login import LoginResult
+from bff.login import LoginResult, send_to_source
 from bff.tokenset import TokenSet, jwt_claims, jwt_exp
 
 logger = logging.getLogger("bff.token_api")
@@ -219,15 +219,7 @@ class TokenAPIClient:
             )
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await self._http.send(request)
-            await response.aread()
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(
-                f"token API unreachable at {request.url.host}: {type(exc).__name__}",
-                retry_after=self.config.retry_after,
-            ) from None
-        return response
+        return await send_to_source(self._http, request, who="token API", retry_after=self.config.retry_after)
 
 
 def _with_token(method: str, url: str, placement: TokenPlacement, param: str, token: str) -> httpx.Request:
