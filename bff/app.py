@@ -128,16 +128,23 @@ class BffApp:
         else:
             await self.proxy(scope, receive, send)
 
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+    async def start(self) -> None:
+        """Open the store and the upstream pools (the lifespan does; tests without a server too)."""
         await self.store.open()
         await self.proxy.start()
+
+    async def stop(self) -> None:
+        await self.proxy.close()
+        await self._idp_http.aclose()
+        await self.store.close()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.start()
         try:
             yield
         finally:
-            await self.proxy.close()
-            await self._idp_http.aclose()
-            await self.store.close()
+            await self.stop()
 
 
 async def _render_error(request: Request, exc: Exception) -> Response:

@@ -4,22 +4,20 @@ rotation, `invalid_grant`, provider outages and the client-credentials cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bff.config import RouteSettings, Settings
-from bff.cookies import CookieCodec
+from bff import create_app
+from bff.app import BffApp
+from bff.config import RouteSettings
 from bff.errors import NotAuthenticated, ProviderUnavailable, RefreshRejected, SessionExpired
 from bff.login import LoginResult
 from bff.metrics import Metrics
-from bff.oidc import OIDCClient
-from bff.server_sessions import ServerSessions
-from bff.session import Session
-from bff.stores import Store, open_store
+from bff.session import Session, Sessions
 from bff.tokens import Bearer, TokenManager
 from bff.tokenset import TokenSet
 from tests.fakes import Clock, FakeIdP, settings_for
@@ -30,21 +28,41 @@ CLIENT = RouteSettings(path="/svc", upstream="http://127.0.0.1:9", token="client
 NONE = RouteSettings(path="/pub", upstream="http://127.0.0.1:9", token="none")
 
 
+Jar = list[tuple[bytes, bytes]]
+
+
 @dataclass
 class Worker:
-    """One process's worth of parts: its own caches and in-process single flight."""
+    """One process's worth of parts (its own caches and in-process single flight), and the
+    browsers' cookie jars, which several workers may share."""
 
-    settings: Settings
-    store: Store
-    cookies: CookieCodec
-    sessions: ServerSessions
-    tokens: TokenManager
-    metrics: Metrics
-    http: httpx.AsyncClient
+    app: BffApp
+    jars: dict[str, Jar] = field(default_factory=dict)
 
-    def headers(self, session: Session) -> list[tuple[bytes, bytes]]:
-        value = f"{self.cookies.session_cookie_name}={self.cookies.sign_session_id(session.id)}"
-        return [(b"cookie", value.encode())]
+    @property
+    def sessions(self) -> Sessions:
+        return self.app.sessions
+
+    @property
+    def tokens(self) -> TokenManager:
+        return self.app.tokens
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.app.metrics
+
+    def headers(self, session: Session) -> Jar:
+        """What the session's browser sends now."""
+        return self.jars[session.key]
+
+    async def current(self, session: Session) -> Session | None:
+        """The session as its browser's next request would find it."""
+        return await self.sessions.load(self.headers(session))
+
+    def _keep(self, session: Session, set_cookies: Sequence[str]) -> None:
+        pairs = [cookie.split(";")[0] for cookie in set_cookies if "Max-Age=0;" not in cookie]
+        if pairs:
+            self.jars[session.key] = [(b"cookie", "; ".join(pairs).encode())]
 
     async def login(self, idp: FakeIdP, clock: Clock, *, expires_in: float = 300) -> Session:
         tokens = TokenSet(access_token="at-0", refresh_token=idp.issue_refresh_token(), expires_at=clock() + expires_in)
@@ -52,17 +70,23 @@ class Worker:
 
     async def create(self, tokens: TokenSet, *, sid: str | None) -> Session:
         login = LoginResult(sub="alice", provider_sid=sid, claims={"sub": "alice"}, tokens=tokens)
-        session, _ = await self.sessions.create(login, user_agent="t")
+        session, cookies = await self.sessions.create(login, user_agent="t")
+        self._keep(session, cookies)
         return session
 
-    async def token(self, route: RouteSettings, headers: list[tuple[bytes, bytes]]) -> str | None:
-        """What the proxy would send as the bearer token."""
+    async def token(self, route: RouteSettings, headers: Jar) -> str | None:
+        """What the proxy would send as the bearer token; the browser keeps the cookies it gets."""
         bearer = await self.tokens.bearer(route, headers)
+        if bearer is not None and bearer.session is not None:
+            self._keep(bearer.session, bearer.set_cookies)
         return None if bearer is None else bearer.token
 
     async def token_after_rejection(self, route: RouteSettings, rejected: Bearer) -> str | None:
         bearer = await self.tokens.bearer_after_rejection(route, rejected)
         return None if bearer is None else bearer.token
+
+    async def stop(self) -> None:
+        await self.app.stop()
 
 
 def rejected(session: Session | None, token: str = "at-0") -> Bearer:
@@ -70,17 +94,19 @@ def rejected(session: Session | None, token: str = "at-0") -> Bearer:
     return Bearer(token, session=session, loaded=session)
 
 
-async def start_worker(idp: FakeIdP, clock: Clock, store_url: str = "memory://", **environ: str) -> Worker:
-    settings = settings_for(SESSION_STORE=store_url, **environ)
-    store = open_store(settings.session_store)
-    await store.open()
-    cookies = CookieCodec(settings, clock=clock)
-    sessions = ServerSessions(store, cookies, settings.session, clock=clock)
-    http = httpx.AsyncClient(transport=httpx.MockTransport(idp))
-    metrics = Metrics()
-    oidc = OIDCClient(http, settings, clock=clock)
-    tokens = TokenManager(sessions, oidc, metrics, client_credentials=oidc.client_credentials, clock=clock)
-    return Worker(settings, store, cookies, sessions, tokens, metrics, http)
+async def start_worker(
+    idp: FakeIdP, clock: Clock, store_url: str = "memory://", *, storage: str = "server", **environ: str
+) -> Worker:
+    settings = settings_for(SESSION_STORE=store_url, TOKEN_STORAGE=storage, **environ)
+    app = create_app(settings, clock=clock, idp_transport=httpx.MockTransport(idp))
+    await app.start()
+    return Worker(app)
+
+
+@pytest.fixture(params=["server", "cookie"])
+def storage(request: pytest.FixtureRequest) -> str:
+    """Every test runs with sessions in the store and sealed into cookies."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -89,11 +115,10 @@ def idp(clock: Clock) -> FakeIdP:
 
 
 @pytest.fixture
-async def worker(idp: FakeIdP, clock: Clock) -> AsyncIterator[Worker]:
-    worker = await start_worker(idp, clock)
+async def worker(idp: FakeIdP, clock: Clock, storage: str) -> AsyncIterator[Worker]:
+    worker = await start_worker(idp, clock, storage=storage)
     yield worker
-    await worker.http.aclose()
-    await worker.store.close()
+    await worker.stop()
 
 
 async def test_anonymous_requests(worker: Worker) -> None:
@@ -118,15 +143,15 @@ async def test_proactive_refresh_within_the_skew_rotates_the_refresh_token(
     clock.advance(271)  # 29 s left, skew is 30 s
     token = await worker.token(USER, worker.headers(session))
     assert token is not None and token != "at-0"
-    stored = await worker.sessions.load_id(session.id)
+    stored = await worker.current(session)
     assert stored is not None and stored.tokens.access_token == token
     assert stored.tokens.refresh_token != old_refresh and stored.tokens.refresh_token in idp.refresh_tokens
     assert old_refresh not in idp.refresh_tokens
     assert worker.metrics.value("bff_token_refreshes_total", outcome="success") == 1
 
 
-async def test_with_the_skew_off_only_a_rejection_refreshes(idp: FakeIdP, clock: Clock) -> None:
-    worker = await start_worker(idp, clock, OIDC__REFRESH_SKEW="0")
+async def test_with_the_skew_off_only_a_rejection_refreshes(idp: FakeIdP, clock: Clock, storage: str) -> None:
+    worker = await start_worker(idp, clock, storage=storage, OIDC__REFRESH_SKEW="0")
     session = await worker.login(idp, clock)
     clock.advance(400)
     assert await worker.token(USER, worker.headers(session)) == "at-0"
@@ -134,6 +159,7 @@ async def test_with_the_skew_off_only_a_rejection_refreshes(idp: FakeIdP, clock:
     token = await worker.token_after_rejection(USER, rejected(session))
     assert token is not None and token != "at-0"
     assert idp.calls["/token"] == 1
+    await worker.stop()
 
 
 async def test_twenty_concurrent_expired_requests_cause_one_refresh(worker: Worker, idp: FakeIdP, clock: Clock) -> None:
@@ -144,9 +170,13 @@ async def test_twenty_concurrent_expired_requests_cause_one_refresh(worker: Work
     assert len(set(tokens)) == 1 and tokens[0] != "at-0"
 
 
-async def test_two_workers_on_one_sqlite_file_refresh_once(idp: FakeIdP, clock: Clock, tmp_path: Path) -> None:
+async def test_two_workers_on_one_sqlite_file_refresh_once(
+    idp: FakeIdP, clock: Clock, tmp_path: Path, storage: str
+) -> None:
     url = f"sqlite:///{tmp_path / 'sessions.db'}"
-    first, second = await start_worker(idp, clock, url), await start_worker(idp, clock, url)
+    first = await start_worker(idp, clock, url, storage=storage)
+    second = await start_worker(idp, clock, url, storage=storage)
+    second.jars = first.jars  # one browser, whose requests reach both workers
     try:
         session = await first.login(idp, clock)
         clock.advance(600)
@@ -161,8 +191,26 @@ async def test_two_workers_on_one_sqlite_file_refresh_once(idp: FakeIdP, clock: 
         )
     finally:
         for w in (first, second):
-            await w.http.aclose()
-            await w.store.close()
+            await w.stop()
+
+
+async def test_the_pre_refresh_cookie_on_another_worker_gets_the_new_token_without_a_refresh(
+    idp: FakeIdP, clock: Clock, tmp_path: Path, storage: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    first = await start_worker(idp, clock, url, storage=storage)
+    second = await start_worker(idp, clock, url, storage=storage)
+    try:
+        session = await first.login(idp, clock)
+        stale = first.headers(session)
+        clock.advance(600)
+        refreshed = await first.token(USER, stale)
+        clock.advance(30)  # a tab that set out with the old cookie, half a minute later
+        assert await second.token(USER, stale) == refreshed
+        assert idp.calls["/token"] == 1
+    finally:
+        for w in (first, second):
+            await w.stop()
 
 
 async def test_rejection_of_a_token_already_replaced_uses_the_new_one(
@@ -195,7 +243,7 @@ async def test_invalid_grant_ends_the_session_and_clears_the_cookie(worker: Work
         assert (result.status_code, result.code) == (401, "session_expired")
         assert result.headers == [("set-cookie", "__Host-bff=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict")]
     assert idp.calls["/token"] == 1
-    assert await worker.sessions.load_id(session.id) is None
+    assert await worker.current(session) is None
     with pytest.raises(NotAuthenticated):
         await worker.token(USER, worker.headers(session))
 
@@ -214,7 +262,7 @@ async def test_provider_outage_is_503_and_keeps_the_session(
     with pytest.raises(ProviderUnavailable) as info:
         await worker.token(USER, worker.headers(session))
     assert info.value.status_code == 503 and ("retry-after", "5") in info.value.headers
-    assert await worker.sessions.load_id(session.id) is not None
+    assert await worker.current(session) is not None
     idp.token_status, idp.unreachable = None, False
     token = await worker.token(USER, worker.headers(session))
     assert token is not None and token != "at-0"
