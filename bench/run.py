@@ -10,7 +10,8 @@ A small GET (1 KiB response) in three set-ups, all in the same run:
     bff       wrk -> bff serve (token = "none")  -> upstream (one uvicorn worker)
 
 and, opt-in with --setups: `bff-user` (a `token = "user"` route with a session logged in at the
-development provider, bench/idp.py) and `minimal` (bench/minimal_proxy.py, the stack's ceiling).
+development provider, bench/idp.py), `bff-cookie` (the same with `token_storage = "cookie"`: the
+session sealed into the cookie) and `minimal` (bench/minimal_proxy.py, the stack's ceiling).
 
 wrk and the upstream share CPU 0; the process under test (Caddy or the BFF) runs alone on CPU 1.
 For each measurement the harness reads the CPU time of the process under test (user + system,
@@ -58,10 +59,10 @@ DEFAULT_JSON = BENCH_DIR / "results" / "latest.json"
 RESPONSE_SIZE = 1024
 REQUEST_PATH = "/api/items"
 CSRF_HEADER = ("X-CSRF", "1")
-SETUPS = ("upstream", "caddy", "bff", "bff-user", "minimal")  # in table order
-DEFAULT_SETUPS = ("upstream", "caddy", "bff")  # bff-user and minimal are opt-in (see bench/README.md)
+DEFAULT_SETUPS = ("upstream", "caddy", "bff")  # the others are opt-in (see bench/README.md)
 BENCH_SECRET = "bench-only-secret-not-for-production-0123456789"
 TARGET_RATIO = 0.4  # the BFF's req/s must be at least this fraction of Caddy's
+COOKIE_CPU_BUDGET = 1.10  # cookie mode's CPU per request may be at most this multiple of server mode's
 P99_BUDGET_MS = 3.0  # the BFF's p99 may exceed Caddy's by at most this much
 START_TIMEOUT = 30.0
 # A run is "disturbed" when other processes took more than this share (%) of the proxy's CPU, or of
@@ -369,13 +370,15 @@ def start_caddy(workdir: Path, env: dict[str, str], cpus: set[int], upstream_por
     return target
 
 
-def bff_settings(port: int, upstream_port: int, oidc: dict[str, Any] | None = None) -> dict[str, Any]:
+def bff_settings(port: int, upstream_port: int, oidc: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """The BFF under test: one route `/api` to the bench upstream, `token = "none"` (or, with an
-    `[oidc]` section, `token = "user"`), sessions in memory."""
+    `[oidc]` section, `token = "user"`), sessions in memory; `extra` adds top-level settings
+    (`token_storage = "cookie"`)."""
     return {
         "secret_keys": [BENCH_SECRET],
         "public_url": f"http://127.0.0.1:{port}",
         "session_store": "memory://",
+        **extra,
         **({"oidc": oidc} if oidc else {}),
         "routes": [
             {"path": "/api", "upstream": f"http://127.0.0.1:{upstream_port}", "token": "user" if oidc else "none"}
@@ -435,14 +438,21 @@ def start_bff(
     return target
 
 
-def start_bff_user(
-    workdir: Path, env: dict[str, str], client_cpus: set[int], cpus: set[int], upstream_port: int
+def start_bff_logged_in(
+    name: str,
+    workdir: Path,
+    env: dict[str, str],
+    client_cpus: set[int],
+    cpus: set[int],
+    upstream_port: int,
+    extra: dict[str, Any],
 ) -> Target:
-    """The opt-in `bff-user` set-up: a `token = "user"` route, a session logged in at `bench/idp.py`
-    (the development provider, on the client CPU), its cookie sent by wrk."""
+    """The opt-in logged-in set-ups (`bff-user`, `bff-cookie`): a `token = "user"` route, a session
+    logged in at `bench/idp.py` (the development provider, on the client CPU), its cookie sent by
+    wrk; `extra` are further settings (`token_storage`)."""
     port, idp_port = free_port(), free_port()
     secret = secrets.token_urlsafe(24)
-    idp_log = workdir / "idp.log"
+    idp_log = workdir / f"{name}-idp.log"
     idp_argv = [sys.executable, str(BENCH_DIR / "idp.py"), "--port", str(idp_port), "--client-secret", secret]
     idp_argv += ["--redirect-uri", f"http://127.0.0.1:{port}/bff/callback"]
     idp = spawn(idp_argv, cpus=client_cpus, log=idp_log, cwd=workdir, env=env)
@@ -450,9 +460,9 @@ def start_bff_user(
     discovery = Target("idp", f"{issuer}/.well-known/openid-configuration", process=idp, headers=[], log=idp_log)
     wait_ready(discovery, expect_size=None)
     if discovery.failure is not None:
-        return Target("bff-user", "", process=idp, failure=f"identity provider: {discovery.failure}", log=idp_log)
+        return Target(name, "", process=idp, failure=f"identity provider: {discovery.failure}", log=idp_log)
     oidc = {"issuer": issuer, "client_id": "bench-bff", "client_secret": secret}
-    target = start_bff("bff-user", workdir, env, cpus, bff_settings(port, upstream_port, oidc), port)
+    target = start_bff(name, workdir, env, cpus, bff_settings(port, upstream_port, oidc, **extra), port)
     target.helpers.append(idp)
     if target.failure is None:
         try:
@@ -529,6 +539,41 @@ def start_minimal(workdir: Path, env: dict[str, str], cpus: set[int], upstream_p
     target.process = spawn(argv, cpus=cpus, log=target.log, cwd=workdir, env=env)
     wait_ready(target)
     return target
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every set-up's start function gets."""
+
+    workdir: Path
+    env: dict[str, str]
+    client_cpus: set[int]
+    proxy_cpus: set[int]
+    upstream_port: int
+
+
+def _bff(ctx: Context) -> Target:
+    port = free_port()
+    return start_bff("bff", ctx.workdir, ctx.env, ctx.proxy_cpus, bff_settings(port, ctx.upstream_port), port)
+
+
+def _logged_in(name: str, extra: dict[str, Any]) -> Callable[[Context], Target]:
+    def start(ctx: Context) -> Target:
+        return start_bff_logged_in(
+            name, ctx.workdir, ctx.env, ctx.client_cpus, ctx.proxy_cpus, ctx.upstream_port, extra
+        )
+
+    return start
+
+
+STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstream`, in table order
+    "caddy": lambda ctx: start_caddy(ctx.workdir, ctx.env, ctx.proxy_cpus, ctx.upstream_port),
+    "bff": _bff,
+    "bff-user": _logged_in("bff-user", {}),
+    "bff-cookie": _logged_in("bff-cookie", {"token_storage": "cookie"}),
+    "minimal": lambda ctx: start_minimal(ctx.workdir, ctx.env, ctx.proxy_cpus, ctx.upstream_port),
+}
+SETUPS = ("upstream", *STARTERS)  # in table order
 
 
 # --- profile -----------------------------------------------------------------------------------
@@ -721,13 +766,13 @@ def render(
         f"pinning: wrk + upstream on CPU {options['client_cpus']}, "
         f"process under test alone on CPU {options['proxy_cpus']}",
         "",
-        f"{'conc':>4}  {'set-up':<9} {'req/s':>8} {'(min-max)':>15} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'conc':>4}  {'set-up':<10} {'req/s':>8} {'(min-max)':>15} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'CPU us/req':>10} {'CPU %':>6} {'noise %':>7} {'errors':>6}",
     ]
     for s in summaries:
         spread = f"{s.rps_min:.0f}-{s.rps_max:.0f}"
         lines.append(
-            f"{s.concurrency:>4}  {s.setup:<9} {s.rps:>8.0f} {spread:>15} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} "
+            f"{s.concurrency:>4}  {s.setup:<10} {s.rps:>8.0f} {spread:>15} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} "
             f"{s.cpu_us_per_request:>10.0f} {s.cpu_percent:>6.0f} {s.noise_percent:>7.0f} {s.errors:>6}"
         )
     if ratio_rows:
@@ -773,6 +818,19 @@ def render(
                 f"{r.concurrency:>4}  {r.rps_ratio:>6.2f}x {r.cpu_ratio:>9.2f}x {1 / r.cpu_ratio:>8.2f}x "
                 f"{r.p99_delta_ms:>+12.2f} {extra}"
             )
+    cookie_rows = ratios(summaries, reference="bff-user", subject="bff-cookie")
+    if cookie_rows:
+        lines += [
+            "",
+            f'Cookie mode (token_storage = "cookie") / server mode, token = "user" '
+            f"(target: CPU us/req <= {COOKIE_CPU_BUDGET:.2f}x server mode's)",
+        ]
+        lines.append(f"{'conc':>4}  {'req/s':>7} {'CPU us/req':>10} {'p99 delta ms':>12}  verdict")
+        for r in cookie_rows:
+            verdict = "ok" if r.cpu_ratio <= COOKIE_CPU_BUDGET else f"OVER {COOKIE_CPU_BUDGET:.2f}x"
+            lines.append(
+                f"{r.concurrency:>4}  {r.rps_ratio:>6.2f}x {r.cpu_ratio:>9.2f}x {r.p99_delta_ms:>+12.2f}  {verdict}"
+            )
     minimal_rows = ratios(summaries, reference="minimal")
     if minimal_rows:
         lines += ["", "BFF / minimal raw-ASGI aiohttp proxy (the stack's ceiling; the rest is the BFF's own work)"]
@@ -813,7 +871,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="SETUP",
-        help="after the runs, sample SETUP (bff, minimal) with py-spy at the highest concurrency; repeatable",
+        help="after the runs, sample SETUP (bff, bff-cookie, ...) with py-spy at the highest concurrency; repeatable",
     )
     args = parser.parse_args(argv)
     if args.quick and args.concurrency == "8,32":
@@ -891,16 +949,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets.append(upstream)
             if upstream.failure is None:
                 port = int(upstream.url.split(":")[2].split("/")[0])
-                if "caddy" in args.setups:
-                    targets.append(start_caddy(workdir, env, proxy_cpus, port))
-                if "bff" in args.setups:
-                    bff_port = free_port()
-                    settings = bff_settings(bff_port, port)
-                    targets.append(start_bff("bff", workdir, env, proxy_cpus, settings, bff_port))
-                if "bff-user" in args.setups:
-                    targets.append(start_bff_user(workdir, env, client_cpus, proxy_cpus, port))
-                if "minimal" in args.setups:
-                    targets.append(start_minimal(workdir, env, proxy_cpus, port))
+                ctx = Context(workdir, env, client_cpus, proxy_cpus, port)
+                targets += [start(ctx) for name, start in STARTERS.items() if name in args.setups]
             for target in targets:
                 if target.failure is not None:
                     failures[target.name] = target.failure
@@ -935,6 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ratios": [asdict(r) for r in ratio_rows],
                 "ratios_user": [asdict(r) for r in ratios(summaries, subject="bff-user")],
                 "ratios_minimal": [asdict(r) for r in ratios(summaries, reference="minimal")],
+                "ratios_cookie": [asdict(r) for r in ratios(summaries, reference="bff-user", subject="bff-cookie")],
                 "samples": [asdict(s) for s in samples],
                 "failures": failures,
                 "profiles": profiles,
@@ -980,7 +1031,7 @@ def benchmark(
                         failures[target.name] = f"run {run} at c={concurrency} failed: {exc}"
                         break
                     print(
-                        f"bench: run {run} c={concurrency:<3} {target.name:<9} {sample.rps:>8.0f} req/s "
+                        f"bench: run {run} c={concurrency:<3} {target.name:<10} {sample.rps:>8.0f} req/s "
                         f"p99 {sample.p99_ms:7.2f} ms {sample.cpu_us_per_request:5.0f} us/req errors {sample.errors} "
                         f"noise {sample.noise_proxy_percent:3.0f}/{sample.noise_client_percent:3.0f} %"
                         + (" (disturbed)" if sample.disturbed else ""),

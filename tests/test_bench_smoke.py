@@ -36,3 +36,34 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
     assert {row["setup"] for row in data["summary"]} == {"upstream", "caddy", "bff"}
     assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
     assert data["ratios"] and data["ratios"][0]["concurrency"] == 8
+
+
+def test_bench_logged_in_setups_run_in_server_and_cookie_mode(tmp_path: Path) -> None:
+    """`bff-user` and `bff-cookie` log in at the bench's provider (server mode, then cookie mode)
+    and are measured side by side, with the cookie / server mode table under them."""
+    find_tool(["wrk"], "BENCHMARK SMOKE TEST NOT RUN: wrk is not installed (apt-get install wrk)")
+    results = tmp_path / "bench.json"
+    argv = [sys.executable, "-m", "bench", "--quick", "--duration", "1", "--warmup", "0"]
+    argv += ["--setups", "bff-user,bff-cookie", "--json", str(results)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    for setup in ("bff-user", "bff-cookie"):
+        assert f"  {setup} " in completed.stdout, output
+    assert "Cookie mode" in completed.stdout, output
+    data = json.loads(results.read_text(encoding="utf-8"))
+    assert {row["setup"] for row in data["summary"]} == {"upstream", "bff-user", "bff-cookie"}
+    assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
+    assert [row["concurrency"] for row in data["ratios_cookie"]] == [8]
+
+
+def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
+    from bench import run
+
+    assert run.SETUPS == ("upstream", "caddy", "bff", "bff-user", "bff-cookie", "minimal")
+    assert set(run.DEFAULT_SETUPS) <= set(run.SETUPS)
+    oidc = {"issuer": "http://127.0.0.1:1/idp", "client_id": "bench-bff", "client_secret": "s"}
+    user = run.bff_settings(8000, 9000, oidc)
+    cookie = run.bff_settings(8000, 9000, oidc, token_storage="cookie")
+    assert {k: v for k, v in cookie.items() if k != "token_storage"} == user
+    assert 'token_storage = "cookie"' in run.to_toml(cookie)

@@ -221,6 +221,23 @@ def test_backchannel_logout_ends_cookie_sessions_of_that_sid(idp: FakeIdP, clock
         assert client.get("/bff/user", headers={"cookie": other}).status_code == 200
 
 
+def test_a_slid_cookie_is_re_sent_once_per_slide_interval_not_on_every_request(idp: FakeIdP, clock: Clock) -> None:
+    """A client that keeps sending the pre-slide cookie (concurrent requests, or one that ignores
+    Set-Cookie) is not answered with a newly sealed cookie each time; the use still counts."""
+    environ = {"SESSION__IDLE_TIMEOUT": "400", "SESSION__ABSOLUTE_TIMEOUT": "1000"}
+    with cookie_client(idp, clock, **environ) as client:
+        log_in(client, idp)
+        old = jar(client)
+        clock.advance(300)
+        first = client.get("/bff/user", headers={"cookie": old})
+        assert first.status_code == 200 and len(session_cookies(first)) == 1
+        again = client.get("/bff/user", headers={"cookie": old})
+        assert again.status_code == 200 and session_cookies(again) == []
+        clock.advance(150)  # 450 s after login, 150 s after the use this worker saw
+        later = client.get("/bff/user", headers={"cookie": old})
+        assert later.status_code == 200 and len(session_cookies(later)) == 1
+
+
 def test_idle_and_absolute_timeouts_hold(idp: FakeIdP, clock: Clock) -> None:
     environ = {"SESSION__IDLE_TIMEOUT": "400", "SESSION__ABSOLUTE_TIMEOUT": "1000"}
     with cookie_client(idp, clock, **environ) as client:
