@@ -93,7 +93,10 @@ class CookieSessions:
     async def create(self, login: LoginResult, *, user_agent: str) -> tuple[Session, list[str]]:
         now = self._clock()
         session = new_session(login, user_agent=user_agent, now=now, lifetime=self._settings.absolute_timeout)
-        cookies = self._set_cookies(session, previous_chunks=0)  # too large: fails before anything is kept
+        # The browser may still hold the chunks of an earlier, larger session (another user, a
+        # session ended elsewhere) that this login does not overwrite: delete every one unused.
+        # Too large: fails before anything is kept.
+        cookies = self._set_cookies(session, previous_chunks=MAX_CHUNKS)
         await self.store.set(
             _record_key(session.key), _LIVE, session.expires_at - now, sub=session.sub, sid=session.sid
         )

@@ -51,6 +51,11 @@ def session_cookies(response: httpx2.Response) -> list[str]:
     return [c for c in response.headers.get_list("set-cookie") if c.startswith(COOKIE) and "-login-" not in c]
 
 
+def kept(cookies: list[str]) -> list[str]:
+    """The `Set-Cookie` values that set a chunk (not those deleting one)."""
+    return [c for c in cookies if "Max-Age=0" not in c]
+
+
 @pytest.fixture
 def upstream() -> Iterator[tuple[TokenUpstream, str]]:
     app = TokenUpstream()
@@ -61,7 +66,7 @@ def upstream() -> Iterator[tuple[TokenUpstream, str]]:
 def test_login_sets_a_sealed_cookie_in_which_no_token_is_readable(idp: FakeIdP, clock: Clock) -> None:
     with cookie_client(idp, clock) as client:
         response = log_in(client, idp)
-        [cookie] = session_cookies(response)
+        [cookie] = kept(session_cookies(response))
         assert cookie.startswith(f"{COOKIE}=1.")
         assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Strict" in cookie
         value = client.cookies[COOKIE].split(".", 1)[1]
@@ -116,7 +121,7 @@ def test_key_rotation_opens_old_cookies_and_a_retired_key_gets_401(idp: FakeIdP,
 def test_a_large_session_is_chunked_and_shrinking_deletes_the_stale_chunks(idp: FakeIdP, clock: Clock) -> None:
     with cookie_client(idp, clock) as client:
         response = log_in(client, idp, picture="p" * 12_000)
-        chunks = session_cookies(response)
+        chunks = kept(session_cookies(response))
         assert len(chunks) >= 3 and chunks[0].startswith(f"{COOKIE}={len(chunks)}.")
         assert all(len(c) < MAX_SET_COOKIE for c in chunks)
         assert client.get("/bff/user").json()["claims"]["picture"] == "p" * 12_000
@@ -129,6 +134,22 @@ def test_a_large_session_is_chunked_and_shrinking_deletes_the_stale_chunks(idp: 
         assert shrunk[1:] == [
             f"{COOKIE}-{i}=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict" for i in range(1, len(chunks))
         ]
+
+
+def test_a_login_over_a_larger_sessions_chunks_deletes_those_it_does_not_overwrite(idp: FakeIdP, clock: Clock) -> None:
+    # Found by the integration test: the callback wrote one chunk and left `-1`... of the earlier
+    # session's in the browser.
+    with cookie_client(idp, clock) as client:
+        big = kept(session_cookies(log_in(client, idp, picture="p" * 12_000)))
+        assert len(big) >= 3
+        response = log_in(client, idp)  # another login in the same browser, a small session
+        cookies = session_cookies(response)
+        assert kept(cookies)[0].startswith(f"{COOKIE}=1.") and len(kept(cookies)) == 1
+        assert cookies[1:] == [
+            f"{COOKIE}-{i}=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict" for i in range(1, MAX_CHUNKS)
+        ]
+        assert sorted(client.cookies.keys()) == [COOKIE]
+        assert client.get("/bff/user").status_code == 200
 
 
 def test_a_session_too_large_for_the_cookies_fails_the_login_naming_keep_claims(idp: FakeIdP, clock: Clock) -> None:
@@ -193,7 +214,7 @@ def test_concurrent_requests_with_one_expired_cookie_refresh_once(idp: FakeIdP, 
 
 def test_logout_revokes_clears_every_chunk_and_refuses_a_copy_of_the_cookie(idp: FakeIdP, clock: Clock) -> None:
     with cookie_client(idp, clock) as client:
-        chunks = session_cookies(log_in(client, idp, picture="p" * 9000))
+        chunks = kept(session_cookies(log_in(client, idp, picture="p" * 9000)))
         copy = jar(client)
         response = client.post("/bff/logout", headers=CSRF)
         assert response.status_code == 200 and idp.revoked  # the refresh token, at the provider
@@ -276,7 +297,8 @@ async def test_an_opened_cookie_is_cached_by_its_exact_value(clock: Clock) -> No
     assert isinstance(sessions, CookieSessions)
     await app.store.open()
     login = LoginResult(sub="alice", provider_sid=None, claims={"sub": "alice"}, tokens=TokenSet(access_token="at"))
-    session, [cookie] = await sessions.create(login, user_agent="t")
+    session, [cookie, *deleted] = await sessions.create(login, user_agent="t")
+    assert all("Max-Age=0" in c for c in deleted)
     headers = [(b"cookie", cookie.split(";")[0].encode())]
     first = await sessions.load(headers)
     again = await sessions.load(headers)

@@ -78,13 +78,18 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
             await launched.close()
 
 
-def start_demo(log_dir: Path, data_dir: Path, *, public_url: str | None = None) -> Server:
-    """`bff demo` on a free port with 2-second access tokens; `public_url` for a dev server in front."""
+def start_demo(
+    log_dir: Path, data_dir: Path, *, public_url: str | None = None, token_storage: str = "server"
+) -> Server:
+    """`bff demo` on a free port with 2-second access tokens; `public_url` for a dev server in front;
+    `token_storage = "cookie"` for cookie mode."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "bff", "demo", "--port", str(port), "--access-ttl", str(ACCESS_TTL)]
+    argv += ["--token-storage", token_storage] if token_storage != "server" else []
+    name = "bff-demo" if public_url is None else "bff-demo-behind-vite"
     return start_server(
-        "bff-demo" if public_url is None else "bff-demo-behind-vite",
+        name if token_storage == "server" else f"{name}-{token_storage}",
         [*argv, "--data-dir", str(data_dir)],
         cwd=REPO,
         env=server_env(**({"BFF_PUBLIC_URL": public_url} if public_url else {})),
@@ -98,6 +103,15 @@ def start_demo(log_dir: Path, data_dir: Path, *, public_url: str | None = None) 
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`bff demo`: BFF, development IdP, demo API and SPA on one port."""
     server = start_demo(tmp_path_factory.mktemp("logs"), tmp_path_factory.mktemp("bff-demo-data"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cookie_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`bff demo --token-storage cookie`: the session sealed in the browser's cookies."""
+    logs, data = tmp_path_factory.mktemp("logs-cookie"), tmp_path_factory.mktemp("bff-demo-cookie-data")
+    server = start_demo(logs, data, token_storage="cookie")
     yield server
     server.stop()
 

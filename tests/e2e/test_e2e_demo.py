@@ -186,3 +186,38 @@ async def test_logout_just_as_the_clock_reconnects_stays_logged_out(open_tab: Op
     assert tab.origin() == demo.url, f"after logout the page went on to {page.url}"
     late = [f"{r.status} {r.url}" for r in tab.responses if r.status == 401 and "/api/" in r.url]
     assert late == [], f"API calls after the session ended: {late}"
+
+
+async def test_cookie_mode_demo_signs_in_calls_the_api_and_logs_out_with_no_token_in_the_browser(
+    open_tab: OpenTab, cookie_demo: Server
+) -> None:
+    """`bff demo --token-storage cookie`: the tokens travel in the sealed, HttpOnly cookie, and
+    still no token is in the page, its storage or any response."""
+    tab = await open_tab("browser")
+    page = tab.page
+    await login(tab, cookie_demo.url, "frank")
+    await add_todo(tab, "sealed in a cookie")
+    await expect(page.locator("#todo-list li")).to_have_count(1)
+    status, todos = await api(page, "GET", TODO_API)
+    assert status == 200, todos
+
+    cookies = {c["name"]: c for c in await tab.context.cookies() if is_bff_cookie(c["name"])}
+    assert SESSION_COOKIE in cookies, f"no session cookie in {await tab.context.cookies()}"
+    assert cookies[SESSION_COOKIE]["value"].startswith(f"{len(cookies)}."), "not `<count>.<first chunk>`"
+    for name, cookie in cookies.items():
+        assert cookie["httpOnly"], f"cookie {name} is not HttpOnly"
+        assert cookie["sameSite"] == "Strict" and cookie["path"] == "/", cookie
+    visible = await page.evaluate("document.cookie")
+    assert SESSION_COOKIE + "=" not in visible, f"the session cookie is readable by script: {visible}"
+    assert await page.evaluate("localStorage.length") == 0
+    assert await token_leaks(tab) == []
+    assert unread_bodies(tab) == [], "response bodies that could not be checked"
+
+    await page.locator("#logout").click()
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#status")).to_have_text("signed out")
+    status, body = await api(page, "GET", "/bff/user")
+    assert status == 401, f"GET /bff/user after logout answered {status}: {body}"
+    assert body["error"] == "not_authenticated", body
+    assert [c["name"] for c in await tab.context.cookies() if is_bff_cookie(c["name"])] == []
+    assert await token_leaks(tab) == [], "logging out showed the browser a token"

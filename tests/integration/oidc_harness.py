@@ -62,6 +62,7 @@ class Run:
         issuer: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
+        token_storage: str = "server",
         start: bool = True,
     ) -> Bff:
         port = free_port()
@@ -85,6 +86,7 @@ class Run:
             store=store_url,
             secret_keys=secret_keys,
             refresh_skew=refresh_skew,
+            extra={"token_storage": token_storage} if token_storage != "server" else None,
         )
         process = BffProcess(workdir=workdir, config=config, port=port, workers=workers, name="bff")
         bff = Bff(process, client)

@@ -9,137 +9,38 @@ tests wait them out. The numbers in the section comments are those of the issue'
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
 from malicious_idp import MaliciousIdP
-from oidc_browser import Browser
-from oidc_harness import ACCESS_TTL, Bff, Run, user_name
+from oidc_harness import Bff, Run, user_name
+from oidc_helpers import (
+    fifty_at_once_cause_one_refresh,
+    is_clearing,
+    leaks,
+    logged_in,
+    parse_set_cookie,
+    raw_get,
+    secret_fragments,
+    session_cookie,
+    session_id_of,
+    set_cookies,
+    wait_for_expiry,
+)
 
 from tests.support.bff_process import new_secret_key
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider, token_fragments
 
 pytestmark = pytest.mark.integration
-
-CSRF = {"X-CSRF": "1"}
-
-
-# ---------------------------------------------------------------------------------------- helpers
-
-
-def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:
-    """`name=value; Attr=x; Flag` → (name, value, {"attr": "x", "flag": ""}) with lower-case keys."""
-    first, *attributes = (part.strip() for part in header.split(";"))
-    name, _, value = first.partition("=")
-    parsed: dict[str, str] = {}
-    for attribute in attributes:
-        key, _, attribute_value = attribute.partition("=")
-        parsed[key.strip().lower()] = attribute_value.strip()
-    return name.strip(), value.strip(), parsed
-
-
-def set_cookies(response: httpx.Response) -> dict[str, tuple[str, dict[str, str]]]:
-    cookies: dict[str, tuple[str, dict[str, str]]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        name, value, attributes = parse_set_cookie(header)
-        cookies[name] = (value, attributes)
-    return cookies
-
-
-def is_clearing(value: str, attributes: dict[str, str]) -> bool:
-    return value == "" or attributes.get("max-age") == "0" or "1970" in attributes.get("expires", "")
-
-
-def wait_for_expiry(*echoes: httpx.Response) -> None:
-    """Sleep until the access tokens behind these API answers have expired: the API echoes each
-    token's `exp` and allows no leeway, so after this the next request needs a refresh."""
-    exp = max(float(echo.json()["exp"]) for echo in echoes)
-    assert exp - time.time() <= ACCESS_TTL + 1, "the provider issued a long-lived access token"
-    remaining = exp + 0.5 - time.time()
-    if remaining > 0:
-        time.sleep(remaining)
-
-
-def session_cookie(browser: Browser, bff: Bff) -> str:
-    value = browser.cookie(bff.cookie_name)
-    assert value, f"no {bff.cookie_name} cookie in the jar"
-    return value
-
-
-def session_id_of(cookie_value: str) -> str:
-    """The session-id part of a signed cookie value (`<id>.<signature>`)."""
-    return cookie_value.rsplit(".", 1)[0] if "." in cookie_value else cookie_value
-
-
-def raw_get(bff: Bff, path: str, cookie: str | None, *, csrf: bool = True) -> httpx.Response:
-    """A request with a cookie header written by hand (forged, stolen, replayed)."""
-    headers = dict(CSRF) if csrf else {}
-    if cookie is not None:
-        headers["Cookie"] = f"{bff.cookie_name}={cookie}"
-    return httpx.get(f"{bff.url}{path}", headers=headers, timeout=30)
-
-
-def logged_in(run: Run, bff: Bff, user: str, *, user_agent: str = "integration-browser") -> Browser:
-    browser = run.new_browser(bff, user_agent=user_agent)
-    response = browser.login(bff.public_url, user)
-    assert response.headers["location"].endswith("/app"), response.headers["location"]
-    return browser
-
-
-def bff_cookie_values(run: Run) -> set[str]:
-    """Every non-empty cookie value a BFF ever set in any browser of the run."""
-    bff_origins = {bff.url for bff in run.bffs}
-    values: set[str] = set()
-    for browser in run.browsers:
-        for record in browser.history:
-            if not any(record.url.startswith(origin) for origin in bff_origins):
-                continue
-            for header in record.set_cookies():
-                _, value, _ = parse_set_cookie(header)
-                if value:
-                    values.add(value)
-    return values
-
-
-def secret_fragments(run: Run) -> set[str]:
-    """What must never show up outside the BFF's memory: every token the provider issued or the API
-    saw, and every BFF cookie value with its session-id part."""
-    cookies = bff_cookie_values(run)
-    return token_fragments(run.provider.issued_tokens() | run.api.tokens_seen) | token_fragments(
-        cookies | {session_id_of(value) for value in cookies}
-    )
-
-
-def leaks(haystacks: Iterable[tuple[str, bytes]], needles: set[str]) -> list[str]:
-    found = []
-    for where, data in haystacks:
-        for needle in needles:
-            if needle.encode() in data:
-                found.append(f"{where}: contains {needle[:12]}... ({len(needle)} chars)")
-    return found
-
-
-def concurrent_api_requests(bff: Bff, cookie: str, n: int, *, method: str = "GET") -> list[httpx.Response]:
-    """`n` concurrent requests of one session to the API, as one browser tab firing many fetches."""
-
-    async def fire() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        headers = {**CSRF, "Cookie": f"{bff.cookie_name}={cookie}"}
-        async with httpx.AsyncClient(base_url=bff.url, headers=headers, limits=limits, timeout=60) as client:
-            return await asyncio.gather(*(client.request(method, f"/api/concurrent/{i}") for i in range(n)))
-
-    return asyncio.run(fire())
-
 
 # ------------------------------------------------------------------------ 1. login, cookie attributes
 
@@ -301,38 +202,17 @@ def test_upstream_401_leads_to_one_refresh_and_a_replay_with_the_identical_body(
 # ------------------------------------------------------------------------------- 4. single flight
 
 
-def _fifty_at_once_cause_one_refresh(run: Run, bff: Bff, provider: OidcProvider, api: JwtApi, user: str) -> None:
-    browser = logged_in(run, bff, user)
-    cookie = session_cookie(browser, bff)
-    warm = browser.api("GET", f"{bff.url}/api/warm")
-    assert warm.status_code == 200, warm.text
-    refreshes = provider.refresh_count(bff.client.client_id)
-    before = api.count()
-
-    wait_for_expiry(warm)
-    responses = concurrent_api_requests(bff, cookie, 50)
-    statuses = [r.status_code for r in responses]
-    assert statuses == [200] * 50, {s: statuses.count(s) for s in set(statuses)}
-    assert provider.refresh_count(bff.client.client_id) == refreshes + 1, provider.counters()
-    assert not provider.refresh_errors(bff.client.client_id)
-    jtis = {r.json()["jti"] for r in responses}
-    assert len(jtis) == 1, f"{len(jtis)} different access tokens after one refresh"
-    assert api.count() - before == 50  # no 401 and replay: the refresh came first
-    # The session survived the rotation: the next request still works.
-    assert browser.api("GET", f"{bff.url}/api/after").status_code == 200
-
-
 def test_fifty_concurrent_requests_with_an_expired_token_cause_one_refresh(
     run: Run, bff: Bff, provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
 ) -> None:
-    _fifty_at_once_cause_one_refresh(run, bff, provider, api, user_name(request))
+    fifty_at_once_cause_one_refresh(run, bff, provider, api, user_name(request))
 
 
 def test_fifty_concurrent_requests_cause_one_refresh_with_two_workers_on_sqlite(
     run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
 ) -> None:
     bff = new_bff("workers2", workers=2)
-    _fifty_at_once_cause_one_refresh(run, bff, provider, api, user_name(request))
+    fifty_at_once_cause_one_refresh(run, bff, provider, api, user_name(request))
 
 
 # -------------------------------------------------------------------------------- 5. grant revoked

@@ -165,6 +165,15 @@ for (const client of clients) {
   setEntry(`Client:${client.client_id}`, client, undefined);
 }
 
+// `length` characters of hex that differ from account to account (no compression helps).
+function bigClaim(seed, length) {
+  let text = '';
+  for (let i = 0; text.length < length; i += 1) {
+    text += crypto.createHash('sha256').update(`${seed}:${i}`).digest('hex');
+  }
+  return text.slice(0, length);
+}
+
 const configuration = {
   adapter: FileAdapter,
   clients: [],
@@ -174,13 +183,17 @@ const configuration = {
     return {
       accountId: sub,
       async claims() {
-        return { sub, name: `Test User ${sub}`, email: `${sub}@example.test`, email_verified: true };
+        const claims = { sub, name: `Test User ${sub}`, email: `${sub}@example.test`, email_verified: true };
+        // An account whose login name starts with "big-claim" has a profile claim of about 12 kB
+        // (a session larger than one cookie holds, for cookie mode's chunks).
+        if (sub.startsWith('big-claim')) claims.bio = bigClaim(sub, 12 * 1024);
+        return claims;
       },
     };
   },
   claims: {
     openid: ['sub'],
-    profile: ['name', 'email', 'email_verified'],
+    profile: ['name', 'email', 'email_verified', 'bio'],
     email: ['email', 'email_verified'],
   },
   // Put the profile claims into the ID token even though an access token is issued too.
@@ -359,7 +372,9 @@ async function testRoutes(req, res, url) {
 }
 
 const callback = provider.callback();
-const server = http.createServer((req, res) => {
+// Cookies are not scoped by port: a browser sends the BFF's cookies (up to 8 chunks in cookie mode,
+// about 31 KB) to this provider on the same 127.0.0.1 too, beyond node's default 16 KB of headers.
+const server = http.createServer({ maxHeaderSize: 64 * 1024 }, (req, res) => {
   const url = new URL(req.url, issuer);
   if (url.pathname.startsWith('/test/')) {
     testRoutes(req, res, url).catch((err) => send(res, 500, { error: String(err) }));
