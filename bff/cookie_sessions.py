@@ -90,13 +90,14 @@ class CookieSessions:
     def __repr__(self) -> str:
         return f"CookieSessions(store={self.store!r})"
 
-    async def create(self, login: LoginResult, *, user_agent: str) -> tuple[Session, list[str]]:
+    async def create(self, login: LoginResult, headers: RawHeaders) -> tuple[Session, list[str]]:
         now = self._clock()
-        session = new_session(login, user_agent=user_agent, now=now, lifetime=self._settings.absolute_timeout)
+        session = new_session(login, headers, now=now, lifetime=self._settings.absolute_timeout)
         # The browser may still hold the chunks of an earlier, larger session (another user, a
-        # session ended elsewhere) that this login does not overwrite: delete every one unused.
+        # session ended elsewhere) that this login does not overwrite: those are deleted.
         # Too large: fails before anything is kept.
-        cookies = self._set_cookies(session, previous_chunks=MAX_CHUNKS)
+        held = self._cookies.chunks_held(headers, self._cookies.session_cookie_name)
+        cookies = self._set_cookies(session, previous_chunks=held)
         await self.store.set(
             _record_key(session.key), _LIVE, session.expires_at - now, sub=session.sub, sid=session.sid
         )

@@ -148,6 +148,21 @@ class CookieCodec:
             return None
         return "".join(part for part in parts if part is not None), int(count)
 
+    def chunks_held(self, headers: Sequence[tuple[bytes, bytes]], name: str) -> int:
+        """How many chunk names of `name` the browser sends (the highest index plus one), whether
+        or not they make a valid value: what a new value has to delete beyond its own."""
+        held = 0
+        for header, raw in headers:
+            if header.lower() != b"cookie":
+                continue
+            for part in raw.decode("latin-1").split(";"):
+                key = part.strip().partition("=")[0].strip()
+                if key == name:
+                    held = max(held, 1)
+                elif key.startswith(name + "-") and key[len(name) + 1 :].isdigit():
+                    held = max(held, min(int(key[len(name) + 1 :]), MAX_CHUNKS - 1) + 1)
+        return held
+
     def clear_chunked(self, name: str, chunks: int) -> list[str]:
         """`Set-Cookie` values deleting `name` and its chunks up to `chunks`."""
         return [self._header(name, "", 0, self._same_site)] + [

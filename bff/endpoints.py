@@ -58,7 +58,7 @@ class Parts(Protocol):
 
 async def start_session(parts: Parts, login: LoginResult, request: Request) -> list[str]:
     """The tail of every successful login: a new session, counted and logged; its `Set-Cookie` values."""
-    session, cookies = await parts.sessions.create(login, user_agent=request.headers.get("user-agent", ""))
+    session, cookies = await parts.sessions.create(login, request.headers.raw)
     parts.metrics.logged_in("success")
     log.info("Login. sub: '%s', sid: '%s'", session.sub, session.sid)
     return cookies

@@ -71,9 +71,9 @@ class ServerSessions:
 
     # -- Sessions -------------------------------------------------------------------------------
 
-    async def create(self, login: LoginResult, *, user_agent: str) -> tuple[Session, list[str]]:
+    async def create(self, login: LoginResult, headers: RawHeaders) -> tuple[Session, list[str]]:
         now = self._clock()
-        session = new_session(login, user_agent=user_agent, now=now, lifetime=self._settings.absolute_timeout)
+        session = new_session(login, headers, now=now, lifetime=self._settings.absolute_timeout)
         await self.store.set(
             session.key, encode_record(session), self._ttl(session, now), sub=session.sub, sid=session.sid
         )

@@ -65,10 +65,11 @@ class Session:
         return dataclasses.replace(self, tokens=self.tokens.merged_with(tokens))
 
 
-def new_session(login: LoginResult, *, user_agent: str, now: float, lifetime: float) -> Session:
+def new_session(login: LoginResult, headers: RawHeaders, *, now: float, lifetime: float) -> Session:
     """A session for a login that just succeeded, with a new random id (never reuse one: no
     session fixation), ending `lifetime` seconds from `now` at the latest."""
     session_id = secrets.token_urlsafe(32)
+    user_agent = next((value.decode("latin-1") for name, value in headers if name.lower() == b"user-agent"), "")
     return Session(
         id=session_id,
         key=session_key(session_id),
@@ -102,9 +103,10 @@ class Sessions(Protocol):
         """The live session the request's cookies name, or None (none, tampered, ended, idle
         too long, past its absolute end). Slides the idle clock."""
 
-    async def create(self, login: LoginResult, *, user_agent: str) -> tuple[Session, list[str]]:
-        """A new session with a new random id (never reuse one: no session fixation), and the
-        `Set-Cookie` values that hand it to the browser."""
+    async def create(self, login: LoginResult, headers: RawHeaders) -> tuple[Session, list[str]]:
+        """A new session with a new random id (never reuse one: no session fixation) for the
+        request with `headers` (its user agent; the cookies it replaces), and the `Set-Cookie`
+        values that hand it to the browser."""
 
     def refreshing(self, stale: Session) -> AbstractAsyncContextManager[Session | None]:
         """Hold the refresh lease of `stale` across workers and replicas, and yield its newest

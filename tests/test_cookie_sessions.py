@@ -66,7 +66,7 @@ def upstream() -> Iterator[tuple[TokenUpstream, str]]:
 def test_login_sets_a_sealed_cookie_in_which_no_token_is_readable(idp: FakeIdP, clock: Clock) -> None:
     with cookie_client(idp, clock) as client:
         response = log_in(client, idp)
-        [cookie] = kept(session_cookies(response))
+        [cookie] = session_cookies(response)  # a fresh browser: nothing to delete
         assert cookie.startswith(f"{COOKIE}=1.")
         assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Strict" in cookie
         value = client.cookies[COOKIE].split(".", 1)[1]
@@ -146,7 +146,7 @@ def test_a_login_over_a_larger_sessions_chunks_deletes_those_it_does_not_overwri
         cookies = session_cookies(response)
         assert kept(cookies)[0].startswith(f"{COOKIE}=1.") and len(kept(cookies)) == 1
         assert cookies[1:] == [
-            f"{COOKIE}-{i}=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict" for i in range(1, MAX_CHUNKS)
+            f"{COOKIE}-{i}=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict" for i in range(1, len(big))
         ]
         assert sorted(client.cookies.keys()) == [COOKIE]
         assert client.get("/bff/user").status_code == 200
@@ -297,8 +297,7 @@ async def test_an_opened_cookie_is_cached_by_its_exact_value(clock: Clock) -> No
     assert isinstance(sessions, CookieSessions)
     await app.store.open()
     login = LoginResult(sub="alice", provider_sid=None, claims={"sub": "alice"}, tokens=TokenSet(access_token="at"))
-    session, [cookie, *deleted] = await sessions.create(login, user_agent="t")
-    assert all("Max-Age=0" in c for c in deleted)
+    session, [cookie] = await sessions.create(login, [(b"user-agent", b"t")])
     headers = [(b"cookie", cookie.split(";")[0].encode())]
     first = await sessions.load(headers)
     again = await sessions.load(headers)

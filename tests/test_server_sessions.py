@@ -109,7 +109,7 @@ async def create(
 ) -> tuple[Session, str]:
     """A new session and its Set-Cookie."""
     login = LoginResult(sub=sub, provider_sid=sid, claims=claims, tokens=tokens or new_tokens())
-    session, cookies = await sessions.create(login, user_agent=user_agent)
+    session, cookies = await sessions.create(login, [(b"user-agent", user_agent.encode())])
     [cookie] = cookies
     return session, cookie
 

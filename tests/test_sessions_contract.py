@@ -53,7 +53,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 async def signed_in(sessions: Sessions, *, sub: str = "alice", sid: str = "sid-1") -> tuple[Session, Jar]:
-    session, cookies = await sessions.create(login(sub, sid), user_agent="Test")
+    session, cookies = await sessions.create(login(sub, sid), [(b"user-agent", b"Test")])
     return session, jar(cookies)
 
 

@@ -70,7 +70,7 @@ class Worker:
 
     async def create(self, tokens: TokenSet, *, sid: str | None) -> Session:
         login = LoginResult(sub="alice", provider_sid=sid, claims={"sub": "alice"}, tokens=tokens)
-        session, cookies = await self.sessions.create(login, user_agent="t")
+        session, cookies = await self.sessions.create(login, [(b"user-agent", b"t")])
         self._keep(session, cookies)
         return session
 
