@@ -256,8 +256,6 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
     # Until the two seams carry them: refused rather than silently run as server mode with OIDC.
     if settings.token_storage == "cookie":
         problems.append("token_storage: 'cookie' is not built yet")
-    if settings.token_api is not None:
-        problems.append("token_api: the token-API login source is not built yet")
     if settings.oidc is not None and settings.token_api is not None:
         problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
     seen: set[str] = set()
