@@ -156,23 +156,19 @@ def test_login_without_the_anti_forgery_header_is_403_and_never_reaches_the_api(
     assert api.requests == []
 
 
+NOT_JSON = "expected an application/json body with the credentials"
+NO_OBJECT = 'the body must be a JSON object, e.g. {"username": "...", "password": "..."}'
+
+
 @pytest.mark.parametrize(
     ("content_type", "body", "detail"),
     [
-        (
-            "application/x-www-form-urlencoded",
-            b"username=alice&password=wonderland",
-            "expected an application/json body with the credentials",
-        ),
-        (None, b'{"username": "alice"}', "expected an application/json body with the credentials"),
-        ("text/plain", b'{"username": "alice"}', "expected an application/json body with the credentials"),
+        ("application/x-www-form-urlencoded", b"username=alice&password=wonderland", NOT_JSON),
+        (None, b'{"username": "alice"}', NOT_JSON),
+        ("text/plain", b'{"username": "alice"}', NOT_JSON),
         ("application/json", b'{"username": ', "the body is not valid JSON"),
         ("application/json", b"\xff\xfe", "the body is not valid JSON"),
-        (
-            "application/json",
-            b'["alice", "wonderland"]',
-            'the body must be a JSON object, e.g. {"username": "...", "password": "..."}',
-        ),
+        ("application/json", b'["alice", "wonderland"]', NO_OBJECT),
     ],
 )
 def test_login_body_that_is_no_json_object_is_400_and_never_reaches_the_api(
@@ -244,6 +240,15 @@ def test_get_login_does_not_exist_in_token_api_mode(client: TestClient, api: Fak
 
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert api.requests == []
+
+
+def test_readyz_asks_the_token_api(client: TestClient, api: FakeTokenAPI) -> None:
+    assert client.get("/readyz").json() == {"status": "ok", "store": "ok", "provider": "ok"}
+    assert [(request.method, request.url.path) for request in api.requests] == [("OPTIONS", "/api/token/refresh/")]
+    api.unreachable = True
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["provider"] == "token API unreachable at api.example: ConnectError"
 
 
 # -- the client address the API is told -------------------------------------------------------
