@@ -33,6 +33,8 @@ from bff.proxy import ProxyApp
 from bff.server_sessions import ServerSessions
 from bff.session import Devices, Sessions
 from bff.stores import open_store
+from bff.token_api import TokenAPIClient
+from bff.token_api_endpoints import build_token_api_routes
 from bff.tokens import TokenManager
 
 DEFAULT_SOURCE_TIMEOUT = 10.0
@@ -60,6 +62,8 @@ def build_login_source(
     """The configured login source (also what `bff check` reaches), or None without one."""
     if settings.oidc is not None:
         return OIDCClient(http, settings, clock=clock)
+    if settings.token_api is not None:
+        return TokenAPIClient(http, settings.token_api, clock=clock)
     return None
 
 
@@ -112,6 +116,8 @@ class BffApp:
         routes: list[BaseRoute] = [*build_health_routes(self), *build_endpoint_routes(self)]
         if self.oidc is not None:
             routes.extend(build_oidc_routes(self, self.oidc))
+        if isinstance(self.source, TokenAPIClient):
+            routes.extend(build_token_api_routes(self, self.source))
         routes.extend(extra_routes)
         if settings.static_dir:
             routes.append(Mount("/", app=StaticFiles(directory=settings.static_dir, html=True), name="static"))

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from bff.config import Settings, load_settings
 from bff.errors import BffError, ConfigError
@@ -113,15 +114,25 @@ def app_from_environment() -> object:
 def _check(args: argparse.Namespace) -> int:
     settings = load_settings(os.environ, args.config)
     print(f"bff: config: ok ({len(settings.routes)} routes, store {_store_kind(settings)})")
-    if settings.oidc is None:
+    name = _provider_name(settings)
+    if name is None:
         return 0
     try:
         asyncio.run(_reach_provider(settings))
     except BffError as exc:
         print(f"bff: provider: {exc.detail}", file=sys.stderr)
         return 1
-    print(f"bff: provider: ok ({settings.oidc.issuer})")
+    print(f"bff: provider: ok ({name})")
     return 0
+
+
+def _provider_name(settings: Settings) -> str | None:
+    """How `bff check` names the login source: the issuer, or the token API's host and port."""
+    if settings.oidc is not None:
+        return settings.oidc.issuer
+    if settings.token_api is not None:
+        return urlsplit(settings.token_api.login_url).netloc
+    return None
 
 
 async def _reach_provider(settings: Settings) -> None:

@@ -253,9 +253,6 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("session: idle_timeout and absolute_timeout must be positive")
     if settings.oidc is not None and not str(settings.oidc.client_secret):
         problems.append("oidc.client_secret: missing (required for a confidential client)")
-    # Until the two seams carry them: refused rather than silently run as server mode with OIDC.
-    if settings.token_api is not None:
-        problems.append("token_api: the token-API login source is not built yet")
     if settings.oidc is not None and settings.token_api is not None:
         problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
     seen: set[str] = set()

@@ -22,13 +22,22 @@ from starlette.routing import BaseRoute, Route
 from bff.config import Settings
 from bff.cookies import CookieCodec
 from bff.csrf import AntiForgery
-from bff.errors import BadRequest, NotAuthenticated, NotAvailable, NotFound
+from bff.errors import BadRequest, NotAuthenticated, NotAvailable, NotFound, PayloadTooLarge
 from bff.login import LoginResult, LoginSource
 from bff.metrics import Metrics
 from bff.session import Devices, Session, Sessions
 from bff.stores import Store
 
-__all__ = ["Parts", "build_endpoint_routes", "json_response", "redirect", "start_session"]
+__all__ = [
+    "Parts",
+    "build_endpoint_routes",
+    "json_response",
+    "media_type",
+    "read_body",
+    "redirect",
+    "start_session",
+    "user_body",
+]
 
 log = logging.getLogger("bff.endpoints")
 
@@ -56,12 +65,42 @@ class Parts(Protocol):
     def source(self) -> LoginSource | None: ...
 
 
-async def start_session(parts: Parts, login: LoginResult, request: Request) -> list[str]:
-    """The tail of every successful login: a new session, counted and logged; its `Set-Cookie` values."""
+async def start_session(parts: Parts, login: LoginResult, request: Request) -> tuple[Session, list[str]]:
+    """The tail of every successful login: a new session, counted and logged; it and its `Set-Cookie` values."""
     session, cookies = await parts.sessions.create(login, request.headers.raw)
     parts.metrics.logged_in("success")
     log.info("Login. sub: '%s', sid: '%s'", session.sub, session.sid)
-    return cookies
+    return session, cookies
+
+
+def user_body(session: Session, settings: Settings) -> dict[str, Any]:
+    """What `GET /bff/user` (and a token-API login) answers about the signed-in user: claims and
+    session facts, never a token."""
+    return {
+        "sub": session.sub,
+        "sid": session.key,
+        "claims": dict(session.claims),
+        "createdAt": session.created_at,
+        "expiresAt": min(session.expires_at, session.last_used_at + settings.session.idle_timeout),
+        "accessTokenExpiresAt": session.tokens.expires_at,
+        "logoutUrl": f"{settings.prefix}/logout?sid={session.key}",
+    }
+
+
+def media_type(request: Request) -> str:
+    """The request's `Content-Type` without its parameters, lowercased (`application/json`)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body; `PayloadTooLarge` as soon as it passes `limit` bytes (the rest is
+    never read)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return body
 
 
 class Endpoints:
@@ -76,17 +115,10 @@ class Endpoints:
 
     async def user(self, request: Request) -> Response:
         session = await self._session(request)
-        body = {
-            "sub": session.sub,
-            "sid": session.key,
-            "claims": dict(session.claims),
-            "createdAt": session.created_at,
-            "expiresAt": min(session.expires_at, session.last_used_at + self.settings.session.idle_timeout),
-            "accessTokenExpiresAt": session.tokens.expires_at,
-            "logoutUrl": f"{self.prefix}/logout?sid={session.key}",
-        }
         return json_response(
-            body, headers={"vary": "Cookie"}, cookies=self.sessions.cookies_for(session, loaded=session)
+            user_body(session, self.settings),
+            headers={"vary": "Cookie"},
+            cookies=self.sessions.cookies_for(session, loaded=session),
         )
 
     # -- logout ---------------------------------------------------------------------------------

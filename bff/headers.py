@@ -5,7 +5,8 @@ Request side (browser → upstream): hop-by-hop headers and those named in `Conn
 `Authorization` is dropped, the BFF's own cookies are removed from `Cookie` (other cookies only
 survive with `forward_cookies`), `Host` is the upstream's unless the route preserves it, and
 `X-Forwarded-For/-Proto/-Host` are set. Forwarding headers that came from the browser are believed
-only when the direct peer is a trusted proxy.
+only when the direct peer is a trusted proxy; by the same rule `client_address` names the browser
+behind such proxies (the one address a token-API login passes on).
 
 Response side (upstream → browser): hop-by-hop headers and those named in any `Connection` line are
 removed and no `Set-Cookie` may set a cookie with one of the BFF's names. Headers stay raw
@@ -99,6 +100,26 @@ class TrustedProxies:
                 return False
             return any(address in network for network in self._networks)
         return False
+
+
+def client_address(headers: RawHeaders, peer: str | None, trusted: TrustedProxies) -> str | None:
+    """The browser's address as the BFF judges it: the direct `peer`, or, when the peer is a
+    trusted proxy, the last `X-Forwarded-For` hop that is not one (every line of the header,
+    in order, is one list). Hops a trusted proxy appended are its own view of who called it;
+    anything to their left the browser could have written itself. All hops trusted: the first."""
+    if peer is None or peer not in trusted:
+        return peer
+    hops = [
+        hop.strip()
+        for name, value in headers
+        if name == b"x-forwarded-for"
+        for hop in value.decode("latin-1").split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop
+    return hops[0] if hops else peer
 
 
 class RequestHeaderFilter:

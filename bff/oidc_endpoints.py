@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bff.endpoints import Parts, json_response, redirect, start_session
-from bff.errors import BadRequest, BffError, IdPError, LoginFailed
+from bff.endpoints import Parts, json_response, media_type, read_body, redirect, start_session
+from bff.errors import BadRequest, BffError, IdPError, LoginFailed, PayloadTooLarge
 from bff.idtokens import LOGOUT_TOKEN_MAX_AGE
 from bff.login import LoginResult, check_return_to, user_claims
 from bff.oidc import LoginRequest, OIDCClient, new_login_request
@@ -76,7 +76,7 @@ class OIDCEndpoints:
                 claims=user_claims(claims, hidden=_HIDDEN_CLAIMS, keep=self.parts.settings.session.keep_claims),
                 tokens=tokens,
             )
-            cookies = await start_session(self.parts, result, request)
+            _, cookies = await start_session(self.parts, result, request)
         except BffError as exc:
             self.parts.metrics.logged_in("failure")
             exc.headers.append(("set-cookie", clear))
@@ -153,13 +153,12 @@ class OIDCEndpoints:
 
 
 async def _logout_token(request: Request) -> str:
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+    if media_type(request) != "application/x-www-form-urlencoded":
         raise BadRequest("expected an application/x-www-form-urlencoded body")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BACKCHANNEL_BODY:
-            raise BadRequest("body too large")
+    try:
+        body = await read_body(request, MAX_BACKCHANNEL_BODY)
+    except PayloadTooLarge:
+        raise BadRequest("body too large") from None  # §2.8: every refusal is a 400
     values = parse_qs(body.decode("latin-1")).get("logout_token", [])
     if len(values) != 1 or not values[0]:
         raise BadRequest('form parameter "logout_token" is missing')

@@ -158,7 +158,9 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
         return _convert(options[0], value, key, problems)
     if origin is Literal:
         choices = get_args(hint)
-        text = value.lower() if isinstance(value, str) else value
+        # Case-insensitive, answering the choice as declared: "Lax" is `lax`, "delete" is `DELETE`.
+        folded = {choice.lower(): choice for choice in choices if isinstance(choice, str)}
+        text = folded.get(value.lower(), value) if isinstance(value, str) else value
         if text not in choices:
             problems.append(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
         return text

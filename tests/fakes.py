@@ -34,17 +34,30 @@ TOKEN_API = "https://api.example"
 TOKEN_API_KEY = "j" * 32  # the fake token API's HS256 signing key
 
 
+_BFF = {"SECRET_KEYS": f'["{SECRET_KEY}"]', "PUBLIC_URL": "https://testserver", "SESSION_STORE": "memory://"}
+# `[token_api]` for the fake token API, as SimpleJWT is configured.
+_SIMPLEJWT = {
+    "login_url": f"{TOKEN_API}/api/token/",
+    "refresh_url": f"{TOKEN_API}/api/token/refresh/",
+    "logout_url": f"{TOKEN_API}/api/token/blacklist/",
+    "access_token_field": "access",
+    "refresh_token_field": "refresh",
+    "refresh_token_param": "refresh",
+    "user_id_claim": "user_id",
+}
+
+
 def settings_for(**environ: str) -> Settings:
     """Settings of a BFF at https://testserver in front of the fake provider; `environ` adds
     `BFF_...` variables without the prefix (`OIDC__REFRESH_SKEW="0"`)."""
-    base = {
-        "SECRET_KEYS": f'["{SECRET_KEY}"]',
-        "PUBLIC_URL": "https://testserver",
-        "SESSION_STORE": "memory://",
-        "OIDC__ISSUER": ISSUER,
-        "OIDC__CLIENT_ID": CLIENT_ID,
-        "OIDC__CLIENT_SECRET": CLIENT_SECRET,
-    }
+    base = {**_BFF, "OIDC__ISSUER": ISSUER, "OIDC__CLIENT_ID": CLIENT_ID, "OIDC__CLIENT_SECRET": CLIENT_SECRET}
+    return load_settings({f"BFF_{key}": value for key, value in {**base, **environ}.items()})
+
+
+def token_api_settings_for(**environ: str) -> Settings:
+    """Settings of a BFF at https://testserver in front of the fake token API (`token_api_settings`);
+    `environ` adds `BFF_...` variables without the prefix (`TOKEN_API__ROTATION="never"`)."""
+    base = {**_BFF, **{f"TOKEN_API__{name.upper()}": value for name, value in _SIMPLEJWT.items()}}
     return load_settings({f"BFF_{key}": value for key, value in {**base, **environ}.items()})
 
 
@@ -232,16 +245,7 @@ def callback_query(params: Mapping[str, str]) -> str:
 
 def token_api_settings(**overrides: Any) -> TokenAPISettings:
     """`[token_api]` for the fake token API, as SimpleJWT would be configured; `overrides` replace fields."""
-    base: dict[str, Any] = {
-        "login_url": f"{TOKEN_API}/api/token/",
-        "refresh_url": f"{TOKEN_API}/api/token/refresh/",
-        "logout_url": f"{TOKEN_API}/api/token/blacklist/",
-        "access_token_field": "access",
-        "refresh_token_field": "refresh",
-        "refresh_token_param": "refresh",
-        "user_id_claim": "user_id",
-    }
-    return TokenAPISettings(**{**base, **overrides})
+    return TokenAPISettings(**{**_SIMPLEJWT, **overrides})
 
 
 class FakeTokenAPI:

@@ -64,6 +64,21 @@ def test_environment_overrides_nested_keys_and_list_items(tmp_path: Path) -> Non
     assert settings.trusted_proxies == ("10.0.0.1", "10.0.0.2")
 
 
+@pytest.mark.parametrize(("written", "read"), [("DELETE", "DELETE"), ("delete", "DELETE"), ("Post", "POST")])
+def test_choices_match_whatever_their_case_and_read_as_declared(written: str, read: str) -> None:
+    settings = load_settings(
+        {
+            "BFF_SECRET_KEYS": f'["{KEY}"]',
+            "BFF_SESSION__SAME_SITE": "Lax",
+            "BFF_TOKEN_API__LOGIN_URL": "http://127.0.0.1:8001/login",
+            "BFF_TOKEN_API__REFRESH_URL": "http://127.0.0.1:8001/refresh",
+            "BFF_TOKEN_API__LOGOUT_METHOD": written,
+        }
+    )
+    assert settings.token_api is not None and settings.token_api.logout_method == read
+    assert settings.session.same_site == "lax"
+
+
 def test_environment_alone_is_enough() -> None:
     settings = load_settings(
         {

@@ -8,6 +8,7 @@ from bff.headers import (
     RequestHeaderFilter,
     ResponseHeaderFilter,
     TrustedProxies,
+    client_address,
     connection_tokens,
     filter_cookie_header,
     is_own_cookie,
@@ -154,6 +155,25 @@ def test_forwarded_for_is_replaced_for_an_untrusted_peer_and_appended_for_a_trus
     assert trusted["forwarded"] == "for=1.2.3.4"
     in_network = as_dict(request_filter().apply(headers, "192.168.4.5")[0])
     assert in_network["x-forwarded-for"] == "1.2.3.4, 192.168.4.5"
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "address"),
+    [
+        ("203.0.113.9", [b"198.51.100.1"], "203.0.113.9"),  # an untrusted peer's header is its own invention
+        ("10.0.0.1", [], "10.0.0.1"),
+        ("10.0.0.1", [b"198.51.100.1"], "198.51.100.1"),
+        ("10.0.0.1", [b"6.6.6.6, 198.51.100.1, 192.168.1.2"], "198.51.100.1"),
+        ("10.0.0.1", [b"6.6.6.6", b" 198.51.100.1 ,, 192.168.1.2"], "198.51.100.1"),  # lines are one list
+        ("10.0.0.1", [b"192.168.1.3, 192.168.1.2"], "192.168.1.3"),  # every hop trusted: the first
+        (None, [b"198.51.100.1"], None),
+    ],
+)
+def test_client_address_is_the_last_hop_no_trusted_proxy_added(
+    peer: str | None, forwarded_for: list[bytes], address: str | None
+) -> None:
+    headers = [(b"x-forwarded-for", value) for value in forwarded_for]
+    assert client_address(headers, peer, TrustedProxies(["10.0.0.1", "192.168.0.0/16"])) == address
 
 
 def test_cookies_are_dropped_unless_forwarded_and_the_bff_cookie_never_is() -> None:

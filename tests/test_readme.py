@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bff.config import OIDCSettings, RouteSettings, SessionSettings, Settings
+from bff.config import OIDCSettings, RouteSettings, SessionSettings, Settings, TokenAPISettings, load_settings
+from tests.support.readme_configs import README_API_ORIGIN, readme_block
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 SECTIONS = {"session", "oidc", "token_api", "routes"}
 
 
-@pytest.mark.parametrize("cls", [Settings, SessionSettings, OIDCSettings, RouteSettings])
+@pytest.mark.parametrize("cls", [Settings, SessionSettings, OIDCSettings, TokenAPISettings, RouteSettings])
 def test_every_setting_is_in_the_configuration_reference(cls: type) -> None:
     missing = [
         field.name
@@ -21,6 +22,19 @@ def test_every_setting_is_in_the_configuration_reference(cls: type) -> None:
         if field.name not in SECTIONS and f"| `{field.name}` |" not in README
     ]
     assert not missing, f"README's configuration reference lacks {missing}"
+
+
+@pytest.mark.parametrize("name", ["simplejwt", "flask_jwt"])
+def test_the_token_api_examples_are_complete_configurations(name: str, tmp_path: Path) -> None:
+    """The integration tests run these against the real APIs; here they load exactly as printed."""
+    path = tmp_path / "bff.toml"
+    path.write_text(readme_block(name), encoding="utf-8")
+    settings = load_settings({}, path)
+    assert settings.oidc is None and settings.token_api is not None
+    assert settings.token_api.login_url.startswith(README_API_ORIGIN + "/")
+    assert [(route.path, route.upstream, route.token) for route in settings.routes] == [
+        ("/api", README_API_ORIGIN, "user")
+    ]
 
 
 def test_readme_names_the_two_commands_and_ci_runs_the_test_command() -> None:
