@@ -11,7 +11,9 @@ A small GET (1 KiB response) in three set-ups, all in the same run:
 
 and, opt-in with --setups: `bff-user` (a `token = "user"` route with a session logged in at the
 development provider, bench/idp.py), `bff-cookie` (the same with `token_storage = "cookie"`: the
-session sealed into the cookie) and `minimal` (bench/minimal_proxy.py, the stack's ceiling).
+session sealed into the cookie), `bff-tokenapi` (the same route with a session logged in through
+`POST /bff/login` at the flask-jwt-extended API of tests/token_apis/, README's `[token_api]`) and
+`minimal` (bench/minimal_proxy.py, the stack's ceiling).
 
 wrk and the upstream share CPU 0; the process under test (Caddy or the BFF) runs alone on CPU 1.
 For each measurement the harness reads the CPU time of the process under test (user + system,
@@ -30,6 +32,7 @@ import contextlib
 import html
 import http.client
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -143,6 +146,7 @@ class Target:
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=lambda: [CSRF_HEADER])  # sent with every request
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # stopped with the target
+    closers: list[Callable[[], None]] = field(default_factory=list)  # called after the helpers are stopped
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -421,8 +425,9 @@ def start_bff(
     settings: dict[str, Any],
     port: int,
 ) -> Target:
-    """`bff serve --config FILE --port PORT`; waits for `/healthz` only (a `token = "user"`
-    route answers 401 until someone logs in)."""
+    """`bff serve --config FILE --port PORT`; waits for `/healthz`, and for the proxied answer
+    only when every route is `token = "none"` (a `token = "user"` route answers 401 until someone
+    logs in)."""
     target = Target(name, f"http://127.0.0.1:{port}{REQUEST_PATH}", log=workdir / f"{name}.log")
     argv = [sys.executable, "-m", "bff", "serve", "--port", str(port), "--log-level", "warning"]
     config = workdir / f"{name}.toml"
@@ -433,8 +438,8 @@ def start_bff(
     health = Target(name, f"http://127.0.0.1:{port}/healthz", process=target.process, headers=[])
     wait_ready(health, expect_size=None)
     target.failure = health.failure
-    if target.failure is None and "oidc" not in settings:
-        wait_ready(target)  # the proxied 1 KiB answer itself
+    if target.failure is None and all(route["token"] == "none" for route in settings["routes"]):
+        wait_ready(target)  # the proxied 1 KiB answer itself (the others wait for a login)
     return target
 
 
@@ -524,6 +529,84 @@ def log_in(base: str, user: str = "alice") -> str:
     return "; ".join(f"{k}={v}" for k, v in jar.items())
 
 
+def token_api_settings(port: int, upstream_port: int, api_url: str) -> dict[str, Any]:
+    """README.md's flask-jwt-extended configuration (`<!-- config: flask_jwt -->`: its `[session]`
+    and `[token_api]` as they are, the API at `api_url`), with what `bff-user` has of its own: the
+    bench's secret and address, sessions in memory, and the same `token = "user"` route to the
+    bench upstream (the JWT API is only where the session comes from)."""
+    from tests.support.readme_configs import readme_config
+
+    settings = readme_config("flask_jwt", api_url=api_url)
+    settings.update(
+        secret_keys=[BENCH_SECRET],
+        public_url=f"http://127.0.0.1:{port}",
+        session_store="memory://",
+        routes=[{"path": "/api", "upstream": f"http://127.0.0.1:{upstream_port}", "token": "user"}],
+    )
+    return settings
+
+
+def pin_threads(pid: int, cpus: set[int]) -> None:
+    """Move every thread of a running process to `cpus` (a process started without `spawn`)."""
+    for thread in psutil.Process(pid).threads():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(thread.id, cpus)
+
+
+def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
+    """`bff-tokenapi`: the flask-jwt-extended API of tests/token_apis/, started by the tests' own
+    `TokenApi` (waitress, moved to the client CPU), the BFF with README's `[token_api]` for it, a
+    session logged in through `POST /bff/login`, its cookie sent by wrk. The API's access tokens
+    live an hour, so no refresh falls into the runs: the proxied path alone is measured."""
+    from tests.support.token_apis import FLASK_JWT, TokenApi
+
+    missing = [module for module in FLASK_JWT.requires if importlib.util.find_spec(module) is None]
+    if missing:
+        return Target(name, "", failure=f"{', '.join(missing)} not installed (pip install -e '.[test]')")
+    api = TokenApi(FLASK_JWT, ctx.workdir / f"{name}-api", access_lifetime=3600)
+    try:
+        api.start()
+    except RuntimeError as exc:
+        api.close()
+        return Target(name, "", failure=f"token API: {exc}", log=api.log_file)
+    pin_threads(api.pid, ctx.client_cpus)
+    port = free_port()
+    settings = token_api_settings(port, ctx.upstream_port, api.url)
+    target = start_bff(name, ctx.workdir, ctx.env, ctx.proxy_cpus, settings, port)
+    target.closers.append(api.close)
+    if target.failure is None:
+        try:
+            cookie = token_api_log_in(f"http://127.0.0.1:{port}", api.username, api.password)
+        except (OSError, ValueError) as exc:
+            target.failure = f"login failed: {exc}"
+            return target
+        target.headers = [CSRF_HEADER, ("Cookie", cookie)]
+        wait_ready(target)
+    return target
+
+
+def token_api_log_in(base: str, username: str, password: str) -> str:
+    """`POST /bff/login` with the credentials as JSON, as an SPA sends them; the `Cookie` header
+    value of the new session."""
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=10)
+    body = json.dumps({"username": username, "password": password})
+    try:
+        connection.request(
+            "POST", "/bff/login", body, {"Content-Type": "application/json", CSRF_HEADER[0]: CSRF_HEADER[1]}
+        )
+        response = connection.getresponse()
+        text = response.read().decode("utf-8", "replace")
+        cookies = [
+            value.partition(";")[0].strip() for name, value in response.getheaders() if name.lower() == "set-cookie"
+        ]
+    finally:
+        connection.close()
+    if response.status != 200 or not cookies:
+        raise ValueError(f"POST /bff/login answered {response.status}: {text[:200]}")
+    return "; ".join(cookies)
+
+
 def start_minimal(workdir: Path, env: dict[str, str], cpus: set[int], upstream_port: int) -> Target:
     port = free_port()
     target = Target("minimal", f"http://127.0.0.1:{port}{REQUEST_PATH}", log=workdir / "minimal.log")
@@ -571,6 +654,7 @@ STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstre
     "bff": _bff,
     "bff-user": _logged_in("bff-user", {}),
     "bff-cookie": _logged_in("bff-cookie", {"token_storage": "cookie"}),
+    "bff-tokenapi": start_bff_token_api,
     "minimal": lambda ctx: start_minimal(ctx.workdir, ctx.env, ctx.proxy_cpus, ctx.upstream_port),
 }
 SETUPS = ("upstream", *STARTERS)  # in table order
@@ -755,6 +839,7 @@ def render(
     loads: Sequence[float] = (),
 ) -> str:
     packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
+    width = max([10, *(len(s.setup) for s in summaries)])
     lines = [
         f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, Linux {machine['kernel']}, "
         f"load {machine['loadavg'][0]:.2f} at start"
@@ -766,13 +851,13 @@ def render(
         f"pinning: wrk + upstream on CPU {options['client_cpus']}, "
         f"process under test alone on CPU {options['proxy_cpus']}",
         "",
-        f"{'conc':>4}  {'set-up':<10} {'req/s':>8} {'(min-max)':>15} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'conc':>4}  {'set-up':<{width}} {'req/s':>8} {'(min-max)':>15} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'CPU us/req':>10} {'CPU %':>6} {'noise %':>7} {'errors':>6}",
     ]
     for s in summaries:
         spread = f"{s.rps_min:.0f}-{s.rps_max:.0f}"
         lines.append(
-            f"{s.concurrency:>4}  {s.setup:<10} {s.rps:>8.0f} {spread:>15} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} "
+            f"{s.concurrency:>4}  {s.setup:<{width}} {s.rps:>8.0f} {spread:>15} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} "
             f"{s.cpu_us_per_request:>10.0f} {s.cpu_percent:>6.0f} {s.noise_percent:>7.0f} {s.errors:>6}"
         )
     if ratio_rows:
@@ -831,6 +916,12 @@ def render(
             lines.append(
                 f"{r.concurrency:>4}  {r.rps_ratio:>6.2f}x {r.cpu_ratio:>9.2f}x {r.p99_delta_ms:>+12.2f}  {verdict}"
             )
+    token_api_rows = ratios(summaries, reference="bff-user", subject="bff-tokenapi")
+    if token_api_rows:
+        lines += ["", 'Token-API mode ([token_api], POST /bff/login) / OIDC login, both token = "user", server mode']
+        lines.append(f"{'conc':>4}  {'req/s':>7} {'CPU us/req':>10} {'p99 delta ms':>12}")
+        for r in token_api_rows:
+            lines.append(f"{r.concurrency:>4}  {r.rps_ratio:>6.2f}x {r.cpu_ratio:>9.2f}x {r.p99_delta_ms:>+12.2f}")
     minimal_rows = ratios(summaries, reference="minimal")
     if minimal_rows:
         lines += ["", "BFF / minimal raw-ASGI aiohttp proxy (the stack's ceiling; the rest is the BFF's own work)"]
@@ -969,6 +1060,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stop(target.process)
                 for helper in target.helpers:
                     stop(helper)
+                for close in target.closers:
+                    close()
     summaries = summarise(samples)
     ratio_rows = ratios(summaries)
     loads = [sample.loadavg_1m for sample in samples]
@@ -986,6 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ratios_user": [asdict(r) for r in ratios(summaries, subject="bff-user")],
                 "ratios_minimal": [asdict(r) for r in ratios(summaries, reference="minimal")],
                 "ratios_cookie": [asdict(r) for r in ratios(summaries, reference="bff-user", subject="bff-cookie")],
+                "ratios_tokenapi": [asdict(r) for r in ratios(summaries, reference="bff-user", subject="bff-tokenapi")],
                 "samples": [asdict(s) for s in samples],
                 "failures": failures,
                 "profiles": profiles,
@@ -1031,7 +1125,7 @@ def benchmark(
                         failures[target.name] = f"run {run} at c={concurrency} failed: {exc}"
                         break
                     print(
-                        f"bench: run {run} c={concurrency:<3} {target.name:<10} {sample.rps:>8.0f} req/s "
+                        f"bench: run {run} c={concurrency:<3} {target.name:<12} {sample.rps:>8.0f} req/s "
                         f"p99 {sample.p99_ms:7.2f} ms {sample.cpu_us_per_request:5.0f} us/req errors {sample.errors} "
                         f"noise {sample.noise_proxy_percent:3.0f}/{sample.noise_client_percent:3.0f} %"
                         + (" (disturbed)" if sample.disturbed else ""),

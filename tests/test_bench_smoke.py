@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.readme_configs import readme_config
+from tests.support.token_apis import FLASK_JWT, packages_or_skip
 from tests.support.tools import find_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,32 +40,54 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
     assert data["ratios"] and data["ratios"][0]["concurrency"] == 8
 
 
-def test_bench_logged_in_setups_run_in_server_and_cookie_mode(tmp_path: Path) -> None:
-    """`bff-user` and `bff-cookie` log in at the bench's provider (server mode, then cookie mode)
-    and are measured side by side, with the cookie / server mode table under them."""
+def test_bench_logged_in_setups_run_in_server_cookie_and_token_api_mode(tmp_path: Path) -> None:
+    """`bff-user` and `bff-cookie` log in at the bench's provider (server mode, then cookie mode),
+    `bff-tokenapi` through `POST /bff/login` at the flask-jwt-extended test API, and all three are
+    measured side by side, with the cookie / server mode and token-API / OIDC tables under them."""
     find_tool(["wrk"], "BENCHMARK SMOKE TEST NOT RUN: wrk is not installed (apt-get install wrk)")
+    packages_or_skip(FLASK_JWT)
     results = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "bench", "--quick", "--duration", "1", "--warmup", "0"]
-    argv += ["--setups", "bff-user,bff-cookie", "--json", str(results)]
+    argv += ["--setups", "bff-user,bff-cookie,bff-tokenapi", "--json", str(results)]
     completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
-    for setup in ("bff-user", "bff-cookie"):
+    for setup in ("bff-user", "bff-cookie", "bff-tokenapi"):
         assert f"  {setup} " in completed.stdout, output
     assert "Cookie mode" in completed.stdout, output
+    assert "Token-API mode" in completed.stdout, output
     data = json.loads(results.read_text(encoding="utf-8"))
-    assert {row["setup"] for row in data["summary"]} == {"upstream", "bff-user", "bff-cookie"}
+    assert {row["setup"] for row in data["summary"]} == {"upstream", "bff-user", "bff-cookie", "bff-tokenapi"}
     assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
     assert [row["concurrency"] for row in data["ratios_cookie"]] == [8]
+    assert [row["concurrency"] for row in data["ratios_tokenapi"]] == [8]
 
 
 def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
     from bench import run
 
-    assert run.SETUPS == ("upstream", "caddy", "bff", "bff-user", "bff-cookie", "minimal")
+    assert run.SETUPS == ("upstream", "caddy", "bff", "bff-user", "bff-cookie", "bff-tokenapi", "minimal")
     assert set(run.DEFAULT_SETUPS) <= set(run.SETUPS)
     oidc = {"issuer": "http://127.0.0.1:1/idp", "client_id": "bench-bff", "client_secret": "s"}
     user = run.bff_settings(8000, 9000, oidc)
     cookie = run.bff_settings(8000, 9000, oidc, token_storage="cookie")
     assert {k: v for k, v in cookie.items() if k != "token_storage"} == user
     assert 'token_storage = "cookie"' in run.to_toml(cookie)
+
+
+def test_the_token_api_setup_is_the_readmes_flask_jwt_configuration_with_bff_users_route() -> None:
+    """`bff-tokenapi` logs in with README.md's `[token_api]` and `[session]` for flask-jwt-extended
+    and proxies the same `token = "user"` route to the bench upstream as `bff-user`."""
+    from bench import run
+
+    api = "http://127.0.0.1:7000"
+    oidc = {"issuer": "http://127.0.0.1:1/idp", "client_id": "bench-bff", "client_secret": "s"}
+    user = run.bff_settings(8000, 9000, oidc)
+    token_api = run.token_api_settings(8000, 9000, api)
+    readme = readme_config("flask_jwt", api_url=api)
+    assert token_api["token_api"] == readme["token_api"] and token_api["session"] == readme["session"]
+    assert token_api["token_api"]["login_url"] == f"{api}/auth/login"
+    assert "oidc" not in token_api
+    for key in ("routes", "secret_keys", "public_url", "session_store"):
+        assert token_api[key] == user[key], key
+    assert "[token_api]" in run.to_toml(token_api)

@@ -185,6 +185,13 @@ class TokenApi:
         self._http.close()
 
     @property
+    def pid(self) -> int:
+        """The running server's process id."""
+        if self._process is None:
+            raise RuntimeError(f"the {self.flavour.name} test API is not running")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
