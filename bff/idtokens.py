@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -30,9 +31,26 @@ for this long is enough to refuse every replay."""
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
+@dataclass(frozen=True)
+class TokenKind:
+    """What differs between the two JWTs the provider sends: how a refusal reads and answers."""
+
+    what: str
+    """How messages name it."""
+    error: type[BadRequest | LoginFailed]
+    """A refused ID token fails the login; a refused logout token is the provider's bad request."""
+    require: tuple[str, ...]
+    """Claims that must be present."""
+    require_exp: bool
+
+
+ID_TOKEN = TokenKind("ID token", LoginFailed, ("iss", "sub", "aud", "exp", "iat"), require_exp=True)
+LOGOUT_TOKEN = TokenKind("logout token", BadRequest, ("iss", "aud", "iat", "jti", "events"), require_exp=False)
+
+
 def check_id_token_claims(claims: Mapping[str, Any], oidc: OIDCSettings, *, nonce: str, now: float) -> None:
     """OIDC Core §3.1.3.7, the checks PyJWT leaves to the caller (times against the injected clock)."""
-    _check_times(claims, oidc.leeway, now, what="ID token", require_exp=True)
+    _check_times(claims, oidc.leeway, now, ID_TOKEN)
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     # §3.1.3.7 items 4 and 5: with several audiences azp must be present and be this client.
     if (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != oidc.client_id:
@@ -44,7 +62,7 @@ def check_id_token_claims(claims: Mapping[str, Any], oidc: OIDCSettings, *, nonc
 
 def check_logout_token_claims(claims: Mapping[str, Any], oidc: OIDCSettings, *, now: float) -> None:
     """Back-Channel Logout 1.0 §2.6, items 3 to 6 (signature, iss and aud were checked by PyJWT)."""
-    _check_times(claims, oidc.leeway, now, what="logout token", require_exp=False)
+    _check_times(claims, oidc.leeway, now, LOGOUT_TOKEN)
     if claims["iat"] < now - LOGOUT_TOKEN_MAX_AGE - oidc.leeway:
         raise BadRequest('logout token "iat" is too old')
     events = claims.get("events")
@@ -78,20 +96,18 @@ class TokenValidator:
         self._jwks_lock = asyncio.Lock()
 
     async def validate_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
-        claims = await self._decode(id_token, require=["iss", "sub", "aud", "exp", "iat"], error=LoginFailed)
+        claims = await self._decode(id_token, ID_TOKEN)
         check_id_token_claims(claims, self.config, nonce=nonce, now=self._clock())
         return claims
 
     async def validate_logout_token(self, logout_token: str) -> dict[str, Any]:
         """Back-Channel Logout 1.0 §2.6, but for `jti` replay, which needs the store."""
-        claims = await self._decode(logout_token, require=["iss", "aud", "iat", "jti", "events"], error=BadRequest)
+        claims = await self._decode(logout_token, LOGOUT_TOKEN)
         check_logout_token_claims(claims, self.config, now=self._clock())
         return claims
 
-    async def _decode(
-        self, token: str, *, require: Sequence[str], error: type[BadRequest | LoginFailed]
-    ) -> dict[str, Any]:
-        what = "ID token" if error is LoginFailed else "logout token"
+    async def _decode(self, token: str, kind: TokenKind) -> dict[str, Any]:
+        what, error = kind.what, kind.error
         provider = await self._discover()
         try:
             header = jwt.get_unverified_header(token)
@@ -111,7 +127,7 @@ class TokenValidator:
                 audience=self.config.client_id,
                 issuer=provider.issuer,
                 # exp, iat and nbf are checked against the injected clock in check_*_claims.
-                options={"require": list(require), "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+                options={"require": list(kind.require), "verify_exp": False, "verify_iat": False, "verify_nbf": False},
             )
         except jwt.PyJWTError as exc:
             raise error(f"{what} rejected: {exc}") from None
@@ -150,11 +166,11 @@ class TokenValidator:
         self._jwks_fetched_at = self._clock()
 
 
-def _check_times(claims: Mapping[str, Any], leeway: float, now: float, *, what: str, require_exp: bool) -> None:
-    error = LoginFailed if what == "ID token" else BadRequest
+def _check_times(claims: Mapping[str, Any], leeway: float, now: float, kind: TokenKind) -> None:
+    what, error = kind.what, kind.error
     for name in ("exp", "iat", "nbf"):
         value = claims.get(name)
-        if (value is not None or (name == "exp" and require_exp) or name == "iat") and (
+        if (value is not None or (name == "exp" and kind.require_exp) or name == "iat") and (
             not isinstance(value, int | float) or isinstance(value, bool)
         ):
             raise error(f'{what} "{name}" must be a number')
