@@ -99,7 +99,8 @@ class DemoAPI:
         ]
 
     def app(self) -> Starlette:
-        return Starlette(routes=self.routes())
+        # Handlers raise InvalidToken from `authenticate`; this turns it into the RFC 6750 answer.
+        return Starlette(routes=self.routes(), exception_handlers={InvalidToken: _invalid_token})
 
     async def authenticate(self, request: Request) -> dict[str, Any]:
         """The verified claims of the request's bearer token; raises `InvalidToken`."""
@@ -148,10 +149,7 @@ class DemoAPI:
         self._keys = {key.key_id: key for key in keyset.keys if key.key_id}
 
     async def _me(self, request: Request) -> Response:
-        try:
-            claims = await self.authenticate(request)
-        except InvalidToken as exc:
-            return exc.response()
+        claims = await self.authenticate(request)
         return JSONResponse(
             {
                 "sub": claims["sub"],
@@ -163,17 +161,11 @@ class DemoAPI:
         )
 
     async def _list_todos(self, request: Request) -> Response:
-        try:
-            claims = await self.authenticate(request)
-        except InvalidToken as exc:
-            return exc.response()
+        claims = await self.authenticate(request)
         return JSONResponse(self._todos.get(claims["sub"], []))
 
     async def _add_todo(self, request: Request) -> Response:
-        try:
-            claims = await self.authenticate(request)
-        except InvalidToken as exc:
-            return exc.response()
+        claims = await self.authenticate(request)
         try:
             payload = await request.json()
         except ValueError:
@@ -191,10 +183,7 @@ class DemoAPI:
         return JSONResponse(todo, status_code=201)
 
     async def _delete_todo(self, request: Request) -> Response:
-        try:
-            claims = await self.authenticate(request)
-        except InvalidToken as exc:
-            return exc.response()
+        claims = await self.authenticate(request)
         todos = self._todos.get(claims["sub"], [])
         for index, todo in enumerate(todos):
             if todo["id"] == request.path_params["todo_id"]:
@@ -203,10 +192,7 @@ class DemoAPI:
         return JSONResponse({"error": "not_found", "detail": "no such to-do"}, status_code=404)
 
     async def _clock(self, request: Request) -> Response:
-        try:
-            claims = await self.authenticate(request)
-        except InvalidToken as exc:
-            return exc.response()
+        claims = await self.authenticate(request)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(self._ticks(float(claims["exp"])), media_type="text/event-stream", headers=headers)
 
@@ -222,6 +208,11 @@ class DemoAPI:
             if self._max_ticks is not None and number >= self._max_ticks:
                 return
             await asyncio.sleep(self._tick)
+
+
+async def _invalid_token(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidToken)
+    return exc.response()
 
 
 def _iso(epoch: float) -> str:
