@@ -13,7 +13,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from bff.demo.idp import DemoClient, DevIdentityProvider
+from bff.demo.idp import DevIdentityProvider
+from bff.demo.oauth import DemoClient
 
 CLIENT_ID = "bench-bff"
 

@@ -22,8 +22,10 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from bff.demo.idp import BACKCHANNEL_EVENT, DemoClient, DevIdentityProvider
+from bff.demo.backchannel import BACKCHANNEL_EVENT
+from bff.demo.idp import DevIdentityProvider
 from bff.demo.keys import SigningKey
+from bff.demo.oauth import DemoClient
 from bff.demo.pages import login_page
 
 ISSUER = "http://idp.test/idp"

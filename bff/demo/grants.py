@@ -26,21 +26,12 @@ from typing import Any
 import jwt
 
 from bff.demo.keys import SigningKey
+from bff.demo.oauth import OAuthError
 
 log = logging.getLogger("bff.demo.idp")
 
 SNAPSHOT_VERSION = 1
 PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1: unreserved characters
-
-
-class OAuthError(Exception):
-    """An RFC 6749 §5.2 error: `error` code and a description for `error_description`."""
-
-    def __init__(self, error: str, description: str, status_code: int = 400) -> None:
-        super().__init__(f"{error}: {description}")
-        self.error = error
-        self.description = description
-        self.status_code = status_code
 
 
 @dataclass

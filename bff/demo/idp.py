@@ -45,10 +45,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bff.demo import oauth
-from bff.demo.backchannel import BACKCHANNEL_EVENT, send_backchannel_logout
-from bff.demo.grants import PKCE_VALUE, GrantBook, OAuthError
+from bff.demo.backchannel import send_backchannel_logout
+from bff.demo.grants import PKCE_VALUE, GrantBook
 from bff.demo.keys import ALGORITHM, SigningKey
-from bff.demo.oauth import DemoClient
+from bff.demo.oauth import DemoClient, OAuthError
 from bff.demo.pages import login_page, message_page
 
 DEFAULT_USERS = ("alice", "bob", "carol")
@@ -335,4 +335,4 @@ class DevIdentityProvider:
         return response
 
 
-__all__ = ["BACKCHANNEL_EVENT", "DemoClient", "DevIdentityProvider", "OAuthError"]
+__all__ = ["DevIdentityProvider"]

@@ -17,7 +17,16 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from bff.demo.grants import OAuthError
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error: `error` code and a description for `error_description`."""
+
+    def __init__(self, error: str, description: str, status_code: int = 400) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.status_code = status_code
+
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 Form = Mapping[str, list[str]]  # a parsed urlencoded body: name → values

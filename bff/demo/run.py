@@ -47,8 +47,9 @@ from bff.app import BffApp, create_app
 from bff.cli import SERVER_OPTIONS
 from bff.config import OIDCSettings, RouteSettings, Settings
 from bff.demo.api import DemoAPI
-from bff.demo.idp import DemoClient, DevIdentityProvider
+from bff.demo.idp import DevIdentityProvider
 from bff.demo.keys import SigningKey
+from bff.demo.oauth import DemoClient
 from bff.errors import ConfigError
 from bff.logs import log_config
 
