@@ -25,7 +25,7 @@ from typing import Any
 
 import jwt
 
-from bff.demo.keys import SigningKey
+from bff.demo.keys import TokenMinter
 from bff.demo.oauth import OAuthError
 
 log = logging.getLogger("bff.demo.idp")
@@ -79,20 +79,12 @@ class GrantBook:
     def __init__(
         self,
         *,
-        issuer: str,
-        key: SigningKey,
-        api_audience: str,
-        access_ttl: float,
-        id_token_ttl: float,
+        minter: TokenMinter,
         refresh_ttl: float,
         code_ttl: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._issuer = issuer
-        self._key = key
-        self._audience = api_audience
-        self._access_ttl = int(access_ttl)
-        self._id_token_ttl = int(id_token_ttl)
+        self._minter = minter
         self._refresh_ttl = refresh_ttl
         self._code_ttl = code_ttl
         self._clock = clock
@@ -163,7 +155,15 @@ class GrantBook:
             self._revoke(grant)
             raise OAuthError("invalid_grant", "PKCE verification failed: code_verifier does not match code_challenge")
         body = self._issue(grant, grant.scope)
-        body["id_token"] = self._id_token(grant, session, nonce=code.nonce)
+        body["id_token"] = self._minter.id_token(
+            sub=grant.sub,
+            client_id=grant.client_id,
+            auth_time=session.auth_time,
+            nonce=code.nonce,
+            sid=session.sid,
+            name=session.name,
+            preferred_username=session.sub,
+        )
         return body
 
     def refresh(self, client_id: str, refresh_token: str, scope: str | None) -> dict[str, Any]:
@@ -189,9 +189,8 @@ class GrantBook:
         return self._issue(grant, " ".join(requested))
 
     def client_credentials(self, client_id: str, scope: str) -> dict[str, Any]:
-        claims = self._access_claims(sub=client_id, client_id=client_id, scope=scope)
-        token = self._key.sign(claims, typ="at+jwt")
-        return {"access_token": token, "token_type": "Bearer", "expires_in": self._access_ttl, "scope": scope}
+        token = self._minter.access_token(sub=client_id, client_id=client_id, scope=scope)
+        return {"access_token": token, "token_type": "Bearer", "expires_in": self._minter.access_ttl, "scope": scope}
 
     # -- revocation -----------------------------------------------------------------------------
 
@@ -212,7 +211,7 @@ class GrantBook:
     def verify_access_token(self, token: str) -> dict[str, Any] | None:
         """Claims of a live access token of this provider (for userinfo), else None."""
         try:
-            claims = self._key.verify(token, issuer=self._issuer)
+            claims = self._minter.key.verify(token, issuer=self._minter.issuer)
         except jwt.InvalidTokenError:
             return None
         if claims.get("jti") in self._revoked_jtis:
@@ -259,22 +258,8 @@ class GrantBook:
 
     # -- tokens ---------------------------------------------------------------------------------
 
-    def _access_claims(self, *, sub: str, client_id: str, scope: str, **extra: str) -> dict[str, Any]:
-        issued_at = int(self._clock())
-        return {
-            "iss": self._issuer,
-            "sub": sub,
-            "aud": self._audience,
-            "iat": issued_at,
-            "exp": issued_at + self._access_ttl,
-            "jti": secrets.token_urlsafe(12),
-            "client_id": client_id,
-            "scope": scope,
-            **extra,
-        }
-
     def _issue(self, grant: _Grant, scope: str) -> dict[str, Any]:
-        claims = self._access_claims(
+        access_token = self._minter.access_token(
             sub=grant.sub, client_id=grant.client_id, scope=scope, sid=grant.sid, name=grant.name
         )
         refresh_token = secrets.token_urlsafe(32)
@@ -282,29 +267,12 @@ class GrantBook:
         self._refresh_tokens[digest] = _RefreshToken(grant.grant_id, self._clock() + self._refresh_ttl)
         grant.refresh_digests.add(digest)
         return {
-            "access_token": self._key.sign(claims, typ="at+jwt"),
+            "access_token": access_token,
             "token_type": "Bearer",
-            "expires_in": self._access_ttl,
+            "expires_in": self._minter.access_ttl,
             "refresh_token": refresh_token,
             "scope": scope,
         }
-
-    def _id_token(self, grant: _Grant, session: LoginSession, *, nonce: str) -> str:
-        issued_at = int(self._clock())
-        claims = {
-            "iss": self._issuer,
-            "sub": grant.sub,
-            "aud": grant.client_id,
-            "azp": grant.client_id,
-            "iat": issued_at,
-            "exp": issued_at + self._id_token_ttl,
-            "auth_time": session.auth_time,
-            "nonce": nonce,
-            "sid": session.sid,
-            "name": session.name,
-            "preferred_username": session.sub,
-        }
-        return self._key.sign(claims)
 
     def _revoke(self, grant: _Grant) -> None:
         grant.revoked = True

@@ -47,7 +47,7 @@ from starlette.routing import BaseRoute, Route
 from bff.demo import oauth
 from bff.demo.backchannel import send_backchannel_logout
 from bff.demo.grants import PKCE_VALUE, GrantBook
-from bff.demo.keys import ALGORITHM, SigningKey
+from bff.demo.keys import ALGORITHM, SigningKey, TokenMinter
 from bff.demo.oauth import DemoClient, OAuthError
 from bff.demo.pages import login_page, message_page
 
@@ -93,12 +93,16 @@ class DevIdentityProvider:
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.key = key or SigningKey.generate()
-        self.grants = GrantBook(
+        minter = TokenMinter(
+            self.key,
             issuer=self.issuer,
-            key=self.key,
             api_audience=api_audience,
             access_ttl=access_ttl,
             id_token_ttl=id_token_ttl,
+            clock=clock,
+        )
+        self.grants = GrantBook(
+            minter=minter,
             refresh_ttl=refresh_ttl,
             code_ttl=code_ttl,
             clock=clock,

@@ -1,7 +1,9 @@
-"""SigningKey: the RS256 key pair of the development identity provider, made at first start.
+"""SigningKey: the RS256 key pair of the development identity provider, made at first start;
+TokenMinter: the access and ID tokens it signs.
 
-Owns signing JWTs and publishing the public half as a JWK. The key id is the RFC 7638
-thumbprint, so a new key (a restart) has a new `kid` and verifiers can tell the difference.
+Owns signing JWTs, the claims of the tokens the provider issues, and publishing the public half
+as a JWK. The key id is the RFC 7638 thumbprint, so a new key (a restart) has a new `kid` and
+verifiers can tell the difference. Which grant a token belongs to is `demo.grants`' business.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+import secrets
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
@@ -63,6 +67,57 @@ class SigningKey:
             options={"verify_aud": False, "verify_exp": verify_exp, "require": ["iss", "sub", "iat"]},
         )
         return claims
+
+
+class TokenMinter:
+    """Signs the provider's access tokens (`at+jwt`, RFC 9068, for the demo API's audience) and
+    ID tokens (for the client), each stamped with the injected clock."""
+
+    def __init__(
+        self,
+        key: SigningKey,
+        *,
+        issuer: str,
+        api_audience: str,
+        access_ttl: float,
+        id_token_ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.key = key
+        self.issuer = issuer
+        self.access_ttl = int(access_ttl)
+        self._audience = api_audience
+        self._id_token_ttl = int(id_token_ttl)
+        self._clock = clock
+
+    def access_token(self, *, sub: str, client_id: str, scope: str, **extra: str) -> str:
+        issued_at = int(self._clock())
+        claims = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": self._audience,
+            "iat": issued_at,
+            "exp": issued_at + self.access_ttl,
+            "jti": secrets.token_urlsafe(12),
+            "client_id": client_id,
+            "scope": scope,
+            **extra,
+        }
+        return self.key.sign(claims, typ="at+jwt")
+
+    def id_token(self, *, sub: str, client_id: str, **claims: Any) -> str:
+        """OIDC Core §2: `claims` adds `auth_time`, `nonce`, `sid`, the profile claims."""
+        issued_at = int(self._clock())
+        body = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": client_id,
+            "azp": client_id,
+            "iat": issued_at,
+            "exp": issued_at + self._id_token_ttl,
+            **claims,
+        }
+        return self.key.sign(body)
 
 
 def _thumbprint(jwk: Mapping[str, Any]) -> str:
