@@ -71,8 +71,8 @@ def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie
 
     back = browser.provider_sign_in(start, user, stop_at=f"{bff.url}/bff/callback")
     callback = browser.get(urljoin(str(back.url), back.headers["location"]))
-    assert callback.status_code in (302, 303), callback.text
-    assert callback.headers["location"] in ("/app", f"{bff.url}/app")
+    assert callback.status_code == 302, callback.text
+    assert callback.headers["location"] == "/app"
     cookies = set_cookies(callback)
     value, attrs = cookies[bff.cookie_name]
     assert value
@@ -299,14 +299,14 @@ def test_logout_revokes_the_refresh_token_at_the_provider_and_ends_the_cookie(
     without_csrf = browser.post(f"{bff.url}/bff/logout")
     assert without_csrf.status_code == 403, without_csrf.text
     response = browser.api("POST", f"{bff.url}/bff/logout")
-    assert response.status_code in (200, 204, 302, 303), response.text
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
     cookies = set_cookies(response)
     assert bff.cookie_name in cookies and is_clearing(*cookies[bff.cookie_name])
     end_session = provider.discovery()["end_session_endpoint"]
-    urls = [response.headers.get("location", "")]
-    if response.headers.get("content-type", "").startswith("application/json"):
-        urls += [v for v in response.json().values() if isinstance(v, str)]
-    assert any(url.startswith(end_session) for url in urls), f"no end-session URL in {response.text}"
+    [(key, url)] = response.json().items()
+    assert key == "logoutUrl" and url.startswith(end_session + "?"), response.text
+    assert f"client_id={bff.client.client_id}" in url and "id_token_hint" not in url
 
     assert provider.introspect(refresh_tokens[0], bff.client)["active"] is False
     assert raw_get(bff, "/bff/user", cookie).status_code == 401
@@ -532,27 +532,26 @@ def test_revoke_others_and_delete_end_exactly_the_right_sessions(
 
     listing = a.get(f"{bff.url}/bff/sessions")
     assert listing.status_code == 200, listing.text
-    sessions = listing.json()
-    sessions = sessions.get("sessions", sessions) if isinstance(sessions, dict) else sessions
+    sessions = listing.json()["sessions"]
     assert len(sessions) == 3, sessions
     assert sum(1 for s in sessions if s.get("current")) == 1
-    by_agent = {str(s.get("user_agent") or s.get("userAgent")): s for s in sessions}
+    by_agent = {s["userAgent"]: s for s in sessions}
     assert set(by_agent) == {"device-A", "device-B", "device-C"}, by_agent
     assert by_agent["device-A"]["current"]
 
     # Another user cannot end this user's session.
     foreign = d.api("DELETE", f"{bff.url}/bff/sessions/{by_agent['device-A']['id']}")
-    assert foreign.status_code in (403, 404), foreign.text
+    assert foreign.status_code == 404 and foreign.json()["error"] == "not_found", foreign.text
     assert a.get(f"{bff.url}/bff/user").status_code == 200
 
     deleted = a.api("DELETE", f"{bff.url}/bff/sessions/{by_agent['device-B']['id']}")
-    assert deleted.status_code in (200, 204), deleted.text
+    assert deleted.status_code == 204, deleted.text
     assert b.get(f"{bff.url}/bff/user").status_code == 401
     assert c.get(f"{bff.url}/bff/user").status_code == 200
 
     assert a.post(f"{bff.url}/bff/sessions/revoke-others").status_code == 403  # no anti-forgery header
     revoked = a.api("POST", f"{bff.url}/bff/sessions/revoke-others")
-    assert revoked.status_code in (200, 204), revoked.text
+    assert (revoked.status_code, revoked.json()) == (200, {"ended": 1}), revoked.text
     assert c.get(f"{bff.url}/bff/user").status_code == 401
     assert a.get(f"{bff.url}/bff/user").status_code == 200
     assert a.api("GET", f"{bff.url}/api/still-here").status_code == 200
