@@ -144,6 +144,46 @@ BAD_FILES = [
         'secret_keys = ["' + KEY + '"]\n[[routes]]\npath = "/api/"\nupstream = "http://a"',
         "routes[0].path: '/api/' must be a path prefix such as /api (no trailing slash)",
     ),
+    ("empty key list", "secret_keys = []", "secret_keys: at least one key is required"),
+    ("bad prefix", 'secret_keys = ["' + KEY + '"]\nprefix = "bff/"', "prefix: 'bff/' must be a path such as /bff"),
+    (
+        "bad anti-forgery header name",
+        'secret_keys = ["' + KEY + '"]\ncsrf_header = "X CSRF"',
+        "csrf_header: 'X CSRF' is not a valid header name",
+    ),
+    (
+        "bad cookie name",
+        'secret_keys = ["' + KEY + '"]\n[session]\ncookie_name = "bff;x"',
+        "session.cookie_name: 'bff;x' is not a valid cookie name",
+    ),
+    (
+        "timeouts not positive",
+        'secret_keys = ["' + KEY + '"]\n[session]\nidle_timeout = 0',
+        "session: idle_timeout and absolute_timeout must be positive",
+    ),
+    (
+        "duplicate route",
+        'secret_keys = ["' + KEY + '"]\n[[routes]]\npath = "/api"\nupstream = "http://a"\n'
+        '[[routes]]\npath = "/api"\nupstream = "http://b"',
+        "routes[1].path: '/api' is configured twice",
+    ),
+    (
+        "pool of no connections",
+        'secret_keys = ["' + KEY + '"]\n[[routes]]\npath = "/api"\nupstream = "http://a"\nmax_connections = 0',
+        "routes[0].max_connections: must be at least 1",
+    ),
+    (
+        "client token with a token API",
+        'secret_keys = ["' + KEY + '"]\n[token_api]\nlogin_url = "http://a/login"\nrefresh_url = "http://a/refresh"\n'
+        '[[routes]]\npath = "/api"\nupstream = "http://a"\ntoken = "client"',
+        "routes[0].token: 'client' needs an [oidc] section (client credentials)",
+    ),
+    (
+        "two login sources",
+        'secret_keys = ["' + KEY + '"]\n[token_api]\nlogin_url = "http://a/login"\nrefresh_url = "http://a/refresh"\n'
+        '[oidc]\nissuer = "https://idp.example"\nclient_id = "bff"\nclient_secret = "s"',
+        "token_api: choose one login source, [oidc] or [token_api], not both",
+    ),
     (
         "oidc without secret",
         'secret_keys = ["' + KEY + '"]\n[oidc]\nissuer = "https://idp.example"\nclient_id = "bff"',
