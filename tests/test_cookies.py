@@ -14,18 +14,11 @@ from starlette.datastructures import Secret
 
 from bff.config import SessionSettings, Settings
 from bff.cookies import CookieCodec
+from tests.fakes import Clock
 
 NEW_KEY = "n" * 40
 OLD_KEY = "o" * 40
 OTHER_KEY = "x" * 40
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def settings(

@@ -27,6 +27,7 @@ from bff.demo.idp import DevIdentityProvider
 from bff.demo.keys import SigningKey
 from bff.demo.oauth import DemoClient
 from bff.demo.pages import login_page
+from tests.fakes import Clock
 
 ISSUER = "http://idp.test/idp"
 API = "http://api.test"
@@ -42,19 +43,11 @@ BFF = DemoClient(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Harness:
     """The provider mounted at /idp, a clock, and the back-channel calls it made."""
 
     def __init__(self, key: SigningKey | None = None) -> None:
-        self.clock = Clock()
+        self.clock = Clock(time.time())  # real time: tokens are checked by PyJWT against it
         self.backchannel: list[httpx.Request] = []
 
         def receive(request: httpx.Request) -> httpx.Response:

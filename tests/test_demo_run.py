@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 from bff.demo.run import build_demo, load_or_create_secret
 from bff.errors import ConfigError
+from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CSRF = {"X-CSRF": "1"}
@@ -70,13 +70,6 @@ class DemoProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

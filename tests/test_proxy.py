@@ -21,6 +21,7 @@ from bff.errors import NotAuthenticated, SessionExpired
 from bff.metrics import Metrics
 from bff.proxy import ProxyApp
 from tests.fakes import FakeBearer
+from tests.support.processes import free_port
 from tests.support.upstreams import (
     RawServer,
     ServerThread,
@@ -30,7 +31,6 @@ from tests.support.upstreams import (
     reset_mid_body,
     silent,
     two_connection_lines,
-    unused_port,
 )
 
 CSRF = {"x-csrf": "1"}
@@ -495,7 +495,7 @@ async def _chunks(data: bytes, count: int) -> AsyncIterator[bytes]:
 
 async def test_upstream_down_gives_502_naming_the_route() -> None:
     settings = make_settings(
-        route(f"http://127.0.0.1:{unused_port()}"), route("http://nonexistent.invalid:9", path="/dns")
+        route(f"http://127.0.0.1:{free_port()}"), route("http://nonexistent.invalid:9", path="/dns")
     )
     with proxy_server(settings) as (proxy, _, metrics):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF, timeout=10) as client:

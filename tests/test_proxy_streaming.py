@@ -23,7 +23,8 @@ import psutil
 import pytest
 
 from bff.config import RouteSettings
-from tests.support.upstreams import CHUNK, ServerThread, UpstreamApp, free_port, make_settings, proxy_server
+from tests.support.processes import free_port
+from tests.support.upstreams import CHUNK, ServerThread, UpstreamApp, make_settings, proxy_server
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 1024**3

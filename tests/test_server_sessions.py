@@ -22,18 +22,11 @@ from bff.stores import Store
 from bff.stores.memory import MemoryStore
 from bff.stores.sqlite import SQLiteStore
 from bff.tokenset import TokenSet
+from tests.fakes import Clock
 
 IDLE = 1000.0
 ABSOLUTE = 5000.0
 UA = "Mozilla/5.0 (X11; Linux x86_64) Test"
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingStore(MemoryStore):

@@ -13,7 +13,8 @@ import pytest
 from bff.config import RouteSettings
 from bff.errors import NotAuthenticated
 from tests.fakes import FakeBearer
-from tests.support.upstreams import ServerThread, UpstreamApp, make_settings, proxy_server, unused_port
+from tests.support.processes import free_port
+from tests.support.upstreams import ServerThread, UpstreamApp, make_settings, proxy_server
 
 ORIGIN = {"origin": "http://127.0.0.1:8000"}  # the default public_url's origin
 
@@ -122,7 +123,7 @@ async def test_allowed_origins_replace_the_default(upstream: Any, up: UpstreamAp
 async def test_refused_upgrades_answer_with_the_error_status(upstream: Any, up: UpstreamApp) -> None:
     bearer = FakeBearer(error=NotAuthenticated("sign in first"))
     settings = make_settings(
-        ws_route(upstream, token="user"), ws_route(f"http://127.0.0.1:{unused_port()}", path="/down")
+        ws_route(upstream, token="user"), ws_route(f"http://127.0.0.1:{free_port()}", path="/down")
     )
     with proxy_server(settings, bearer_source=bearer) as (proxy, _, _):
         async with aiohttp.ClientSession() as session:

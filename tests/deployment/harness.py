@@ -10,7 +10,8 @@ from typing import Any
 
 from tests.support.bff_process import BffProcess, bff_config
 from tests.support.jwt_api import JwtApi
-from tests.support.oidc_provider import Client, OidcProvider, free_port
+from tests.support.oidc_provider import Client, OidcProvider
+from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
 
 

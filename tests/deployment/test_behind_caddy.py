@@ -27,7 +27,8 @@ from tests.deployment.harness import new_replica, replica_config
 from tests.support.bff_process import BffProcess, new_secret_key
 from tests.support.caddy import Caddy
 from tests.support.jwt_api import JwtApi
-from tests.support.oidc_provider import OidcProvider, free_port
+from tests.support.oidc_provider import OidcProvider
+from tests.support.processes import free_port
 from tests.support.upstreams import ServerThread, UpstreamApp
 
 pytestmark = pytest.mark.integration

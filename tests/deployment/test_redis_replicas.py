@@ -20,7 +20,8 @@ from tests.deployment.harness import PersistentRedis, new_replica, replica_confi
 from tests.support.bff_process import BffProcess, new_secret_key
 from tests.support.caddy import Caddy
 from tests.support.jwt_api import JwtApi
-from tests.support.oidc_provider import Client, OidcProvider, free_port
+from tests.support.oidc_provider import Client, OidcProvider
+from tests.support.processes import free_port
 from tests.support.redis_server import redis_server_or_skip
 from tests.support.upstreams import ServerThread, UpstreamApp
 

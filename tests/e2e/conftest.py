@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from e2e_flows import ACCESS_TTL, REPO, STARTED, OpenTab, Server, Tab, free_port, server_env, start_server
+from e2e_flows import ACCESS_TTL, REPO, STARTED, OpenTab, Server, Tab, server_env, start_server
 from playwright.async_api import Browser, async_playwright, expect
 
+from tests.support.processes import free_port
 from tests.support.tools import missing_tool
 
 ARTIFACTS = REPO / "test-artifacts"

@@ -26,7 +26,6 @@ from e2e_flows import (
     checkpoint,
     expect_signed_in,
     expect_undisturbed_since,
-    free_port,
     server_env,
     start_server,
     token_leaks,
@@ -37,6 +36,7 @@ from playwright.async_api import expect
 
 from tests.support.bff_process import BffProcess, bff_config
 from tests.support.oidc_provider import Client, OidcProvider, token_fragments
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from tests.support.oidc_provider import free_port
+from tests.support.processes import free_port
 from tests.support.server_thread import UvicornThread
 
 MODES = ("good", "alg_none", "wrong_aud", "wrong_nonce", "expired", "wrong_key")

@@ -16,7 +16,8 @@ from oidc_browser import Browser
 
 from tests.support.bff_process import BffProcess, bff_config
 from tests.support.jwt_api import JwtApi
-from tests.support.oidc_provider import Client, OidcProvider, free_port
+from tests.support.oidc_provider import Client, OidcProvider
+from tests.support.processes import free_port
 
 ACCESS_TTL = 4  # seconds; tests wait it out
 

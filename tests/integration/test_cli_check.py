@@ -12,7 +12,7 @@ import pytest
 from oidc_harness import Bff
 
 from tests.support.bff_process import to_toml
-from tests.support.oidc_provider import free_port
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

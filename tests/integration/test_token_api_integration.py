@@ -27,7 +27,7 @@ from bff import create_app, load_settings
 from bff.app import BffApp
 from bff.tokenset import TokenSet
 from tests.support.bff_process import BffProcess, new_secret_key
-from tests.support.oidc_provider import free_port
+from tests.support.processes import free_port
 from tests.support.readme_configs import readme_config
 from tests.support.token_apis import FLAVOURS, TokenApi, jwt_claims
 

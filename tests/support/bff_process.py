@@ -20,8 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.oidc_provider import free_port
-from tests.support.processes import log_tail, start_logged, stop_group, wait_until_ready
+from tests.support.processes import free_port, log_tail, start_logged, stop_group, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.oidc_provider import free_port
-from tests.support.processes import log_tail, start_logged, stop_group, wait_until_ready
+from tests.support.processes import free_port, log_tail, start_logged, stop_group, wait_until_ready
 from tests.support.tools import find_tool
 
 CADDY_CANDIDATES = ("caddy", "/usr/bin/caddy", "/usr/local/bin/caddy")

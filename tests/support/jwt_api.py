@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.oidc_provider import free_port
+from tests.support.processes import free_port
 from tests.support.server_thread import UvicornThread
 
 

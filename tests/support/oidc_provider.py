@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,19 +25,12 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import log_tail, start_logged, wait_until_ready
+from tests.support.processes import free_port, log_tail, start_logged, wait_until_ready
 from tests.support.tools import find_tool, missing_tool
 
 PROVIDER_DIR = Path(__file__).resolve().parent.parent / "oidc_provider"
 PROVIDER_SCRIPT = PROVIDER_DIR / "provider.mjs"
 DEFAULT_ACCESS_TTL = 4
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's choice) on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def node_or_skip() -> str:

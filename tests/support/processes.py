@@ -1,9 +1,9 @@
 """Servers the tests run as child processes, with their output appended to a log file.
 
-`start_logged` starts one (in its own session by default, so that `stop_group` ends its workers
-too), `wait_until_ready` polls it and fails with the end of its log when it exits or stays
-silent, `log_tail` reads that end. `BffProcess`, `Caddy` and `OidcProvider` keep their own
-commands and readiness checks.
+`free_port` picks a loopback port for one, `start_logged` starts it (in its own session by
+default, so that `stop_group` ends its workers too), `wait_until_ready` polls it and fails with
+the end of its log when it exits or stays silent, `log_tail` reads that end. `BffProcess`,
+`Caddy` and `OidcProvider` keep their own commands and readiness checks.
 """
 
 from __future__ import annotations
@@ -11,10 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the kernel's choice) on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def start_logged(

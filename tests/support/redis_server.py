@@ -17,17 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import free_port
 from tests.support.tools import find_tool
 
 REDIS_SERVER_CANDIDATES = ("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's choice) on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def redis_server_or_skip() -> str:

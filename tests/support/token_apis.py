@@ -32,8 +32,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import httpx
 import pytest
 
-from tests.support.oidc_provider import free_port
-from tests.support.processes import log_tail, start_logged, stop_group, wait_until_ready
+from tests.support.processes import free_port, log_tail, start_logged, stop_group, wait_until_ready
 from tests.support.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]

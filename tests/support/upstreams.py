@@ -34,17 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bff.config import RouteSettings, Settings
 from bff.metrics import Metrics
 from bff.proxy import ProxyApp
+from tests.support.processes import free_port
 from tests.support.server_thread import UvicornThread
 
 SECRET = Secret("test-secret-key-that-is-long-enough-0123456789")
 CHUNK = b"\0" * (1024 * 1024)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_settings(*routes: RouteSettings, **kwargs: Any) -> Settings:
@@ -371,11 +365,6 @@ def silent(conn: socket.socket) -> None:
     """Reads the request and never answers (until the test ends)."""
     read_request_head(conn)
     time.sleep(30)
-
-
-def unused_port() -> int:
-    """A loopback port nothing listens on (connection refused)."""
-    return free_port()
 
 
 @contextlib.contextmanager
