@@ -37,8 +37,11 @@ def test_the_token_api_examples_are_complete_configurations(name: str, tmp_path:
     ]
 
 
+TEST_COMMAND = "./scripts/install && ./scripts/check && ./scripts/test"
+
+
 def test_readme_names_the_two_commands_and_ci_runs_the_test_command() -> None:
-    assert "pip install -e . && bff demo" in README
-    assert "./scripts/test" in README
+    assert "\n```sh\npip install -e . && bff demo\n```\n" in README
+    assert f"\n```sh\n{TEST_COMMAND}\n```\n" in README
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
-    assert "./scripts/test" in ci
+    assert ci.rstrip().splitlines()[-1] == TEST_COMMAND

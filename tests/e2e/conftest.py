@@ -4,7 +4,7 @@ The async API on one session-wide event loop: Playwright's sync API leaves its o
 running in the main thread, which breaks every pytest-asyncio test that runs after it.
 
 Without Chromium (or node, for the Vite test) these tests skip with the reason locally, and
-fail when `CI=true`: CI installs them (`scripts/install-test-deps`), so missing means broken.
+fail when `CI=true`: CI installs them (`scripts/install`), so missing means broken.
 Screenshots go to `test-artifacts/` (git-ignored); a failing test also saves one per open tab.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from e2e_flows import ACCESS_TTL, REPO, STARTED, OpenTab, Server, Tab, server_env, start_server
 from playwright.async_api import Browser, async_playwright, expect
 
+from tests.e2e.e2e_flows import ACCESS_TTL, REPO, STARTED, OpenTab, Server, Tab, server_env, start_server
 from tests.support.processes import free_port
 from tests.support.tools import missing_tool
 
@@ -151,7 +151,7 @@ def require_node_modules(folder: Path) -> None:
     require(shutil.which("node") is not None and shutil.which("npx") is not None, "node/npx not installed")
     require(
         (folder / "node_modules").is_dir(),
-        f"{folder.relative_to(REPO)}/node_modules missing (run `npm ci` there, or scripts/install-test-deps)",
+        f"{folder.relative_to(REPO)}/node_modules missing (run `npm ci` there, or scripts/install)",
     )
 
 

@@ -13,7 +13,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from e2e_flows import (
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Route, expect
+
+from tests.e2e.e2e_flows import (
     ACCESS_TTL,
     TODO_API,
     OpenTab,
@@ -27,8 +30,6 @@ from e2e_flows import (
     token_leaks,
     unread_bodies,
 )
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Route, expect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_flows import (
+from playwright.async_api import expect
+
+from tests.e2e.e2e_flows import (
     ACCESS_TTL,
     REPO,
     OpenTab,
@@ -32,8 +34,6 @@ from e2e_flows import (
     unread_bodies,
     user_pattern,
 )
-from playwright.async_api import expect
-
 from tests.support.bff_process import BffProcess, bff_config
 from tests.support.oidc_provider import Client, OidcProvider, token_fragments
 from tests.support.processes import free_port

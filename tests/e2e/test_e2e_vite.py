@@ -10,8 +10,19 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from e2e_flows import ACCESS_TTL, TODO_API, OpenTab, Server, add_todo, api, checkpoint, expect_undisturbed_since, login
 from playwright.async_api import expect
+
+from tests.e2e.e2e_flows import (
+    ACCESS_TTL,
+    TODO_API,
+    OpenTab,
+    Server,
+    add_todo,
+    api,
+    checkpoint,
+    expect_undisturbed_since,
+    login,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from oidc_harness import ACCESS_TTL, Bff, Run
 
+from tests.integration.oidc_harness import ACCESS_TTL, Bff, Run
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from oidc_browser import Browser
 
+from tests.integration.oidc_browser import Browser
 from tests.support.bff_process import BffProcess, bff_config
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import Client, OidcProvider

@@ -9,10 +9,10 @@ import time
 from collections.abc import Iterable, Mapping
 
 import httpx
-from oidc_browser import Browser
-from oidc_harness import ACCESS_TTL, Bff, Run
 
 from bff.cookies import SESSION_ID_PATTERN
+from tests.integration.oidc_browser import Browser
+from tests.integration.oidc_harness import ACCESS_TTL, Bff, Run
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider, token_fragments
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oidc_harness import Bff
 
+from tests.integration.oidc_harness import Bff
 from tests.support.bff_process import to_toml
 from tests.support.processes import free_port
 

@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 import pytest
-from oidc_browser import Browser
-from oidc_harness import Bff, Run, user_name
-from oidc_helpers import (
+
+from bff.cookies import MAX_SET_COOKIE
+from tests.integration.oidc_browser import Browser
+from tests.integration.oidc_harness import Bff, Run, user_name
+from tests.integration.oidc_helpers import (
     fifty_at_once_cause_one_refresh,
     is_clearing,
     leaks,
@@ -28,8 +30,6 @@ from oidc_helpers import (
     set_cookies,
     wait_for_expiry,
 )
-
-from bff.cookies import MAX_SET_COOKIE
 from tests.support.bff_process import new_secret_key
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider, token_fragments

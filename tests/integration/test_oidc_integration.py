@@ -20,9 +20,10 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
-from malicious_idp import MaliciousIdP
-from oidc_harness import Bff, Run, user_name
-from oidc_helpers import (
+
+from tests.integration.malicious_idp import MaliciousIdP
+from tests.integration.oidc_harness import Bff, Run, user_name
+from tests.integration.oidc_helpers import (
     fifty_at_once_cause_one_refresh,
     is_clearing,
     leaks,
@@ -35,7 +36,6 @@ from oidc_helpers import (
     set_cookies,
     wait_for_expiry,
 )
-
 from tests.support.bff_process import new_secret_key
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider, token_fragments

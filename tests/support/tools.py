@@ -1,5 +1,5 @@
 """What a test does when a tool it needs is missing: skip with a loud reason on a developer's
-machine, fail under `CI=true`, where `scripts/install-test-deps` should have installed it."""
+machine, fail under `CI=true`, where `scripts/install` should have installed it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 def missing_tool(reason: str) -> NoReturn:
     if IN_CI:
-        pytest.fail(f"{reason} (CI=true: scripts/install-test-deps should have installed it)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true: scripts/install should have installed it)", pytrace=False)
     pytest.skip(f"NOT RUN: {reason}")
 
 

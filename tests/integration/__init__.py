@@ -1,0 +1,1 @@
+"""Integration tests against a real OpenID provider and real JWT login APIs."""
