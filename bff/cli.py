@@ -1,4 +1,4 @@
-"""The `bff` command: `serve`, `check` and `demo`.
+"""The `bff` command: `serve`, `check`, `demo`, and `sessions` (in `bff.admin`).
 
 Configuration problems end the process with exit code 2 and one line per problem on stderr,
 never a traceback.
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from bff.admin import add_sessions_parser, run_sessions
 from bff.config import Settings, load_settings
 from bff.errors import BffError, ConfigError
 from bff.logs import log_config
@@ -58,12 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="server: sessions in the SQLite store (default); cookie: sealed into the browser's cookies",
     )
 
+    add_sessions_parser(commands)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "sessions":
+            return run_sessions(args)
         from bff.demo.run import run_demo  # only the demo pulls in the development provider
 
         return run_demo(

@@ -44,7 +44,7 @@ from bff.session import Session, new_session, session_key
 from bff.stores import Store
 from bff.tokenset import TokenSet
 
-__all__ = ["SUCCESSOR_TTL", "CookieSessions"]
+__all__ = ["RECORD_PREFIX", "SUCCESSOR_TTL", "CookieSessions"]
 
 log = logging.getLogger("bff.session")
 
@@ -57,6 +57,8 @@ _AAD = b"bff session cookie v1"
 _SUCCESSOR_SALT = b"bff-proxy successor"
 _SUCCESSOR_INFO = b"bff refreshed session"
 _LIVE, _ENDED = b"live", b"ended"
+RECORD_PREFIX = "cookie-session:"
+"""Store keys of the records that say whether a cookie session is `live` or `ended`."""
 
 
 class CookieSessions:
@@ -178,6 +180,14 @@ class CookieSessions:
         log.info("Sessions ended. sub: '%s', sid: '%s', count: %d", sub, sid, count)
         return count
 
+    async def destroy_handle(self, key: str) -> bool:
+        """Mark the session with handle `key` ended if it is live (`bff sessions revoke
+        --handle`); return whether it was."""
+        ended = await self.store.replace(_record_key(key), _ENDED, self._settings.absolute_timeout, expected=_LIVE)
+        if ended:
+            log.info("Session ended. session: '%s'", key[:12])
+        return ended
+
     # -- helpers --------------------------------------------------------------------------------
 
     async def _end(self, session: Session) -> None:
@@ -226,7 +236,7 @@ class CookieSessions:
 
 
 def _record_key(key: str) -> str:
-    return f"cookie-session:{key}"
+    return RECORD_PREFIX + key
 
 
 def _token_hash(tokens: TokenSet) -> str:

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from bff.config import Settings
 from bff.cookies import CookieCodec
 from bff.csrf import AntiForgery
+from bff.devices import describe_device
 from bff.errors import BadRequest, NotAuthenticated, NotAvailable, NotFound, PayloadTooLarge
 from bff.login import LoginResult, LoginSource
 from bff.metrics import Metrics
@@ -161,6 +162,7 @@ class Endpoints:
                 "lastUsedAt": info.last_used_at,
                 "expiresAt": info.expires_at,
                 "userAgent": info.user_agent,
+                "device": describe_device(info.user_agent),
                 "current": info.key == session.key,
             }
             for info in await devices.list_for(session.sub)

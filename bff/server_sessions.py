@@ -1,8 +1,8 @@
 """ServerSessions: sessions kept in a `Store`, the cookie carrying only a signed random id.
 
 Owns the server-mode lifecycle (create with a fresh id, load, slide, save, destroy), the refresh
-lease `refresh:<key>` in the store, and the devices view (`list_for`, `destroy_own`). The store
-knows only `key = sha256(id)`; the record's bytes and their encryption are
+lease `refresh:<key>` in the store, and the devices view (`list_for`, `destroy_own`; `list_all`
+for the admin CLI). The store knows only `key = sha256(id)`; the record's bytes and their encryption are
 `bff.session_record`'s, the cookie's attributes and signature `bff.cookies`'.
 
 Decrypting and decoding a record costs more than the rest of a load, so each instance keeps the
@@ -160,15 +160,27 @@ class ServerSessions:
     # -- Devices --------------------------------------------------------------------------------
 
     async def list_for(self, sub: str) -> list[SessionInfo]:
+        return await self._infos(await self.store.keys_where(sub=sub), sub=sub)
+
+    async def list_all(self) -> list[SessionInfo]:
+        """Every live session of every user, most recently used first (`bff sessions list`):
+        reads the whole store, so never on a request's path."""
+        return await self._infos(await self.store.indexed_keys())
+
+    async def _infos(self, keys: list[str], *, sub: str | None = None) -> list[SessionInfo]:
+        """The live sessions among `keys` (of `sub`, when given), most recently used first.
+        Keys that hold no session record (cookie mode's short records) are left out."""
         now = self._clock()
         infos: list[SessionInfo] = []
-        for key in await self.store.keys_where(sub=sub):
+        for key in keys:
             raw = await self.store.get(key)
             meta = record_metadata(raw) if raw is not None else None
-            if meta is None or meta["sub"] != sub:
+            if meta is None or (sub is not None and meta["sub"] != sub):
                 continue
             info = SessionInfo(
                 key=key,
+                sub=meta["sub"],
+                sid=meta["sid"],
                 created_at=meta["created_at"],
                 last_used_at=meta["last_used_at"],
                 user_agent=meta["user_agent"],

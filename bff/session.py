@@ -86,9 +86,11 @@ def new_session(login: LoginResult, headers: RawHeaders, *, now: float, lifetime
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """One row of `/bff/sessions`: no secret in it."""
+    """One row of `/bff/sessions` (and of `bff sessions list`): no secret in it."""
 
     key: str
+    sub: str
+    sid: str | None
     created_at: float
     last_used_at: float
     user_agent: str

@@ -87,7 +87,9 @@ function renderSessions(sessions) {
       if (session.current) item.classList.add('current');
       const agent = document.createElement('span');
       agent.className = 'session-agent';
-      agent.textContent = session.userAgent || 'unknown browser';
+      // "Chrome 126 on Linux" from the BFF; the raw User-Agent on hover.
+      agent.textContent = session.device || session.userAgent || 'Unknown device';
+      agent.title = session.userAgent || '';
       const times = document.createElement('span');
       times.className = 'session-times';
       times.textContent = `created ${formatTime(session.createdAt)}, last used ${formatTime(session.lastUsedAt)}`;

@@ -46,10 +46,18 @@ def start_login(client: TestClient, return_to: str = "/") -> httpx2.Response:
     return response
 
 
-def log_in(client: TestClient, idp: FakeIdP, *, return_to: str = "/", sub: str = "alice", sid: str = "sid-1") -> str:
+def log_in(
+    client: TestClient,
+    idp: FakeIdP,
+    *,
+    return_to: str = "/",
+    sub: str = "alice",
+    sid: str = "sid-1",
+    user_agent: str = "testclient",
+) -> str:
     """A whole login; returns the session cookie's value and leaves the client's jar empty."""
     params = idp.authorize(start_login(client, return_to).headers["location"], sub=sub, sid=sid)
-    response = client.get("/bff/callback", params=params)
+    response = client.get("/bff/callback", params=params, headers={"user-agent": user_agent})
     assert response.status_code == 302, response.text
     value = client.cookies[COOKIE]
     client.cookies.clear()
@@ -312,7 +320,7 @@ def test_sessions_list_delete_and_revoke_others(client: TestClient, idp: FakeIdP
     bob = log_in(client, idp, sub="bob", sid="sid-b")
     rows = client.get("/bff/sessions", headers=as_user(laptop)).json()["sessions"]
     assert len(rows) == 3 and [row["current"] for row in rows].count(True) == 1
-    assert set(rows[0]) == {"id", "createdAt", "lastUsedAt", "expiresAt", "userAgent", "current"}
+    assert set(rows[0]) == {"id", "createdAt", "lastUsedAt", "expiresAt", "userAgent", "device", "current"}
     ids = {row["id"] for row in rows}
     phone_id = client.get("/bff/user", headers=as_user(phone)).json()["sid"]
     bob_id = client.get("/bff/user", headers=as_user(bob)).json()["sid"]
@@ -330,6 +338,17 @@ def test_sessions_list_delete_and_revoke_others(client: TestClient, idp: FakeIdP
     assert client.get("/bff/user", headers=as_user(tablet)).status_code == 401
     assert client.get("/bff/user", headers=as_user(laptop)).status_code == 200
     assert client.get("/bff/user", headers=as_user(bob)).status_code == 200
+
+
+def test_sessions_name_the_device_beside_the_raw_user_agent(client: TestClient, idp: FakeIdP) -> None:
+    chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+    laptop = log_in(client, idp, user_agent=chrome)
+    log_in(client, idp, user_agent="integration-browser")
+    rows = client.get("/bff/sessions", headers=as_user(laptop)).json()["sessions"]
+    assert sorted((row["userAgent"], row["device"]) for row in rows) == [
+        (chrome, "Chrome 126 on Linux"),
+        ("integration-browser", "Unknown device"),
+    ]
 
 
 def test_deleting_the_current_session_clears_its_cookie(client: TestClient, idp: FakeIdP) -> None:

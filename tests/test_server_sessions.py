@@ -164,12 +164,33 @@ async def test_list_for_shows_the_users_live_sessions_newest_use_first(store: St
     await new_session(sessions, sub="bob")
     infos = await sessions.list_for("alice")
     assert [info.key for info in infos] == [second.key, first.key]
+    assert [(info.sub, info.sid) for info in infos] == [("alice", "sid-2"), ("alice", "sid-1")]
     assert infos[0].user_agent == "Phone"
     assert infos[1].created_at == first.created_at
     assert infos[1].expires_at == first.expires_at
     for info in infos:
         assert first.id not in repr(info) and second.id not in repr(info)
     assert await sessions.list_for("carol") == []
+
+
+async def test_list_all_shows_every_users_live_sessions_and_skips_other_records(store: Store) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    alice = await new_session(sessions)
+    clock.now += 10
+    bob = await new_session(sessions, sub="bob", sid=None)
+    clock.now += 10
+    idle = await new_session(sessions, sub="carol")
+    await store.set("cookie-session:" + "0" * 64, b"live", 60, sub="dave", sid="sid-9")  # cookie mode's
+    clock.now += IDLE - 25  # carol's is used now; alice's has been idle 995 s, bob's 985 s
+    assert await sessions.load_id(idle.id) is not None
+    assert [(info.key, info.sub, info.sid) for info in await sessions.list_all()] == [
+        (idle.key, "carol", "sid-1"),
+        (bob.key, "bob", None),
+        (alice.key, "alice", "sid-1"),
+    ]
+    clock.now += 10  # alice's idle timeout has passed
+    assert [info.sub for info in await sessions.list_all()] == ["carol", "bob"]
 
 
 async def test_destroy_where_ends_exactly_the_matching_sessions(store: Store) -> None:

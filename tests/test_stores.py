@@ -78,6 +78,22 @@ async def test_keys_where_matches_every_given_field(store: Store) -> None:
         await store.keys_where()
 
 
+async def test_indexed_keys_lists_every_live_entry_with_a_sub(store: Store) -> None:
+    assert await store.indexed_keys() == []
+    await store.set("a1", b"v", 60, sub="alice", sid="s1")
+    await store.set("b1", b"v", 60, sub="bob")
+    await store.set("sid-only", b"v", 60, sid="s2")
+    await store.set("plain", b"v", 60)
+    await store.add_if_absent("marker", b"used", 60)
+    await store.set("short", b"v", 0.05, sub="carol")
+    await store.set("gone", b"v", 60, sub="dave")
+    await store.delete("gone")
+    await store.set("unindexed-later", b"v", 60, sub="erin")
+    await store.set("unindexed-later", b"v", 60)
+    await asyncio.sleep(0.12)
+    assert sorted(await store.indexed_keys()) == ["a1", "b1"]
+
+
 async def test_set_replaces_the_index_fields(store: Store) -> None:
     await store.set("k", b"v", 60, sub="alice", sid="s1")
     await store.set("k", b"v", 60, sub="bob")
@@ -373,6 +389,7 @@ async def test_redis_stopped_is_store_unavailable_and_restarted_works_again(tmp_
             lambda: store.set("k", b"v", 60, sub="alice"),
             lambda: store.delete("k"),
             lambda: store.keys_where(sub="alice"),
+            store.indexed_keys,
             lambda: store.add_if_absent("m", b"1", 60),
         ]
         for call in calls:
@@ -410,6 +427,22 @@ async def test_redis_entries_and_index_sets_carry_ttls(redis_server: RedisServer
     finally:
         await client.aclose()
         await store.close()
+
+
+async def test_redis_indexed_keys_reads_only_its_own_prefix_taken_literally(redis_server: RedisServer) -> None:
+    starred, plain = RedisStore(redis_server.url, prefix="g*:"), RedisStore(redis_server.url, prefix="gx:")
+    await starred.open()
+    await plain.open()
+    try:
+        await starred.set("mine", b"v", 60, sub="alice")
+        await plain.set("theirs", b"v", 60, sub="alice")
+        assert await starred.indexed_keys() == ["mine"]
+        assert await plain.indexed_keys() == ["theirs"]
+    finally:
+        await starred.delete("mine")
+        await plain.delete("theirs")
+        await starred.close()
+        await plain.close()
 
 
 # -- URLs -------------------------------------------------------------------------------------

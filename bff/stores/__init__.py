@@ -64,6 +64,11 @@ class Store(Protocol):
     async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
         """Keys of the live entries whose index fields match every given criterion (at least one)."""
 
+    async def indexed_keys(self) -> list[str]:
+        """Keys of every live entry that has a `sub` index field: every session, for the admin
+        CLI (`bff sessions list`). Never on a request's path: it reads the whole store (on Redis
+        an incremental `SCAN`)."""
+
     async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         """Write `key` only if no live entry has it; return whether it wrote. One-time markers:
         a logout token's `jti`, a used login state."""

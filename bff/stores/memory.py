@@ -111,6 +111,10 @@ class MemoryStore:
             if entry.expires_at > now and (sub is None or entry.sub == sub) and (sid is None or entry.sid == sid)
         ]
 
+    async def indexed_keys(self) -> list[str]:
+        now = self._clock()
+        return [key for key, entry in self._entries.items() if entry.expires_at > now and entry.sub is not None]
+
     async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         if self._live(key) is not None:
             return False

@@ -3,7 +3,7 @@
 Owns the key layout under a prefix (default `bff:`):
 
     bff:e:<key>      the value, with a PX ttl (Redis expires it by itself)
-    bff:m:<key>      hash {sub, sid} of an entry that has index fields, same ttl
+    bff:m:<key>      hash {sub, sid} of an entry that has index fields, same ttl (`indexed_keys` scans these)
     bff:sub:<sub>    set of keys with that sub; its ttl is stretched to the longest member's
     bff:sid:<sid>    set of keys with that sid, likewise
     bff:lock:<name>  a lease: a random token, SET NX PX; released only by the token's owner
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -203,6 +204,25 @@ class RedisStore:
 
         return await self._do(keys_where())
 
+    async def indexed_keys(self) -> list[str]:
+        meta_prefix = self._m("")
+
+        async def indexed_keys() -> list[str]:
+            client = self._redis
+            # Every entry with index fields has its `m:` hash, with the entry's ttl.
+            metas = [
+                _text(name) or "" async for name in client.scan_iter(match=_glob_escape(meta_prefix) + "*", count=500)
+            ]
+            if not metas:
+                return []
+            async with client.pipeline(transaction=False) as pipe:
+                for meta in metas:
+                    pipe.hexists(meta, "sub")
+                has_sub = await pipe.execute()
+            return [meta[len(meta_prefix) :] for meta, found in zip(metas, has_sub, strict=True) if found]
+
+        return await self._do(indexed_keys())
+
     async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         result = await self._do(self._redis.set(self._e(key), value, px=_ms(ttl), nx=True))
         return bool(result)
@@ -231,6 +251,11 @@ class RedisStore:
 
 def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally in a `SCAN MATCH` pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _text(value: bytes | str | None) -> str | None:

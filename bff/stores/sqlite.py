@@ -192,6 +192,13 @@ class SQLiteStore:
 
         return await self._run(keys_where)
 
+    async def indexed_keys(self) -> list[str]:
+        def indexed_keys(conn: sqlite3.Connection) -> list[str]:
+            sql = "SELECT key FROM entries WHERE expires_at > ? AND sub IS NOT NULL"
+            return [row[0] for row in conn.execute(sql, (time.time(),))]
+
+        return await self._run(indexed_keys)
+
     async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         def add_if_absent(conn: sqlite3.Connection) -> bool:
             now = time.time()
