@@ -294,7 +294,7 @@ def test_a_memory_store_has_nothing_to_list_from_outside(tmp_path: Path, capsys:
 
 
 def test_a_store_that_does_not_answer_is_exit_code_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.support.redis_server import free_port
+    from tests.support.processes import free_port
 
     config = write_config(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
     assert main(bff("list", config=config)) == 3

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from oidc_harness import Bff, Run, user_name
-from oidc_helpers import leaks, logged_in, secret_fragments
 
+from tests.integration.oidc_harness import Bff, Run, user_name
+from tests.integration.oidc_helpers import leaks, logged_in, secret_fragments
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
