@@ -28,6 +28,8 @@ class TextFormatter(DefaultFormatter):
     (an access line has it among its fields already)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record.msg, AccessLine) and not self.use_colors:  # the hot path: no record copy
+            return f"{record.levelname + ':':<9} {record.name}: {record.msg}"
         line = super().format(record)
         request_id = getattr(record, "request_id", None)
         if request_id is not None and not isinstance(record.msg, AccessLine):
