@@ -1,8 +1,8 @@
 """create_app: builds the parts from Settings, wires them in request order, owns their lifespan.
 
-Request flow: `BffApp` → `ProxyApp` (a configured route? the raw-ASGI hot path, with the token
-manager as its bearer source) → otherwise the Starlette app of the BFF's own endpoints, health
-checks and the optional static SPA. Only `cli` and `demo` import this module.
+Request flow: `BffApp` → `AccessLog` (request id, access line) → `ProxyApp` (a configured route?
+the raw-ASGI hot path, with the token manager as its bearer source) → otherwise the Starlette app
+of the BFF's own endpoints, health checks and the optional static SPA. Only `cli` and `demo` import this module.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from bff.access import AccessLog
 from bff.config import Settings
 from bff.cookie_sessions import CookieSessions
 from bff.cookies import CookieCodec
@@ -32,7 +33,8 @@ from bff.oidc_endpoints import build_oidc_routes
 from bff.proxy import ProxyApp
 from bff.server_sessions import ServerSessions
 from bff.session import Devices, Sessions
-from bff.stores import open_store
+from bff.stores import Store, open_store
+from bff.stores.counted import CountedStore
 from bff.token_api import TokenAPIClient
 from bff.token_api_endpoints import build_token_api_routes
 from bff.tokens import TokenManager
@@ -80,7 +82,7 @@ class BffApp:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.store = open_store(settings.session_store)
+        self.store: Store = CountedStore(open_store(settings.session_store), self.metrics)
         self.cookies = CookieCodec(settings, clock=clock)
         source_settings = settings.oidc or settings.token_api
         timeout = source_settings.timeout if source_settings is not None else DEFAULT_SOURCE_TIMEOUT
@@ -127,12 +129,15 @@ class BffApp:
             exception_handlers={BffError: _render_error},
         )
         self.proxy = ProxyApp(settings, bearer_source=self.tokens, fallback=self.control, metrics=self.metrics)
+        # The BFF's own endpoints are named in the access log by their route's path.
+        paths: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
+        self._entry = AccessLog(self.proxy, lambda scope: paths.get(scope.get("endpoint")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.control(scope, receive, send)
         else:
-            await self.proxy(scope, receive, send)
+            await self._entry(scope, receive, send)
 
     async def start(self) -> None:
         """Open the store and the upstream pools (the lifespan does; tests without a server too)."""

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +22,7 @@ from bff.admin import add_sessions_parser, run_sessions
 from bff.config import Settings, load_settings
 from bff.errors import BffError, ConfigError
 from bff.logs import log_config
+from bff.metrics import MULTIPROCESS_VARIABLE
 
 EXIT_CONFIG = 2
 CONFIG_FILE_VARIABLE = "BFF_CONFIG_FILE"  # read by the worker processes of `bff serve --workers N`
@@ -87,20 +91,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    load_settings(os.environ, args.config)  # fail fast in the parent, before any worker starts
+    settings = load_settings(os.environ, args.config)  # fail fast in the parent, before any worker starts
     if args.config:
         os.environ[CONFIG_FILE_VARIABLE] = os.path.abspath(args.config)
-    uvicorn.run(
-        "bff.cli:app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        log_config=log_config(args.log_level),
-        **SERVER_OPTIONS,
-    )
+    with _metrics_directory(args.workers):
+        uvicorn.run(
+            "bff.cli:app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            log_config=log_config(args.log_level, settings.log_format),
+            **SERVER_OPTIONS,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_directory(workers: int) -> Iterator[None]:
+    """With several workers, a fresh directory their metrics go to (prometheus_client's
+    multiprocess mode), removed at exit; an operator's own `PROMETHEUS_MULTIPROC_DIR` is kept."""
+    if workers <= 1 or os.environ.get(MULTIPROCESS_VARIABLE):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="bff-metrics-")
+    os.environ[MULTIPROCESS_VARIABLE] = directory
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_VARIABLE]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def app_from_environment() -> object:

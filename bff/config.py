@@ -189,6 +189,9 @@ class Settings:
     """Largest request body the proxy accepts (413 above). Default: unlimited (streamed)."""
     static_dir: str | None = None
     """A directory of SPA files served at `/` for paths no route claims. Default: none."""
+    log_format: Literal["text", "json"] = "text"
+    """How `bff serve` writes log lines: `text` (`key=value` access lines) or `json` (one object
+    per line, every line, for Loki/ELK). Default: `text`."""
     session: SessionSettings = field(default_factory=SessionSettings)
     oidc: OIDCSettings | None = None
     token_api: TokenAPISettings | None = None

@@ -26,6 +26,7 @@ from bff.devices import describe_device
 from bff.errors import BadRequest, NotAuthenticated, NotAvailable, NotFound, PayloadTooLarge
 from bff.login import LoginResult, LoginSource
 from bff.metrics import Metrics
+from bff.request_ids import note_session
 from bff.session import Devices, Session, Sessions
 from bff.stores import Store
 
@@ -70,6 +71,7 @@ async def start_session(parts: Parts, login: LoginResult, request: Request) -> t
     """The tail of every successful login: a new session, counted and logged; it and its `Set-Cookie` values."""
     session, cookies = await parts.sessions.create(login, request.headers.raw)
     parts.metrics.logged_in("success")
+    note_session(session.key, session.sub)
     log.info("Login. sub: '%s', sid: '%s'", session.sub, session.sid)
     return session, cookies
 
@@ -143,10 +145,13 @@ class Endpoints:
         """End `session` here and its grant at the source; where to send the browser, and the
         `Set-Cookie` values that clear it."""
         if session is None:
+            self.parts.metrics.logged_out("no_session")
             return None, self.sessions.clear_cookies()
+        note_session(session.key, session.sub)
         source = self.parts.source
         url = await source.end(session.tokens) if source is not None else None
         cleared = await self.sessions.destroy(session)
+        self.parts.metrics.logged_out("success")
         log.info("Logout. sub: '%s', sid: '%s'", session.sub, session.sid)
         return url, cleared
 
@@ -203,6 +208,7 @@ class Endpoints:
         session = await self.sessions.load(request.headers.raw)
         if session is None:
             raise NotAuthenticated("not signed in")
+        note_session(session.key, session.sub)
         return session
 
 

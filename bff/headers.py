@@ -231,6 +231,8 @@ class ResponseHeaderFilter:
                 continue
             if name == b"set-cookie" and is_own_cookie(set_cookie_name(value), self._cookie_base):
                 continue  # an upstream must never overwrite the BFF's session
+            if name == b"x-request-id":
+                continue  # the BFF adds the request's own id
             out.append((name, value))
         if named:
             named -= {b"close", b"keep-alive"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -50,7 +51,7 @@ def build_health_routes(parts: HealthParts) -> list[BaseRoute]:
         return _json({"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
-        return Response(parts.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(parts.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return [
         Route("/healthz", healthz, methods=["GET", "HEAD"]),

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from bff.errors import BadRequest, ProviderUnavailable
+from bff.request_ids import current
 from bff.tokenset import TokenSet
 
 __all__ = ["LoginResult", "LoginSource", "check_return_to", "send_to_source", "user_claims"]
@@ -94,7 +95,11 @@ async def send_to_source(
     http: httpx.AsyncClient, request: httpx.Request, *, who: str, retry_after: float
 ) -> httpx.Response:
     """Send `request` and read its answer; a network failure is `ProviderUnavailable` naming
-    `who` ("provider", "token API") and the host, never the request's content."""
+    `who` ("provider", "token API") and the host, never the request's content. Sent during a
+    request, it carries that request's `X-Request-ID`."""
+    access = current.get()
+    if access is not None:
+        request.headers["x-request-id"] = access.request_id
     try:
         response = await http.send(request)
         await response.aread()

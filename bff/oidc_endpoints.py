@@ -135,11 +135,13 @@ class OIDCEndpoints:
             token = await _logout_token(request)
             claims = await self.oidc.validate_logout_token(token)
         except BadRequest as exc:
+            self.parts.metrics.logged_out("backchannel_refused")
             log.warning("Back-channel logout refused: %s", exc.detail)
             return json_response({"error": "invalid_request", "error_description": exc.detail}, status=400)
         jti = hashlib.sha256(f"{claims['iss']}\x00{claims['jti']}".encode()).hexdigest()
         ttl = LOGOUT_TOKEN_MAX_AGE + 2 * self.oidc.config.leeway
         if not await self.parts.store.add_if_absent(f"logout-jti:{jti}", b"1", ttl):
+            self.parts.metrics.logged_out("backchannel_refused")
             log.warning("Back-channel logout refused: jti replayed. sub: '%s'", claims.get("sub"))
             return json_response(
                 {"error": "invalid_request", "error_description": "logout token was already used"}, status=400
@@ -148,6 +150,7 @@ class OIDCEndpoints:
         ended = await self.parts.sessions.destroy_where(
             sub=sub if isinstance(sub, str) else None, sid=sid if isinstance(sid, str) else None
         )
+        self.parts.metrics.logged_out("backchannel")
         log.info("Back-channel logout. sub: '%s', sid: '%s', sessions: %d", sub, sid, ended)
         return Response(status_code=200, headers={"cache-control": "no-store"})
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 from urllib.parse import quote_from_bytes
@@ -26,7 +27,7 @@ import aiohttp
 from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
-from bff import websocket
+from bff import request_ids, websocket
 from bff.config import RouteSettings, Settings
 from bff.csrf import AntiForgery
 from bff.errors import (
@@ -129,6 +130,9 @@ class ProxyApp:
         await self._fallback(scope, receive, send)
 
     async def _http(self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        access = request_ids.current.get()
+        if access is not None:
+            access.route = route.path
         status = CLIENT_CLOSED
         body = RequestBody(self._max_body)
         try:
@@ -226,8 +230,11 @@ class ProxyApp:
         if isinstance(data, bytes) and len(data) > LARGE_BYTES:
             headers = [*headers, ("content-length", str(len(data)))]
             data = slices(data)
+        start = time.perf_counter()
         try:
-            return await session.request(method, url, headers=headers, data=data, allow_redirects=False, compress=None)
+            response = await session.request(
+                method, url, headers=headers, data=data, allow_redirects=False, compress=None
+            )
         except PayloadTooLarge:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -243,6 +250,13 @@ class ProxyApp:
                 detail = "the upstream closed the connection before answering"
             logger.warning("Upstream unavailable. route: %r, error: %s", route.path, type(exc).__name__)
             raise UpstreamUnavailable(f"route {route.path!r}: {detail}") from None
+        finally:
+            elapsed = time.perf_counter() - start
+            access = request_ids.current.get()
+            if access is not None:
+                access.upstream += elapsed
+        self._metrics.upstream(route.path, elapsed)
+        return response
 
     async def _respond(
         self,
@@ -297,6 +311,9 @@ class ProxyApp:
                 response.close()  # unread body: the connection cannot go back to the pool
 
     async def _websocket(self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        access = request_ids.current.get()
+        if access is not None:
+            access.route = route.path
         headers = scope["headers"]
         try:
             self._anti_forgery.check_websocket(headers)

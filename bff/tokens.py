@@ -35,6 +35,7 @@ from bff.errors import BffError, IdPError, NotAuthenticated, ProviderUnavailable
 from bff.headers import RawHeaders
 from bff.login import LoginSource
 from bff.metrics import Metrics
+from bff.request_ids import note_session
 from bff.session import Session, Sessions
 from bff.tokenset import TokenSet
 
@@ -93,6 +94,7 @@ class TokenManager:
             if route.token == "user":
                 raise NotAuthenticated("this route needs a signed-in user")
             return None
+        note_session(loaded.key, loaded.sub)
         return self._bearer_of(await self.fresh_session(loaded), loaded)
 
     async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
@@ -134,10 +136,16 @@ class TokenManager:
         flight = (session.key, session.tokens.access_token)
         task = self._refreshing.get(flight)
         if task is None:
+            # The task copies this request's context: its log lines carry this request's id.
             task = _detached_task(self._refresh_with_lease(session))
             self._refreshing[flight] = task
             task.add_done_callback(functools.partial(self._forget, flight))
-        return await asyncio.shield(task)
+            return await asyncio.shield(task)
+        start = time.perf_counter()
+        try:
+            return await asyncio.shield(task)
+        finally:
+            self._metrics.waited_for_refresh(time.perf_counter() - start)
 
     def _forget(self, flight: tuple[str, str], task: asyncio.Task[Session]) -> None:
         if self._refreshing.get(flight) is task:
@@ -156,6 +164,7 @@ class TokenManager:
             refresh_token = session.tokens.refresh_token
             if not refresh_token:
                 return self._without_refresh_token(session)
+            start = time.perf_counter()
             try:
                 tokens = await self._source.refresh(refresh_token)
             except RefreshRejected as exc:
@@ -176,6 +185,8 @@ class TokenManager:
                 self._metrics.refreshed("error")
                 log.warning("Refresh failed: %s. sub: '%s'", exc.detail, session.sub)
                 raise
+            finally:
+                self._metrics.refresh_took(time.perf_counter() - start)
             refreshed = session.with_tokens(tokens)
             await self._sessions.save(refreshed, replacing=session)
             self._metrics.refreshed("success")

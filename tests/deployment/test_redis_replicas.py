@@ -45,7 +45,7 @@ class Cluster:
     def proxied(self, replica: BffProcess) -> int:
         """`bff_proxy_requests_total` of one replica, summed over routes and statuses."""
         text = httpx.get(f"{replica.url}/metrics", timeout=5).text
-        return sum(int(n) for n in re.findall(r"^bff_proxy_requests_total\{[^}]*\} (\d+)$", text, re.M))
+        return sum(int(float(n)) for n in re.findall(r"^bff_proxy_requests_total\{[^}]*\} ([0-9.]+)$", text, re.M))
 
 
 @pytest.fixture(scope="module")

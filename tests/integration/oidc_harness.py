@@ -64,6 +64,7 @@ class Run:
         client_id: str | None = None,
         client_secret: str | None = None,
         token_storage: str = "server",
+        log_format: str = "text",
         start: bool = True,
     ) -> Bff:
         port = free_port()
@@ -87,7 +88,7 @@ class Run:
             store=store_url,
             secret_keys=secret_keys,
             refresh_skew=refresh_skew,
-            extra={"token_storage": token_storage} if token_storage != "server" else None,
+            extra={"token_storage": token_storage, "log_format": log_format},
         )
         process = BffProcess(workdir=workdir, config=config, port=port, workers=workers, name="bff")
         bff = Bff(process, client)

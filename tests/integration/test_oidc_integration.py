@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
+from tests.integration.access_lines import access_entries
 from tests.integration.malicious_idp import MaliciousIdP
 from tests.integration.oidc_harness import Bff, Run, user_name
 from tests.integration.oidc_helpers import (
@@ -592,14 +593,20 @@ def test_backchannel_logout_rejects_a_forged_logout_token(run: Run, bff: Bff, re
 def test_logs_of_the_whole_run_contain_no_token_and_no_cookie_value(
     run: Run, bff: Bff, request: pytest.FixtureRequest
 ) -> None:
-    # Some traffic of its own, so that the check means something when run alone.
-    browser = logged_in(run, bff, user_name(request))
-    first = browser.api("GET", f"{bff.url}/api/log-me")
-    assert first.status_code == 200, first.text
-    wait_for_expiry(first)
-    assert browser.api("POST", f"{bff.url}/api/log-me", json={"x": 1}).status_code == 200
-    browser.api("POST", f"{bff.url}/bff/logout")
+    # Some traffic of its own, so that the check means something when run alone: through the
+    # default BFF (text lines) and one writing JSON lines, access lines included.
+    json_bff = run.new_bff("log-json", log_format="json")
+    for each, log_format in ((bff, "text"), (json_bff, "json")):
+        browser = logged_in(run, each, user_name(request, log_format))
+        first = browser.api("GET", f"{each.url}/api/log-me?code=x")
+        assert first.status_code == 200, first.text
+        wait_for_expiry(first)
+        assert browser.api("POST", f"{each.url}/api/log-me", json={"x": 1}).status_code == 200
+        browser.api("POST", f"{each.url}/bff/logout")
     time.sleep(0.3)  # let the processes write their last lines
+    for each, log_format in ((bff, "text"), (json_bff, "json")):
+        paths = [entry["path"] for entry in access_entries(each.process.log_file, log_format)]
+        assert paths.count("/api/log-me") == 2, paths  # the check covers access lines of this format
 
     logs: list[tuple[str, bytes]] = []
     for each in run.bffs:
