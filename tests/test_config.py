@@ -159,13 +159,13 @@ BAD_FILES = [
         "sentinel URL without a master name, password not shown",
         'secret_keys = ["' + KEY + '"]\nsession_store = "redis+sentinel://:hunter2@10.0.0.1:26379"',
         "session_store: 'redis+sentinel://***@10.0.0.1:26379' needs the master's name and at most a database "
-        "number after it; expected redis+sentinel://[:password@]host:port[,host:port...]/<master-name>[/<db>]",
+        "number after it; expected redis+sentinel://[[user]:password@]host:port[,host:port...]/<master-name>[/<db>]",
     ),
     (
         "cluster URL with a database",
         'secret_keys = ["' + KEY + '"]\nsession_store = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000/1"',
         "session_store: 'redis+cluster://10.0.0.1:7000,10.0.0.2:7000/1' has a path, but Redis Cluster has only "
-        "database 0; expected redis+cluster://[:password@]host:port[,host:port...]/",
+        "database 0; expected redis+cluster://[[user]:password@]host:port[,host:port...]/",
     ),
     ("not TOML", "secret_keys = [", "config file"),
 ]

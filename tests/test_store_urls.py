@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from bff.errors import ConfigError
 from bff.stores.urls import RedisTarget, parse_redis_url, shown_url
 
-SENTINEL_FORM = "redis+sentinel://[:password@]host:port[,host:port...]/<master-name>[/<db>]"
-CLUSTER_FORM = "redis+cluster://[:password@]host:port[,host:port...]/"
+SENTINEL_FORM = "redis+sentinel://[[user]:password@]host:port[,host:port...]/<master-name>[/<db>]"
+CLUSTER_FORM = "redis+cluster://[[user]:password@]host:port[,host:port...]/"
 
 
 def test_a_plain_redis_url_goes_to_redis_py_as_it_is() -> None:
@@ -78,3 +81,26 @@ def test_shown_url_hides_the_credentials_and_the_query() -> None:
     assert shown_url("redis+sentinel://u:p@h:1,h:2/m/0?sentinel_password=q") == "redis+sentinel://***@h:1,h:2/m/0"
     assert shown_url("redis+cluster://h:1/") == "redis+cluster://h:1/"
     assert shown_url("not a url") == "not a url"
+
+
+def test_the_readme_url_forms_read_as_documented() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Redis Sentinel and Cluster") : readme.index("## Deployment behind Caddy")]
+    urls = re.findall(r'^session_store = "([^"]+)"', section, re.M)
+    assert [parse_redis_url(url) for url in urls] == [
+        RedisTarget("single", urls[0]),
+        RedisTarget(
+            "sentinel",
+            urls[1],
+            nodes=(("10.0.0.5", 26379), ("10.0.0.6", 26379), ("10.0.0.7", 26379)),
+            master="mymaster",
+            password="password",
+        ),
+        RedisTarget(
+            "cluster", urls[2], nodes=(("10.0.0.5", 7000), ("10.0.0.6", 7000), ("10.0.0.7", 7000)), password="password"
+        ),
+    ]
+    assert SENTINEL_FORM in section and CLUSTER_FORM in section
+    with pytest.raises(ConfigError) as caught:
+        parse_redis_url("redis+sentinel://:password@10.0.0.5:26379")
+    assert f"\n  {caught.value.problems[0]}\n" in section  # the example message, as printed

@@ -165,7 +165,11 @@ class RedisStore:
                     await closing.aclose()
 
     async def ping(self) -> None:
-        await self._do(self._redis.ping())
+        client = self._redis
+        if isinstance(client, RedisCluster):  # every primary (a cluster's PING would ask replicas too)
+            await self._do(client.ping(target_nodes=RedisCluster.PRIMARIES))
+        else:
+            await self._do(client.ping())
 
     # -- entries ------------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ from bff.errors import ConfigError
 
 __all__ = ["REDIS_SCHEMES", "RedisTarget", "parse_redis_url", "shown_url"]
 
-SENTINEL_FORM = "redis+sentinel://[:password@]host:port[,host:port...]/<master-name>[/<db>]"
-CLUSTER_FORM = "redis+cluster://[:password@]host:port[,host:port...]/"
+SENTINEL_FORM = "redis+sentinel://[[user]:password@]host:port[,host:port...]/<master-name>[/<db>]"
+CLUSTER_FORM = "redis+cluster://[[user]:password@]host:port[,host:port...]/"
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
 
