@@ -107,8 +107,9 @@ def connect(target: RedisTarget, timeout: float) -> tuple[Client, Sentinel | Non
             target.master, db=target.db, health_check_interval=30, retry=retry, **credentials, **options
         )
         return client, sentinel
-    # The cluster client retries a failed command after fetching the slot map again (MOVED, a
-    # node gone, a replica promoted); once, as above.
+    # The cluster client retries a failed command once, after fetching the slot map again (a node
+    # gone, a replica promoted). It decides itself which errors it retries: timeouts too, so a hung
+    # node answers after twice the timeout.
     nodes = [ClusterNode(host, port) for host, port in target.nodes]
     return RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 1), **credentials, **options), None
 
