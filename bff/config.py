@@ -21,6 +21,7 @@ from starlette.datastructures import Secret
 
 from bff.errors import ConfigError
 from bff.settings_reader import URL, ByteSize, Duration, build_dataclass, merge_environment
+from bff.stores import check_store_url
 
 TokenKind = Literal["user", "user_optional", "client", "none"]
 TokenPlacement = Literal["json", "form", "bearer"]
@@ -250,8 +251,10 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append(f"csrf_header: {settings.csrf_header!r} is not a valid header name")
     if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", settings.session.cookie_name):
         problems.append(f"session.cookie_name: {settings.session.cookie_name!r} is not a valid cookie name")
-    if not re.match(r"^(memory://|sqlite:///|redis://|rediss://)", settings.session_store):
-        problems.append(f"session_store: {settings.session_store!r} must start with memory://, sqlite:/// or redis://")
+    try:
+        check_store_url(settings.session_store)
+    except ConfigError as error:
+        problems.extend(error.problems)
     if settings.session.idle_timeout <= 0 or settings.session.absolute_timeout <= 0:
         problems.append("session: idle_timeout and absolute_timeout must be positive")
     if settings.oidc is not None and not str(settings.oidc.client_secret):

@@ -8,6 +8,7 @@ from tests.fakes import Clock, FakeIdP
 
 pytest_plugins = [
     "tests.support.redis_server",
+    "tests.support.redis_topologies",
     "tests.support.stores",
     "tests.support.token_apis",
 ]

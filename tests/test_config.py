@@ -192,7 +192,20 @@ BAD_FILES = [
     (
         "bad store URL",
         'secret_keys = ["' + KEY + '"]\nsession_store = "postgres://x"',
-        "session_store: 'postgres://x' must start with memory://, sqlite:/// or redis://",
+        "session_store: 'postgres://x' must start with memory://, sqlite:///, redis://, rediss://, "
+        "redis+sentinel:// or redis+cluster://",
+    ),
+    (
+        "sentinel URL without a master name, password not shown",
+        'secret_keys = ["' + KEY + '"]\nsession_store = "redis+sentinel://:hunter2@10.0.0.1:26379"',
+        "session_store: 'redis+sentinel://***@10.0.0.1:26379' needs the master's name and at most a database "
+        "number after it; expected redis+sentinel://[[user]:password@]host:port[,host:port...]/<master-name>[/<db>]",
+    ),
+    (
+        "cluster URL with a database",
+        'secret_keys = ["' + KEY + '"]\nsession_store = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000/1"',
+        "session_store: 'redis+cluster://10.0.0.1:7000,10.0.0.2:7000/1' has a path, but Redis Cluster has only "
+        "database 0; expected redis+cluster://[[user]:password@]host:port[,host:port...]/",
     ),
     ("not TOML", "secret_keys = [", "config file"),
 ]

@@ -1,4 +1,5 @@
-"""The store contract, once for every backend: memory, SQLite (a tmp file) and a real redis-server.
+"""The store contract, once for every backend: memory, SQLite (a tmp file), a real redis-server,
+a real three-primary Redis Cluster and a real primary behind three sentinels.
 
 Then what only one backend can show: SQLite shared by several processes (the lease, the
 busy timeout, the purge), Redis stopped and restarted under a live store.
@@ -25,6 +26,8 @@ from bff.stores.memory import MemoryStore
 from bff.stores.redis import RedisStore
 from bff.stores.sqlite import SQLiteStore
 from tests.support.redis_server import RedisServer, redis_server_or_skip
+from tests.support.redis_topologies import RedisClusterNodes
+from tests.support.stores import redis_url
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -263,13 +266,14 @@ def _python(code: str, *args: str, stdout: int = subprocess.DEVNULL) -> subproce
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=stdout, text=True)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster", "redis-sentinel"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    # Database 1: the contract tests use database 0 under random prefixes.
-    return server.url[: -len("/0")] + "/1"
+    url = redis_url(request, request.param)
+    # Database 1: the contract tests use database 0 under random prefixes. A cluster has only
+    # database 0; there the processes' default prefix `bff:` keeps them apart.
+    return url if request.param == "redis-cluster" else url[: -len("/0")] + "/1"
 
 
 async def test_lock_is_exclusive_across_processes(shared_url: str) -> None:
@@ -422,8 +426,10 @@ async def test_redis_entries_and_index_sets_carry_ttls(redis_server: RedisServer
     await store.set("k", b"v", 30, sub="alice", sid="s1")
     client = aioredis.Redis.from_url(redis_server.url)
     try:
-        for key in ("ttl-test:e:k", "ttl-test:m:k", "ttl-test:sub:alice", "ttl-test:sid:s1"):
+        assert await client.hgetall("ttl-test:r:k") == {b"v": b"v", b"sub": b"alice", b"sid": b"s1"}
+        for key in ("ttl-test:r:k", "ttl-test:sub:alice", "ttl-test:sid:s1"):
             assert 25_000 < await client.pttl(key) <= 30_000, key
+        assert sorted(await client.keys("ttl-test:*")) == [b"ttl-test:r:k", b"ttl-test:sid:s1", b"ttl-test:sub:alice"]
     finally:
         await client.aclose()
         await store.close()
@@ -445,12 +451,36 @@ async def test_redis_indexed_keys_reads_only_its_own_prefix_taken_literally(redi
         await plain.close()
 
 
+async def test_redis_cluster_spreads_one_users_records_over_every_primary(redis_cluster: RedisClusterNodes) -> None:
+    """Each operation names one key, so one user's records may live on three nodes (their slots
+    decide) while the user's index set lives on a fourth slot; `keys_where` still finds them all."""
+    import redis.asyncio as aioredis
+
+    store = RedisStore(redis_cluster.url, prefix="spread-test:")
+    await store.open()
+    keys = [f"k{i}" for i in range(12)]
+    try:
+        for key in keys:
+            await store.set(key, key.encode(), 60, sub="carol", sid=f"sid-{key}")
+        assert sorted(await store.keys_where(sub="carol")) == sorted(keys)
+        assert await store.keys_where(sub="carol", sid="sid-k7") == ["k7"]
+        per_node = []
+        for node in redis_cluster.nodes:
+            async with aioredis.Redis(port=node.port) as client:
+                per_node.append(len(await client.keys("spread-test:r:*")))
+        assert sum(per_node) == 12 and min(per_node) >= 1, per_node
+        assert await store.delete("k3") is True
+        assert sorted(await store.keys_where(sub="carol")) == sorted(set(keys) - {"k3"})
+    finally:
+        await store.close()
+
+
 # -- URLs -------------------------------------------------------------------------------------
 
 
 def test_open_store_picks_the_backend_by_url_without_io(tmp_path: Path) -> None:
     assert isinstance(open_store("memory://"), MemoryStore)
-    for url in ("memory://", "sqlite:///x.db", "redis://127.0.0.1:1/0"):
+    for url in ("memory://", "sqlite:///x.db", "redis://127.0.0.1:1/0", "redis+cluster://127.0.0.1:1/"):
         assert isinstance(open_store(url), Store)  # each backend has every method of the protocol
     relative = open_store("sqlite:///.bff/sessions.db")
     assert isinstance(relative, SQLiteStore)
@@ -459,14 +489,35 @@ def test_open_store_picks_the_backend_by_url_without_io(tmp_path: Path) -> None:
     assert isinstance(absolute, SQLiteStore)
     assert absolute.path == tmp_path / "never-created" / "s.db"
     assert not (tmp_path / "never-created").exists()
-    assert isinstance(open_store("redis://127.0.0.1:1/0"), RedisStore)
-    assert "secret" not in repr(open_store("redis://:secret@127.0.0.1:1/0"))
+    modes = {}
+    for url in ("redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1/m/0", "redis+cluster://127.0.0.1:1/"):
+        redis_store = open_store(url)
+        assert isinstance(redis_store, RedisStore)
+        modes[url.split(":", 1)[0]] = redis_store.mode
+    assert modes == {"redis": "single", "redis+sentinel": "sentinel", "redis+cluster": "cluster"}
+    for url in ("redis://:secret@127.0.0.1:1/0", "redis+sentinel://:secret@h:1/m", "redis+cluster://u:secret@h:1"):
+        assert "secret" not in repr(open_store(url))
 
 
-@pytest.mark.parametrize("url", ["postgres://x", "sqlite://", "sqlite:///", "file:///x.db", ""])
-def test_open_store_rejects_unknown_urls(url: str) -> None:
-    with pytest.raises(ConfigError, match="session_store"):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://x",
+        "sqlite://",
+        "sqlite:///",
+        "file:///x.db",
+        "",
+        "redis+sentinel://:pw@h:26379",
+        "redis+cluster://:pw@h:7000/2",
+        "redis+cluster://:pw@h/",
+        "postgres://user:pw@h/db",
+    ],
+)
+def test_open_store_rejects_unknown_urls_in_one_line_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
         open_store(url)
+    [problem] = caught.value.problems
+    assert problem.startswith("session_store: ") and "pw" not in problem, problem
 
 
 @pytest.mark.parametrize(("ci", "outcome"), [("", "1 skipped"), ("true", "1 error")])

@@ -6,6 +6,11 @@ Owns the `Store` protocol and `open_store(url)`, which picks a backend by URL sc
     sqlite:///relative/path.db     a file next to the working directory (the default)
     sqlite:////absolute/path.db    safe with several uvicorn workers on one file
     redis://host:port/db           several replicas; the refresh lock lives there too
+    redis+sentinel://h1:26379,h2:26379/<master-name>/<db>   the primary named by Redis Sentinel
+    redis+cluster://h1:7000,h2:7001/                        Redis Cluster
+
+`check_store_url(url)` reads a URL the way `open_store` does, without I/O or imports, for
+`load_settings`; the Redis forms are parsed in `bff.stores.urls`.
 
 Values are opaque bytes: what goes into a record (and its encryption) is `bff.session`'s
 business, never the store's. Every backend failure surfaces as `StoreUnavailable` (503), never
@@ -19,8 +24,9 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from bff.errors import ConfigError, StoreUnavailable
+from bff.stores.urls import REDIS_SCHEMES, parse_redis_url, shown_url
 
-__all__ = ["Store", "StoreUnavailable", "open_store"]
+__all__ = ["Store", "StoreUnavailable", "check_store_url", "open_store"]
 
 
 @runtime_checkable
@@ -82,30 +88,43 @@ class Store(Protocol):
         """
 
 
+def check_store_url(url: str) -> None:
+    """Raise `ConfigError` (one line naming `session_store`, no password) for a URL no backend takes."""
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
+            raise ConfigError([f"session_store: {url!r} needs a path: sqlite:///relative.db or sqlite:////absolute.db"])
+    elif scheme in REDIS_SCHEMES:
+        parse_redis_url(url)
+    elif scheme != "memory":
+        raise ConfigError(
+            [
+                f"session_store: {shown_url(url)!r} must start with memory://, sqlite:///, redis://, "
+                "rediss://, redis+sentinel:// or redis+cluster://"
+            ]
+        )
+
+
 def open_store(url: str) -> Store:
     """The backend for `url`; no I/O happens before `await store.open()`.
 
     `sqlite:///data/s.db` is relative to the working directory, `sqlite:////var/lib/bff/s.db`
     is absolute (as in SQLAlchemy). A URL no backend takes raises `ConfigError`.
     """
+    check_store_url(url)
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from bff.stores.memory import MemoryStore
 
         return MemoryStore()
     if scheme == "sqlite":
-        if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
-            raise ConfigError([f"session_store: {url!r} needs a path: sqlite:///relative.db or sqlite:////absolute.db"])
         from bff.stores.sqlite import SQLiteStore
 
         return SQLiteStore(url[len("sqlite:///") :])
-    if scheme in ("redis", "rediss", "unix"):
-        try:
-            from bff.stores.redis import RedisStore
-        except ImportError:
-            raise ConfigError(
-                ["session_store: redis:// needs the redis package (pip install 'bff-proxy[redis]')"]
-            ) from None
-        return RedisStore(url)
-    shown = url if "@" not in url else scheme + "://..."  # a URL with credentials is not echoed
-    raise ConfigError([f"session_store: {shown!r} must start with memory://, sqlite:/// or redis://"])
+    try:
+        from bff.stores.redis import RedisStore
+    except ImportError:
+        raise ConfigError(
+            [f"session_store: {scheme}:// needs the redis package (pip install 'bff-proxy[redis]')"]
+        ) from None
+    return RedisStore(url)

@@ -1,17 +1,21 @@
 """RedisStore: the `Store` in Redis, for several BFF replicas sharing sessions and locks.
 
-Owns the key layout under a prefix (default `bff:`):
+One backend for three set-ups, the client chosen by the URL (`bff.stores.urls`): one Redis or a
+primary (`redis://`), a primary found through Redis Sentinel (`redis+sentinel://`, re-discovered
+after a failover) and Redis Cluster (`redis+cluster://`). Owns the key layout under a prefix
+(default `bff:`), in which every command names exactly one key, so each lands in one hash slot
+and no operation needs hash tags or a cross-slot transaction:
 
-    bff:e:<key>      the value, with a PX ttl (Redis expires it by itself)
-    bff:m:<key>      hash {sub, sid} of an entry that has index fields, same ttl (`indexed_keys` scans these)
+    bff:r:<key>      hash {v: value, sub, sid} of one entry, with a PX ttl (`indexed_keys` scans these)
     bff:sub:<sub>    set of keys with that sub; its ttl is stretched to the longest member's
     bff:sid:<sid>    set of keys with that sid, likewise
     bff:lock:<name>  a lease: a random token, SET NX PX; released only by the token's owner
 
-Writes that touch several keys run as one Lua script, so they are atomic. Index sets may keep a
-member whose entry expired or was deleted; `keys_where` checks each member and drops stale ones.
-Index keys are built inside the scripts, so this layout is for a single Redis (or a primary with
-replicas), not Redis Cluster. Every Redis or socket error surfaces as `StoreUnavailable`.
+A write first adds the key to its index sets (one script per set), then writes the record (one
+script, conditional for `replace`). So an index set holds every live entry with that field, plus
+perhaps stale members (expired, deleted, re-indexed, or a conditional write that did not happen),
+which `keys_where` checks against the records and drops. Every Redis, Sentinel, Cluster or socket
+error surfaces as `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -27,41 +31,52 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from bff.errors import StoreUnavailable
+from bff.stores.urls import RedisTarget, parse_redis_url
 
 T = TypeVar("T")
+Client = aioredis.Redis | RedisCluster
 
 _LOCK_POLL = 0.015
 
-# KEYS: entry, meta, prefix-less key; ARGV: value, ms, mode, expected, key, sub, sid, prefix.
-# mode: "set" (always), "present" (only if the entry exists), "expect" (only if it equals expected).
+# KEYS: record; ARGV: value, ms, mode, expected, sub, sid.
+# mode: "set" (always), "present" (only if the record exists), "expect" (only if its value equals expected).
 # sub/sid: "" when absent, else "=" followed by the value (so that an empty string is a value).
 _WRITE = """
-local entry, meta = KEYS[1], KEYS[2]
-local value, ms, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local record, ms, mode = KEYS[1], tonumber(ARGV[2]), ARGV[3]
 if mode ~= 'set' then
-  local current = redis.call('GET', entry)
+  local current = redis.call('HGET', record, 'v')
   if not current then return 0 end
   if mode == 'expect' and current ~= ARGV[4] then return 0 end
 end
-redis.call('SET', entry, value, 'PX', ms)
-redis.call('DEL', meta)
-local fields = {sub = ARGV[6], sid = ARGV[7]}
-for field, tagged in pairs(fields) do
-  if tagged ~= '' then
-    local name = string.sub(tagged, 2)
-    redis.call('HSET', meta, field, name)
-    local index = ARGV[8] .. field .. ':' .. name
-    redis.call('SADD', index, ARGV[5])
-    if redis.call('PTTL', index) < ms then redis.call('PEXPIRE', index, ms) end
-  end
-end
-if redis.call('EXISTS', meta) == 1 then redis.call('PEXPIRE', meta, ms) end
+local fields = {'v', ARGV[1]}
+if ARGV[5] ~= '' then table.insert(fields, 'sub'); table.insert(fields, string.sub(ARGV[5], 2)) end
+if ARGV[6] ~= '' then table.insert(fields, 'sid'); table.insert(fields, string.sub(ARGV[6], 2)) end
+redis.call('DEL', record)
+redis.call('HSET', record, unpack(fields))
+redis.call('PEXPIRE', record, ms)
+return 1
+"""
+
+# KEYS: record; ARGV: value, ms. A one-time marker: write only if no live record has the key.
+_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: index set; ARGV: member, ms. Add the member; the set lives as long as its longest member.
+_INDEX = """
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
@@ -72,47 +87,71 @@ return 0
 """
 
 
+def connect(target: RedisTarget, timeout: float) -> tuple[Client, Sentinel | None]:
+    """The client for `target` (and the `Sentinel` it asks for the primary, to close with it).
+
+    A pooled connection that died with the server (restart, failover, idle cut) is only found out
+    when used: retry once on a fresh one, at once. `from_url` clients otherwise retry nothing, and
+    the first request per dead connection got a 503 although Redis was back. Timeouts are not
+    retried (no doubled wait when it hangs). Behind Sentinel each new connection asks the
+    sentinels for the primary's address, so the retry after a failover reaches the new primary.
+    """
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    credentials: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.mode == "single":
+        return aioredis.Redis.from_url(target.url, health_check_interval=30, retry=retry, **options), None
+    if target.mode == "sentinel":
+        sentinel_options = {**options, "password": target.sentinel_password}
+        sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+        client = sentinel.master_for(
+            target.master, db=target.db, health_check_interval=30, retry=retry, **credentials, **options
+        )
+        return client, sentinel
+    # The cluster client retries a failed command once, after fetching the slot map again (a node
+    # gone, a replica promoted). It decides itself which errors it retries: timeouts too, so a hung
+    # node answers after twice the timeout.
+    nodes = [ClusterNode(host, port) for host, port in target.nodes]
+    return RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 1), **credentials, **options), None
+
+
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "bff:", timeout: float = 2.0) -> None:
-        self._url = url
+        self._target = parse_redis_url(url)
         self._prefix = prefix
         self._timeout = timeout
-        self._client: aioredis.Redis | None = None
-        self._write: Any = None
-        self._release: Any = None
+        self._client: Client | None = None
+        self._sentinel: Sentinel | None = None
+        self._scripts: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return f"RedisStore(prefix={self._prefix!r})"  # the URL may hold a password
+        return f"RedisStore({self._target.mode}, prefix={self._prefix!r})"  # the URL may hold a password
 
     @property
-    def _redis(self) -> aioredis.Redis:
+    def mode(self) -> str:
+        """`single`, `sentinel` or `cluster`: which client the URL chose."""
+        return self._target.mode
+
+    @property
+    def _redis(self) -> Client:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                health_check_interval=30,
-                # A pooled connection that died with the server (restart, failover, idle cut) is
-                # only found out when used: retry once on a fresh one, at once. `from_url` clients
-                # otherwise retry nothing, and the first request per dead connection got a 503
-                # although Redis was back. Timeouts are not retried (no doubled wait when it hangs).
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            )
-            self._write = self._client.register_script(_WRITE)
-            self._release = self._client.register_script(_RELEASE)
+            self._client, self._sentinel = connect(self._target, self._timeout)
+            for name, script in (("write", _WRITE), ("add", _ADD), ("index", _INDEX), ("release", _RELEASE)):
+                self._scripts[name] = self._client.register_script(script)
         return self._client
+
+    async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        client = self._redis
+        return await self._do(self._scripts[script](keys=keys, args=args, client=client))
 
     async def _do(self, call: Awaitable[T]) -> T:
         try:
             return await call
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"session store redis: {type(exc).__name__}: {exc}") from exc
 
-    def _e(self, key: str) -> str:
-        return f"{self._prefix}e:{key}"
-
-    def _m(self, key: str) -> str:
-        return f"{self._prefix}m:{key}"
+    def _r(self, key: str) -> str:
+        return f"{self._prefix}r:{key}"
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -120,36 +159,35 @@ class RedisStore:
         await self.ping()
 
     async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
+        client, self._client = self._client, None
+        sentinel, self._sentinel = self._sentinel, None
+        for closing in (client, sentinel):
+            if closing is not None:
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    await closing.aclose()
 
     async def ping(self) -> None:
-        await self._do(self._redis.ping())
+        client = self._redis
+        if isinstance(client, RedisCluster):  # every primary (a cluster's PING would ask replicas too)
+            await self._do(client.ping(target_nodes=RedisCluster.PRIMARIES))
+        else:
+            await self._do(client.ping())
 
     # -- entries ------------------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
-        value = await self._do(self._redis.get(self._e(key)))
+        value = await self._do(self._redis.hget(self._r(key), "v"))
         return value.encode() if isinstance(value, str) else value
 
     async def _write_entry(
         self, key: str, value: bytes, ttl: float, sub: str | None, sid: str | None, mode: str, expected: bytes
     ) -> bool:
-        client = self._redis
-        args: list[Any] = [
-            value,
-            _ms(ttl),
-            mode,
-            expected,
-            key,
-            "" if sub is None else "=" + sub,
-            "" if sid is None else "=" + sid,
-            self._prefix,
-        ]
-        result = await self._do(self._write(keys=[self._e(key), self._m(key)], args=args, client=client))
-        return bool(result)
+        ms = _ms(ttl)
+        # The index sets first: a failure here leaves no entry that `keys_where` could miss.
+        indexes = [f"{self._prefix}{name}:{field}" for name, field in (("sub", sub), ("sid", sid)) if field is not None]
+        await asyncio.gather(*(self._run("index", [index], [key, ms]) for index in indexes))
+        tagged = ["" if field is None else "=" + field for field in (sub, sid)]
+        return bool(await self._run("write", [self._r(key)], [value, ms, mode, expected, *tagged]))
 
     async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
         await self._write_entry(key, value, ttl, sub, sid, "set", b"")
@@ -168,35 +206,33 @@ class RedisStore:
         return await self._write_entry(key, value, ttl, sub, sid, mode, expected or b"")
 
     async def delete(self, key: str) -> bool:
-        async def delete() -> bool:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._e(key))
-                pipe.delete(self._m(key))
-                deleted_entry, _ = await pipe.execute()
-            return bool(deleted_entry)
-
-        return await self._do(delete())
+        return bool(await self._do(self._redis.delete(self._r(key))))
 
     async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
         if sub is None and sid is None:
             raise ValueError("keys_where needs sub or sid")
-        index = f"{self._prefix}sub:{sub}" if sub is not None else f"{self._prefix}sid:{sid}"
+        # The index of the first given field; its members' records must show it, and `sid` too.
+        name, position, wanted = ("sub", 0, sub) if sub is not None else ("sid", 1, sid)
+        index = f"{self._prefix}{name}:{wanted}"
 
         async def keys_where() -> list[str]:
             client = self._redis
             members = [_text(m) or "" for m in await client.smembers(index)]
             if not members:
                 return []
+            # One HMGET per member, each in its record's own slot; the cluster client sends each
+            # to its node.
             async with client.pipeline(transaction=False) as pipe:
                 for member in members:
-                    pipe.hmget(self._m(member), ["sub", "sid"])
+                    pipe.hmget(self._r(member), ["sub", "sid"])
                 rows = await pipe.execute()
             found: list[str] = []
             stale: list[str] = []
             for member, (entry_sub, entry_sid) in zip(members, rows, strict=True):
-                if entry_sub is None and entry_sid is None:
-                    stale.append(member)  # expired or deleted: drop it from the index
-                elif (sub is None or _text(entry_sub) == sub) and (sid is None or _text(entry_sid) == sid):
+                fields = (_text(entry_sub), _text(entry_sid))
+                if fields[position] != wanted:
+                    stale.append(member)  # expired, deleted or re-indexed: drop it from this index
+                elif sid is None or fields[1] == sid:
                     found.append(member)
             if stale:
                 await client.srem(index, *stale)
@@ -205,27 +241,26 @@ class RedisStore:
         return await self._do(keys_where())
 
     async def indexed_keys(self) -> list[str]:
-        meta_prefix = self._m("")
+        record_prefix = self._r("")
 
         async def indexed_keys() -> list[str]:
             client = self._redis
-            # Every entry with index fields has its `m:` hash, with the entry's ttl.
-            metas = [
-                _text(name) or "" async for name in client.scan_iter(match=_glob_escape(meta_prefix) + "*", count=500)
-            ]
-            if not metas:
+            # Every entry is one `r:` hash; those with a `sub` field are the indexed ones. (On a
+            # cluster, redis-py scans every primary.)
+            match = _glob_escape(record_prefix) + "*"
+            records = [_text(name) or "" async for name in client.scan_iter(match=match, count=500)]
+            if not records:
                 return []
             async with client.pipeline(transaction=False) as pipe:
-                for meta in metas:
-                    pipe.hexists(meta, "sub")
+                for record in records:
+                    pipe.hexists(record, "sub")
                 has_sub = await pipe.execute()
-            return [meta[len(meta_prefix) :] for meta, found in zip(metas, has_sub, strict=True) if found]
+            return [record[len(record_prefix) :] for record, found in zip(records, has_sub, strict=True) if found]
 
         return await self._do(indexed_keys())
 
     async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
-        result = await self._do(self._redis.set(self._e(key), value, px=_ms(ttl), nx=True))
-        return bool(result)
+        return bool(await self._run("add", [self._r(key)], [value, _ms(ttl)]))
 
     # -- the lease ----------------------------------------------------------------------------
 
@@ -246,7 +281,7 @@ class RedisStore:
         finally:
             # A failing release only lets the lease run out by itself, which is what it is for.
             with contextlib.suppress(StoreUnavailable):
-                await asyncio.shield(self._do(self._release(keys=[lease], args=[token], client=self._redis)))
+                await asyncio.shield(self._run("release", [lease], [token]))
 
 
 def _ms(ttl: float) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -34,10 +34,12 @@ def redis_server_or_skip() -> str:
 
 
 class RedisServer:
-    def __init__(self, executable: str, directory: Path, port: int | None = None) -> None:
+    def __init__(self, executable: str, directory: Path, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.executable = executable
         self.directory = directory
         self.port = port or free_port()
+        self.args = list(args)
+        """More command-line options (`--cluster-enabled yes`, `--replicaof ...`)."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,6 +62,7 @@ class RedisServer:
             str(self.directory),
             "--daemonize",
             "no",
+            *self.args,
         ]
 
     def start(self, timeout: float = 10.0) -> None:
@@ -82,6 +85,12 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, as in a crash (no goodbye to replicas or clients)."""
+        if self._process is not None:
+            self._process.kill()
+        self.stop()
 
     def stop(self) -> None:
         if self._process is None:
