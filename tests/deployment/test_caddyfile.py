@@ -21,8 +21,15 @@ PRODUCTION = {
 PROXY = {
     "handler": "reverse_proxy",
     "flush_interval": -1,
-    "load_balancing": {"selection_policy": {"policy": "round_robin"}},
-    "health_checks": {"active": {"uri": "/healthz"}},
+    "load_balancing": {
+        "selection_policy": {"policy": "round_robin"},
+        "try_duration": 5_000_000_000,  # nanoseconds: lb_try_duration 5s
+        "try_interval": 100_000_000,  # lb_try_interval 100ms
+    },
+    "health_checks": {
+        "active": {"uri": "/healthz", "interval": 2_000_000_000, "timeout": 1_000_000_000},
+        "passive": {"fail_duration": 10_000_000_000},
+    },
 }
 """The `reverse_proxy` handler without its upstreams: the same in every environment."""
 
