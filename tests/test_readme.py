@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from bff.config import OIDCSettings, RouteSettings, SessionSettings, Settings, TokenAPISettings, load_settings
+from tests.support.caddy import CADDYFILE
 from tests.support.readme_configs import README_API_ORIGIN, readme_block
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -45,3 +47,12 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_command() -> None:
     assert f"\n```sh\n{TEST_COMMAND}\n```\n" in README
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert ci.rstrip().splitlines()[-1] == TEST_COMMAND
+
+
+def test_the_readme_shows_the_repository_caddyfile_and_every_variable_it_reads() -> None:
+    text = CADDYFILE.read_text(encoding="utf-8")
+    below_the_header = text[text.index("\n{\n") + 1 :]
+    assert readme_block("caddyfile", language="caddyfile") == below_the_header
+    variables = sorted(set(re.findall(r"\{\$(\w+):", text)))
+    assert variables == ["CADDY_ADMIN", "CADDY_BIND", "CADDY_HTTP_PORT", "CADDY_SITE", "CADDY_TLS", "CADDY_UPSTREAMS"]
+    assert [name for name in variables if f"| `{name}` |" not in README] == []

@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 from websockets.typing import Origin
 
 from tests.deployment.browser import CLIENT_ADDRESS, Visitor
-from tests.deployment.harness import new_replica, replica_config
+from tests.deployment.harness import CSRF, new_replica, replica_config
 from tests.support.bff_process import BffProcess, new_secret_key
 from tests.support.caddy import Caddy
 from tests.support.jwt_api import JwtApi
@@ -33,7 +33,6 @@ from tests.support.upstreams import ServerThread, UpstreamApp
 
 pytestmark = pytest.mark.integration
 
-CSRF = {"X-CSRF": "1"}
 FORGED = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "gopher"}
 
 

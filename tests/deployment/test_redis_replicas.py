@@ -6,46 +6,21 @@ Caddy's round robin, against the real OpenID provider and the JWT-validating API
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.deployment.browser import CLIENT_ADDRESS, Visitor
-from tests.deployment.harness import PersistentRedis, new_replica, replica_config
-from tests.support.bff_process import BffProcess, new_secret_key
-from tests.support.caddy import Caddy
+from tests.deployment.harness import CSRF, Cluster, running_cluster
 from tests.support.jwt_api import JwtApi
-from tests.support.oidc_provider import Client, OidcProvider
-from tests.support.processes import free_port
-from tests.support.redis_server import redis_server_or_skip
+from tests.support.oidc_provider import OidcProvider
 from tests.support.upstreams import ServerThread, UpstreamApp
 
 pytestmark = pytest.mark.integration
 
-CSRF = {"X-CSRF": "1"}
 CONCURRENT = 50
-
-
-@dataclass
-class Cluster:
-    caddy: Caddy
-    replicas: tuple[BffProcess, BffProcess]
-    redis: PersistentRedis
-    client: Client
-
-    @property
-    def url(self) -> str:
-        return self.caddy.url
-
-    def proxied(self, replica: BffProcess) -> int:
-        """`bff_proxy_requests_total` of one replica, summed over routes and statuses."""
-        text = httpx.get(f"{replica.url}/metrics", timeout=5).text
-        return sum(int(float(n)) for n in re.findall(r"^bff_proxy_requests_total\{[^}]*\} ([0-9.]+)$", text, re.M))
 
 
 @pytest.fixture(scope="module")
@@ -55,38 +30,10 @@ def cluster(
     api: JwtApi,
     echo: tuple[ServerThread, UpstreamApp],
 ) -> Iterator[Cluster]:
-    root: Path = tmp_path_factory.mktemp("replicas")
-    redis = PersistentRedis(redis_server_or_skip(), root / "redis")
-    redis.start()
-    caddy_port = free_port()
-    public_url = f"http://127.0.0.1:{caddy_port}"
-    client = provider.register_client(f"replicas-{caddy_port}", public_url)
-    secret_keys = [new_secret_key()]
-    replicas: list[BffProcess] = []
-    caddy: Caddy | None = None
-    try:
-        for name in ("replica-a", "replica-b"):
-            config = replica_config(
-                public_url=public_url,
-                provider=provider,
-                client=client,
-                api=api,
-                echo_url=echo[0].url,
-                store=redis.url,
-                secret_keys=secret_keys,
-                trusted_proxies=["127.0.0.1"],
-            )
-            replicas.append(new_replica(root / name, config))
-            replicas[-1].start()
-        caddy = Caddy(root / "caddy", [f"127.0.0.1:{r.port}" for r in replicas], port=caddy_port)
-        caddy.start()
-        yield Cluster(caddy, (replicas[0], replicas[1]), redis, client)
-    finally:
-        if caddy is not None:
-            caddy.stop()
-        for replica in replicas:
-            replica.stop()
-        redis.stop()
+    with running_cluster(
+        tmp_path_factory.mktemp("replicas"), "replicas", provider=provider, api=api, echo_url=echo[0].url
+    ) as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -96,14 +43,6 @@ def visitor() -> Iterator[Visitor]:
         yield visitor
     finally:
         visitor.close()
-
-
-def logged_in(cluster: Cluster, visitor: Visitor, user: str) -> str:
-    """Log in through Caddy; return the session cookie's value."""
-    visitor.login(cluster.url, user)
-    cookie = visitor.cookie("bff")
-    assert cookie, "no session cookie after the login"
-    return cookie
 
 
 def wait_for_expiry(exp: float) -> None:
@@ -119,7 +58,7 @@ def is_clearing(header: str) -> bool:
 
 
 def test_requests_alternate_between_replicas_and_all_work_with_one_cookie(cluster: Cluster, visitor: Visitor) -> None:
-    logged_in(cluster, visitor, "round-robin")
+    cluster.logged_in(visitor, "round-robin")
     served_by: list[str] = []
     for i in range(6):
         before = [cluster.proxied(r) for r in cluster.replicas]
@@ -143,7 +82,7 @@ def test_requests_alternate_between_replicas_and_all_work_with_one_cookie(cluste
 def test_expired_token_and_50_concurrent_requests_over_both_replicas_refresh_once(
     cluster: Cluster, visitor: Visitor, provider: OidcProvider
 ) -> None:
-    cookie = logged_in(cluster, visitor, "single-flight")
+    cookie = cluster.logged_in(visitor, "single-flight")
     first = visitor.api("GET", f"{cluster.url}/api/before")
     assert first.status_code == 200, first.text
     old_jti = first.json()["jti"]
@@ -172,7 +111,7 @@ def test_expired_token_and_50_concurrent_requests_over_both_replicas_refresh_onc
 
 
 def test_logout_on_one_replica_makes_the_old_cookie_401_on_the_other(cluster: Cluster, visitor: Visitor) -> None:
-    cookie = logged_in(cluster, visitor, "logout")
+    cookie = cluster.logged_in(visitor, "logout")
     first, second = cluster.replicas
     assert visitor.api("GET", f"{second.url}/api/ok").status_code == 200
     logout = visitor.api("POST", f"{first.url}/bff/logout", headers={"Origin": cluster.url})
@@ -189,7 +128,7 @@ def test_logout_on_one_replica_makes_the_old_cookie_401_on_the_other(cluster: Cl
 def test_back_channel_logout_through_caddy_ends_the_session_on_both_replicas(
     cluster: Cluster, visitor: Visitor, provider: OidcProvider
 ) -> None:
-    cookie = logged_in(cluster, visitor, "back-channel")
+    cookie = cluster.logged_in(visitor, "back-channel")
     sent = provider.backchannel_count(cluster.client.client_id)
     visitor.provider_logout(provider.issuer, cluster.client.client_id)
     # The provider posted the logout token to public_url (Caddy), which gave it to one replica.
@@ -209,7 +148,7 @@ def test_back_channel_logout_through_caddy_ends_the_session_on_both_replicas(
 def test_redis_down_answers_503_store_unavailable_with_retry_after_and_keeps_the_session(
     cluster: Cluster, visitor: Visitor
 ) -> None:
-    logged_in(cluster, visitor, "redis-down")
+    cluster.logged_in(visitor, "redis-down")
     assert visitor.api("GET", f"{cluster.url}/api/up").status_code == 200
     cluster.redis.stop()
     try:
@@ -233,7 +172,7 @@ def test_redis_down_answers_503_store_unavailable_with_retry_after_and_keeps_the
 def test_a_hung_redis_answers_503_after_the_store_timeout_not_a_hanging_request(
     cluster: Cluster, visitor: Visitor
 ) -> None:
-    logged_in(cluster, visitor, "hung-redis")
+    cluster.logged_in(visitor, "hung-redis")
     cluster.redis.pause()
     try:
         for _ in range(2):  # both replicas
@@ -255,7 +194,7 @@ def test_replicas_idle_while_redis_restarted_serve_their_first_request_after_it(
 ) -> None:
     """Each replica's pooled Redis connections died with the server; the first request on each
     must reconnect, not answer 503 although Redis is back."""
-    logged_in(cluster, visitor, "idle-restart")
+    cluster.logged_in(visitor, "idle-restart")
     for replica in cluster.replicas:
         assert visitor.api("GET", f"{replica.url}/api/warm").status_code == 200
     cluster.redis.stop()

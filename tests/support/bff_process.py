@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -131,6 +132,14 @@ class BffProcess:
         # The whole process group: with --workers, uvicorn's worker processes too.
         process, self._process = self._process, None
         stop_group(process)
+
+    def kill(self) -> int:
+        """`kill -9` the whole process group, as a crash or the OOM killer would: no shutdown, no
+        goodbye to open connections. Returns the exit status (-9)."""
+        process, self._process = self._process, None
+        assert process is not None and process.poll() is None, f"{self.name} is not running"
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(timeout=10)
 
     def restart(self, **config_changes: Any) -> None:
         """Stop, apply top-level config changes (e.g. `secret_keys=[...]`), start on the same port."""

@@ -1,14 +1,17 @@
 """Debian's `caddy` in front of one or several `bff serve` replicas, for the deployment tests.
 
-`Caddy` writes a Caddyfile like the repository's own `Caddyfile` (`reverse_proxy` to the replicas
-with `flush_interval -1`, `lb_policy round_robin` and `health_uri /healthz`), but for a test: the
-admin endpoint off, no access log, no automatic HTTPS redirects, listening only on a free
-`127.0.0.1` port. With `tls=True` the site is `https://` with a certificate from Caddy's own local
-CA (`tls internal`, kept in the work directory and never installed into a trust store);
-`ssl_context()` trusts that CA, as a browser that trusts the site would.
+`Caddy` runs the repository's own `Caddyfile`, unchanged, the way production does: with its
+environment variables. `CADDY_SITE` is a free `127.0.0.1` port (`https://` with `tls=True`, else
+`http://`, where Caddy ignores `tls`), `CADDY_UPSTREAMS` the replicas. `CADDY_BIND=127.0.0.1`,
+`CADDY_ADMIN=off` and a free `CADDY_HTTP_PORT` (where an https site's redirect listener goes)
+keep several Caddys, and other programs' sockets, from colliding on a wildcard port,
+`localhost:2019` and `:80`. The certificate comes from Caddy's local CA (the file's
+`tls internal`), which the file never installs into a trust store; `ssl_context()` trusts that CA,
+as a browser that trusts the site would.
 
-Caddy's runtime log (not an access log) goes to `caddy.log` in the work directory. HOME and the XDG
-directories point there too, so nothing is written outside it.
+Caddy's runtime log (the file has no access log) goes to `caddy.log` in the work directory. HOME
+and the XDG directories point there too, so Caddy's storage (its CA, certificates, autosaved
+config) stays in it.
 
 caddy missing: `caddy_or_skip()` skips with a loud reason, and under `CI=true` fails instead,
 because CI must run these tests. `BFF_TEST_CADDY` names another executable.
@@ -17,12 +20,14 @@ because CI must run these tests. `BFF_TEST_CADDY` names another executable.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import ssl
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -30,6 +35,8 @@ from tests.support.processes import free_port, log_tail, start_logged, stop_grou
 from tests.support.tools import find_tool
 
 CADDY_CANDIDATES = ("caddy", "/usr/bin/caddy", "/usr/local/bin/caddy")
+CADDYFILE = Path(__file__).resolve().parents[2] / "Caddyfile"
+"""The repository's Caddyfile: what the README tells an operator to run."""
 
 
 def caddy_or_skip() -> str:
@@ -42,15 +49,25 @@ def caddy_or_skip() -> str:
     )
 
 
+def adapt(executable: str, environment: Mapping[str, str]) -> dict[str, Any]:
+    """The JSON config `caddy adapt` makes of the repository's Caddyfile under `environment`."""
+    command = [executable, "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"]
+    adapted = subprocess.run(command, env=dict(environment), capture_output=True, check=True, timeout=30)
+    config: dict[str, Any] = json.loads(adapted.stdout)
+    return config
+
+
 @dataclass
 class Caddy:
-    """One `caddy run` on `127.0.0.1:<port>`, reverse-proxying to `upstreams` ("127.0.0.1:8000")."""
+    """One `caddy run --config Caddyfile` for the site `127.0.0.1:<port>`, reverse-proxying to
+    `upstreams` ("127.0.0.1:8000")."""
 
     workdir: Path
     upstreams: Sequence[str]
     port: int = field(default_factory=free_port)
     tls: bool = False
-    health_uri: str | None = "/healthz"
+    http_port: int = field(default_factory=free_port)
+    """Caddy's `http_port`: with `tls`, its http->https redirect listens there (not on :80)."""
     executable: str = field(default_factory=caddy_or_skip)
     _process: subprocess.Popen[bytes] | None = None
 
@@ -60,51 +77,28 @@ class Caddy:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
-    def caddyfile(self) -> Path:
-        return self.workdir / "Caddyfile"
-
-    @property
     def log_file(self) -> Path:
         return self.workdir / "caddy.log"
 
     @property
     def ca_file(self) -> Path:
         """Root certificate of Caddy's local CA (exists once Caddy has started with `tls=True`)."""
-        return self.workdir / "data" / "pki" / "authorities" / "local" / "root.crt"
+        return self.workdir / "xdg-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
 
-    def caddyfile_text(self) -> str:
-        global_options = [
-            "admin off",
-            # No redirect listener on :80; with TLS the certificate is still managed (tls internal).
-            "auto_https disable_redirects" if self.tls else "auto_https off",
-            f"storage file_system {self.workdir / 'data'}",
-            "servers {",
-            "\tprotocols h1 h2",  # no HTTP/3 (UDP) listener in tests
-            "}",
-        ]
-        if self.tls:
-            global_options += ["local_certs", "skip_install_trust"]
-        proxy_options = ["flush_interval -1", "lb_policy round_robin"]
-        if self.health_uri:
-            proxy_options += [f"health_uri {self.health_uri}", "health_interval 5s"]
-        site = [
-            "bind 127.0.0.1",
-            *(["tls internal"] if self.tls else []),
-            f"reverse_proxy {' '.join(self.upstreams)} {{",
-            *(f"\t{option}" for option in proxy_options),
-            "}",
-        ]
-        lines = [
-            "# Written by tests/support/caddy.py. No `log` directive: no access log.",
-            "{",
-            *(f"\t{line}" for line in global_options),
-            "}",
-            "",
-            f"{self.url} {{",
-            *(f"\t{line}" for line in site),
-            "}",
-        ]
-        return "\n".join(lines) + "\n"
+    def environment(self) -> dict[str, str]:
+        """What `caddy run` gets: PATH, the work directory as HOME and XDG dirs, and the
+        Caddyfile's variables."""
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.workdir),
+            "XDG_DATA_HOME": str(self.workdir / "xdg-data"),
+            "XDG_CONFIG_HOME": str(self.workdir / "xdg-config"),
+            "CADDY_SITE": self.url,
+            "CADDY_UPSTREAMS": " ".join(self.upstreams),
+            "CADDY_BIND": "127.0.0.1",
+            "CADDY_ADMIN": "off",
+            "CADDY_HTTP_PORT": str(self.http_port),
+        }
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts Caddy's local CA (and nothing else)."""
@@ -114,15 +108,8 @@ class Caddy:
         if self.running:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.caddyfile.write_text(self.caddyfile_text(), encoding="utf-8")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.workdir),
-            "XDG_DATA_HOME": str(self.workdir / "xdg-data"),
-            "XDG_CONFIG_HOME": str(self.workdir / "xdg-config"),
-        }
-        command = [self.executable, "run", "--config", str(self.caddyfile), "--adapter", "caddyfile"]
-        self._process = start_logged(command, cwd=self.workdir, env=env, log_file=self.log_file)
+        command = [self.executable, "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"]
+        self._process = start_logged(command, cwd=self.workdir, env=self.environment(), log_file=self.log_file)
         wait_until_ready(
             self._process,
             self._answers,

@@ -2,7 +2,8 @@
 documentation cannot drift from what is tested.
 
 Each one is the ```` ```toml ```` block right after a `<!-- config: NAME -->` line of the README
-(`simplejwt`, `flask_jwt`: the token-API mode's examples, named like the test APIs' flavours).
+(`simplejwt`, `flask_jwt`: the token-API mode's examples, named like the test APIs' flavours), or
+the ```` ```caddyfile ```` block after `<!-- config: caddyfile -->` (the repository's `Caddyfile`).
 They expect their API at `README_API_ORIGIN`; `readme_config(name, api_url=...)` moves it.
 """
 
@@ -18,14 +19,15 @@ README_API_ORIGIN = "http://127.0.0.1:8001"
 _FENCE = "```"
 
 
-def readme_block(name: str) -> str:
-    """The TOML text of the configuration `name`, exactly as the README has it."""
+def readme_block(name: str, *, language: str = "toml") -> str:
+    """The text of the configuration `name` (a ```` ```{language} ```` block), exactly as the
+    README has it."""
     text = README.read_text(encoding="utf-8")
     marker = f"<!-- config: {name} -->\n"
     start = text.find(marker)
     if start < 0:
         raise LookupError(f"README.md has no {marker.strip()!r}")
-    opening = f"{_FENCE}toml\n"
+    opening = f"{_FENCE}{language}\n"
     block = start + len(marker)
     if not text.startswith(opening, block):
         raise LookupError(f"README.md: {marker.strip()!r} is not followed by a {opening.strip()!r} block")
