@@ -586,16 +586,20 @@ async def test_the_cache_keeps_at_most_cache_size_sessions() -> None:
     sessions = manager(MemoryStore(), Clock(), cache_size=3)
     created = [await new_session(sessions, sub=f"user-{n}") for n in range(5)]
     loaded = [await sessions.load_id(session.id) for session in created]
-    assert len(sessions._decoded) == 3
-    assert await sessions.load_id(created[4].id) is loaded[4]  # among the 3 most recent
+    assert all([await sessions.load_id(created[n].id) is loaded[n] for n in (2, 3, 4)])  # the 3 most recent
     first = await sessions.load_id(created[0].id)  # pushed out: decoded again
     assert first == created[0] and first is not loaded[0]
-    assert len(sessions._decoded) == 3
+    again = await sessions.load_id(created[2].id)  # now the least recent of three: pushed out by the first
+    assert again == created[2] and again is not loaded[2]
 
 
-async def test_a_destroyed_session_leaves_the_cache() -> None:
-    sessions = manager(MemoryStore(), Clock())
+async def test_a_destroyed_session_leaves_the_cache(store: Store) -> None:
+    sessions = manager(store, Clock())
     session = await new_session(sessions)
-    assert await sessions.load_id(session.id) is not None
+    raw = await store.get(session.key)
+    assert raw is not None
+    cached = await sessions.load_id(session.id)
     await sessions.destroy(session)
-    assert session.key not in sessions._decoded
+    await store.set(session.key, raw, 60, sub="alice")  # the same bytes back
+    back = await sessions.load_id(session.id)
+    assert back == cached and back is not cached  # decoded afresh: the cache let it go

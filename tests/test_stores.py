@@ -25,6 +25,7 @@ from bff.stores import Store, open_store
 from bff.stores.memory import MemoryStore
 from bff.stores.redis import RedisStore
 from bff.stores.sqlite import SQLiteStore
+from tests.fakes import Clock
 from tests.support.redis_server import RedisServer, redis_server_or_skip
 from tests.support.redis_topologies import RedisClusterNodes
 from tests.support.stores import redis_url
@@ -361,19 +362,25 @@ async def test_sqlite_locked_beyond_the_busy_timeout_is_store_unavailable(tmp_pa
     await store.close()
 
 
-async def test_sqlite_purges_expired_rows(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+async def test_sqlite_purges_expired_rows_at_most_once_a_minute(tmp_path: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "s.db", clock=clock)
     await store.open()
-    await store.set("gone", b"v", 0.01)
-    async with store.lock("old", ttl=0.01, wait=0):
+    await store.set("first", b"v", 600)  # a write sweeps (nothing to purge yet)
+    await store.set("gone", b"v", 1)
+    async with store.lock("old", ttl=1, wait=0):
         pass
-    dead = store.lock("dead", ttl=0.01, wait=0)
+    dead = store.lock("dead", ttl=1, wait=0)
     await dead.__aenter__()
-    await asyncio.sleep(0.05)
-    store._next_sweep = 0  # the sweep runs at most once a minute; it is due now
-    await store.set("kept", b"v", 60)
+    clock.advance(30)
+    await store.set("kept", b"v", 600)  # within the minute: no sweep
     with sqlite3.connect(tmp_path / "s.db") as raw:
-        assert [row[0] for row in raw.execute("SELECT key FROM entries")] == ["kept"]
+        assert sorted(row[0] for row in raw.execute("SELECT key FROM entries")) == ["first", "gone", "kept"]
+    raw.close()
+    clock.advance(31)  # the sweep is due
+    await store.set("last", b"v", 600)
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        assert sorted(row[0] for row in raw.execute("SELECT key FROM entries")) == ["first", "kept", "last"]
         assert raw.execute("SELECT count(*) FROM leases").fetchone() == (0,)
     raw.close()
     await store.close()

@@ -53,8 +53,10 @@ CREATE TABLE IF NOT EXISTS leases (
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        # Wall-clock time of the expiry columns (shared by every process on the file); tests inject one.
+        self._clock = clock
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -105,7 +107,7 @@ class SQLiteStore:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._run(lambda conn: self._sweep(conn, time.time()))
+        await self._run(lambda conn: self._sweep(conn, self._clock()))
 
     async def close(self) -> None:
         if self._executor is None:
@@ -128,7 +130,7 @@ class SQLiteStore:
     async def get(self, key: str) -> bytes | None:
         def get(conn: sqlite3.Connection) -> bytes | None:
             row = conn.execute(
-                "SELECT value FROM entries WHERE key = ? AND expires_at > ?", (key, time.time())
+                "SELECT value FROM entries WHERE key = ? AND expires_at > ?", (key, self._clock())
             ).fetchone()
             return None if row is None else bytes(row[0])
 
@@ -136,7 +138,7 @@ class SQLiteStore:
 
     async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
         def set_(conn: sqlite3.Connection) -> None:
-            now = time.time()
+            now = self._clock()
             self._sweep(conn, now)
             conn.execute(
                 "INSERT INTO entries (key, value, expires_at, sub, sid) VALUES (?, ?, ?, ?, ?)"
@@ -158,7 +160,7 @@ class SQLiteStore:
         expected: bytes | None = None,
     ) -> bool:
         def replace(conn: sqlite3.Connection) -> bool:
-            now = time.time()
+            now = self._clock()
             sql = "UPDATE entries SET value = ?, expires_at = ?, sub = ?, sid = ? WHERE key = ? AND expires_at > ?"
             params: tuple[Any, ...] = (value, now + ttl, sub, sid, key, now)
             if expected is not None:
@@ -171,7 +173,7 @@ class SQLiteStore:
     async def delete(self, key: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
             rows = conn.execute("DELETE FROM entries WHERE key = ? RETURNING expires_at", (key,)).fetchall()
-            return bool(rows) and rows[0][0] > time.time()
+            return bool(rows) and rows[0][0] > self._clock()
 
         return await self._run(delete)
 
@@ -181,7 +183,7 @@ class SQLiteStore:
 
         def keys_where(conn: sqlite3.Connection) -> list[str]:
             sql = "SELECT key FROM entries WHERE expires_at > ?"
-            params: tuple[Any, ...] = (time.time(),)
+            params: tuple[Any, ...] = (self._clock(),)
             if sub is not None:
                 sql += " AND sub = ?"
                 params += (sub,)
@@ -195,13 +197,13 @@ class SQLiteStore:
     async def indexed_keys(self) -> list[str]:
         def indexed_keys(conn: sqlite3.Connection) -> list[str]:
             sql = "SELECT key FROM entries WHERE expires_at > ? AND sub IS NOT NULL"
-            return [row[0] for row in conn.execute(sql, (time.time(),))]
+            return [row[0] for row in conn.execute(sql, (self._clock(),))]
 
         return await self._run(indexed_keys)
 
     async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         def add_if_absent(conn: sqlite3.Connection) -> bool:
-            now = time.time()
+            now = self._clock()
             self._sweep(conn, now)
             # One statement, so atomic across processes: insert, or take over an expired row.
             cursor = conn.execute(
@@ -224,7 +226,7 @@ class SQLiteStore:
         token = secrets.token_hex(16)
 
         def acquire(conn: sqlite3.Connection) -> bool:
-            now = time.time()
+            now = self._clock()
             cursor = conn.execute(
                 "INSERT INTO leases (name, token, expires_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at"
