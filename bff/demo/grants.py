@@ -16,7 +16,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -25,13 +24,13 @@ from typing import Any
 
 import jwt
 
+from bff.demo.authorize import PKCE_VALUE
 from bff.demo.keys import TokenMinter
 from bff.demo.oauth import OAuthError
 
 log = logging.getLogger("bff.demo.idp")
 
 SNAPSHOT_VERSION = 1
-PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1: unreserved characters
 
 
 @dataclass

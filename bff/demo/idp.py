@@ -33,7 +33,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,27 +44,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bff.demo import oauth
+from bff.demo.authorize import AuthorizationRefused, Transaction, check_authorization_request
 from bff.demo.backchannel import send_backchannel_logout
-from bff.demo.grants import PKCE_VALUE, GrantBook
+from bff.demo.grants import GrantBook
 from bff.demo.keys import ALGORITHM, SigningKey, TokenMinter
 from bff.demo.oauth import DemoClient, OAuthError
 from bff.demo.pages import login_page, message_page
 
 DEFAULT_USERS = ("alice", "bob", "carol")
 SESSION_COOKIE = "dev_idp_session"
-
-
-@dataclass
-class _Transaction:
-    """An authorization request waiting for the login form."""
-
-    client_id: str
-    redirect_uri: str
-    scope: str
-    state: str
-    nonce: str
-    code_challenge: str
-    expires_at: float
 
 
 class DevIdentityProvider:
@@ -113,7 +100,7 @@ class DevIdentityProvider:
         self._users = tuple(users)
         self._clock = clock
         self._backchannel_transport = backchannel_transport
-        self._transactions: dict[str, _Transaction] = {}
+        self._transactions: dict[str, Transaction] = {}
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -131,28 +118,7 @@ class DevIdentityProvider:
         return Starlette(routes=self.routes())
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "issuer": self.issuer,
-            "authorization_endpoint": f"{self.issuer}/authorize",
-            "token_endpoint": f"{self.issuer}/token",
-            "jwks_uri": f"{self.issuer}/jwks",
-            "userinfo_endpoint": f"{self.issuer}/userinfo",
-            "revocation_endpoint": f"{self.issuer}/revoke",
-            "end_session_endpoint": f"{self.issuer}/end-session",
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-            "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "id_token_signing_alg_values_supported": [ALGORITHM],
-            "subject_types_supported": ["public"],
-            "scopes_supported": ["openid", "profile", "offline_access"],
-            "claims_supported": ["sub", "name", "preferred_username", "sid", "auth_time", "nonce"],
-            "authorization_response_iss_parameter_supported": True,
-            "backchannel_logout_supported": True,
-            "backchannel_logout_session_supported": True,
-        }
+        return oauth.discovery_document(self.issuer, algorithm=ALGORITHM)
 
     async def end_session(self, sid: str) -> bool:
         """End a login session: revoke its grants and tell each client by back-channel logout.
@@ -196,32 +162,24 @@ class DevIdentityProvider:
             # RFC 6749 §4.1.2.1: never redirect to an unregistered URI.
             return message_page("Sign-in failed", "redirect_uri is not registered for this client.", status_code=400)
         state = params.get("state", "")
-
-        def fail(error: str, description: str) -> Response:
-            query = {"error": error, "error_description": description, "state": state, "iss": self.issuer}
-            return RedirectResponse(oauth.with_query(redirect_uri, query), status_code=303)
-
-        if params.get("response_type") != "code":
-            return fail("unsupported_response_type", "only response_type=code is supported")
-        scope = params.get("scope", "")
-        if "openid" not in scope.split():
-            return fail("invalid_scope", "scope must include openid")
-        challenge = params.get("code_challenge", "")
-        if params.get("code_challenge_method") != "S256" or not PKCE_VALUE.match(challenge):
-            return fail("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256")
-        if not state:
-            return fail("invalid_request", "state is required")
-        nonce = params.get("nonce", "")
-        if not nonce:
-            return fail("invalid_request", "nonce is required")
-        if params.get("prompt") == "none":
-            return fail("login_required", "this provider keeps no login session between sign-ins")
+        try:
+            asked = check_authorization_request(params)
+        except AuthorizationRefused as refused:
+            # RFC 6749 §4.1.2.1: errors go back to the (registered) redirect URI.
+            query = {"error": refused.error, "error_description": refused.description, "state": state}
+            return RedirectResponse(oauth.with_query(redirect_uri, {**query, "iss": self.issuer}), status_code=303)
         now = self._clock()
         for stale in [key for key, item in self._transactions.items() if item.expires_at <= now]:
             del self._transactions[stale]
         transaction = secrets.token_urlsafe(16)
-        self._transactions[transaction] = _Transaction(
-            client.client_id, redirect_uri, scope, state, nonce, challenge, now + self._login_ttl
+        self._transactions[transaction] = Transaction(
+            client.client_id,
+            redirect_uri,
+            asked.scope,
+            asked.state,
+            asked.nonce,
+            asked.code_challenge,
+            now + self._login_ttl,
         )
         return login_page(transaction=transaction, client_id=client.client_id, users=self._users)
 

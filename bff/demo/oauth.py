@@ -12,6 +12,7 @@ import binascii
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
@@ -106,3 +107,29 @@ def with_query(url: str, params: Mapping[str, str]) -> str:
     parts = urlsplit(url)
     query = "&".join(part for part in (parts.query, urlencode(params)) if part)
     return urlunsplit(parts._replace(query=query))
+
+
+def discovery_document(issuer: str, *, algorithm: str) -> dict[str, Any]:
+    """OpenID Connect Discovery 1.0 §3: what the development provider offers, at `issuer`."""
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/jwks",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "end_session_endpoint": f"{issuer}/end-session",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "id_token_signing_alg_values_supported": [algorithm],
+        "subject_types_supported": ["public"],
+        "scopes_supported": ["openid", "profile", "offline_access"],
+        "claims_supported": ["sub", "name", "preferred_username", "sid", "auth_time", "nonce"],
+        "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+    }
