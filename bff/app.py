@@ -7,6 +7,7 @@ of the BFF's own endpoints, health checks and the optional static SPA. Only `cli
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -35,6 +36,7 @@ from bff.server_sessions import ServerSessions
 from bff.session import Devices, Sessions
 from bff.stores import Store, open_store
 from bff.stores.counted import CountedStore
+from bff.streams import OpenStreams
 from bff.token_api import TokenAPIClient
 from bff.token_api_endpoints import build_token_api_routes
 from bff.tokens import TokenManager
@@ -128,7 +130,11 @@ class BffApp:
             lifespan=self._lifespan,
             exception_handlers={BffError: _render_error},
         )
-        self.proxy = ProxyApp(settings, bearer_source=self.tokens, fallback=self.control, metrics=self.metrics)
+        self.streams = OpenStreams(self.metrics)
+        self.proxy = ProxyApp(
+            settings, bearer_source=self.tokens, fallback=self.control, metrics=self.metrics, streams=self.streams
+        )
+        self._watcher: asyncio.Task[None] | None = None
         # The BFF's own endpoints are named in the access log by their route's path.
         paths: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
         self._entry = AccessLog(self.proxy, lambda scope: paths.get(scope.get("endpoint")))
@@ -140,11 +146,17 @@ class BffApp:
             await self._entry(scope, receive, send)
 
     async def start(self) -> None:
-        """Open the store and the upstream pools (the lifespan does; tests without a server too)."""
+        """Open the store and the upstream pools, start watching the sessions of open streams
+        (the lifespan does; tests without a server too)."""
         await self.store.open()
         await self.proxy.start()
+        self._watcher = asyncio.ensure_future(self.streams.watch(self.sessions))
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         await self.proxy.close()
         await self._idp_http.aclose()
         await self.store.close()
