@@ -24,6 +24,7 @@ from bff.access import AccessLog
 from bff.config import Settings
 from bff.cookie_sessions import CookieSessions
 from bff.cookies import CookieCodec
+from bff.draining import Drain
 from bff.endpoints import build_endpoint_routes
 from bff.errors import BffError
 from bff.health import build_health_routes
@@ -135,6 +136,9 @@ class BffApp:
             settings, bearer_source=self.tokens, fallback=self.control, metrics=self.metrics, streams=self.streams
         )
         self._watcher: asyncio.Task[None] | None = None
+        self.drain = Drain(self.streams)
+        self.drain_on_signals = False
+        """`bff serve` sets it: SIGTERM first ends the streams and turns `/readyz` 503 (`bff.draining`)."""
         # The BFF's own endpoints are named in the access log by their route's path.
         paths: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
         self._entry = AccessLog(self.proxy, lambda scope: paths.get(scope.get("endpoint")))
@@ -151,8 +155,16 @@ class BffApp:
         await self.store.open()
         await self.proxy.start()
         self._watcher = asyncio.ensure_future(self.streams.watch(self.sessions))
+        if self.drain_on_signals:
+            self.drain.install()
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: `/readyz` answers 503."""
+        return self.drain.draining
 
     async def stop(self) -> None:
+        self.drain.uninstall()
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)

@@ -77,6 +77,8 @@ class OpenStreams:
         self._metrics = metrics
         self._interval = interval
         self._by_handle: dict[str, set[Stream]] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def __len__(self) -> int:
         return sum(len(streams) for streams in self._by_handle.values())
@@ -88,6 +90,7 @@ class OpenStreams:
         """Track a stream of session `handle` for as long as the block runs."""
         stream = Stream(kind, handle, expires_at, on_end)
         self._by_handle.setdefault(handle, set()).add(stream)
+        self._empty.clear()
         self._metrics.stream_opened(kind)
         try:
             yield stream
@@ -98,6 +101,8 @@ class OpenStreams:
                 streams.discard(stream)
                 if not streams:
                     del self._by_handle[handle]
+                    if not self._by_handle:
+                        self._empty.set()
 
     def end(self, handles: set[str], code: int) -> int:
         """End the streams of `handles`; return how many."""
@@ -111,6 +116,10 @@ class OpenStreams:
 
     def end_all(self, code: int) -> int:
         return self.end(set(self._by_handle), code)
+
+    async def closed(self) -> None:
+        """Return once no stream is open."""
+        await self._empty.wait()
 
     async def check(self, sessions: LiveSessions) -> int:
         """One check: end the streams whose session is no longer alive; return how many ended."""
