@@ -7,6 +7,7 @@ of the BFF's own endpoints, health checks and the optional static SPA. Only `cli
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,6 +24,7 @@ from bff.access import AccessLog
 from bff.config import Settings
 from bff.cookie_sessions import CookieSessions
 from bff.cookies import CookieCodec
+from bff.draining import Drain
 from bff.endpoints import build_endpoint_routes
 from bff.errors import BffError
 from bff.health import build_health_routes
@@ -35,6 +37,7 @@ from bff.server_sessions import ServerSessions
 from bff.session import Devices, Sessions
 from bff.stores import Store, open_store
 from bff.stores.counted import CountedStore
+from bff.streams import OpenStreams
 from bff.token_api import TokenAPIClient
 from bff.token_api_endpoints import build_token_api_routes
 from bff.tokens import TokenManager
@@ -128,7 +131,14 @@ class BffApp:
             lifespan=self._lifespan,
             exception_handlers={BffError: _render_error},
         )
-        self.proxy = ProxyApp(settings, bearer_source=self.tokens, fallback=self.control, metrics=self.metrics)
+        self.streams = OpenStreams(self.metrics)
+        self.proxy = ProxyApp(
+            settings, bearer_source=self.tokens, fallback=self.control, metrics=self.metrics, streams=self.streams
+        )
+        self._watcher: asyncio.Task[None] | None = None
+        self.drain = Drain(self.streams)
+        self.drain_on_signals = False
+        """`bff serve` sets it: SIGTERM first ends the streams and turns `/readyz` 503 (`bff.draining`)."""
         # The BFF's own endpoints are named in the access log by their route's path.
         paths: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
         self._entry = AccessLog(self.proxy, lambda scope: paths.get(scope.get("endpoint")))
@@ -140,11 +150,25 @@ class BffApp:
             await self._entry(scope, receive, send)
 
     async def start(self) -> None:
-        """Open the store and the upstream pools (the lifespan does; tests without a server too)."""
+        """Open the store and the upstream pools, start watching the sessions of open streams
+        (the lifespan does; tests without a server too)."""
         await self.store.open()
         await self.proxy.start()
+        self._watcher = asyncio.ensure_future(self.streams.watch(self.sessions))
+        if self.drain_on_signals:
+            self.drain.install()
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: `/readyz` answers 503."""
+        return self.drain.draining
 
     async def stop(self) -> None:
+        self.drain.uninstall()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         await self.proxy.close()
         await self._idp_http.aclose()
         await self.store.close()

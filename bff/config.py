@@ -193,6 +193,9 @@ class Settings:
     log_format: Literal["text", "json"] = "text"
     """How `bff serve` writes log lines: `text` (`key=value` access lines) or `json` (one object
     per line, every line, for Loki/ELK). Default: `text`."""
+    shutdown_timeout: Duration = 30
+    """On SIGTERM, how long `bff serve` waits for the requests in flight before it cancels them
+    (streams end at once). Default: `30s`."""
     session: SessionSettings = field(default_factory=SessionSettings)
     oidc: OIDCSettings | None = None
     token_api: TokenAPISettings | None = None

@@ -21,6 +21,7 @@ Opened cookies are cached by their exact value, as server mode caches decoded re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -30,7 +31,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from bff.config import SessionSettings
@@ -179,6 +180,14 @@ class CookieSessions:
                 count += 1
         log.info("Sessions ended. sub: '%s', sid: '%s', count: %d", sub, sid, count)
         return count
+
+    async def alive(self, handles: Mapping[str, float]) -> set[str]:
+        """Live: before its absolute end, and its record not `ended`. (The idle clock slides in
+        the browser's cookie, which only the requests carrying it show.)"""
+        now = self._clock()
+        records = await asyncio.gather(*(self.store.get(_record_key(key)) for key in handles))
+        ends = handles.items()
+        return {key for (key, end), record in zip(ends, records, strict=True) if now < end and record != _ENDED}
 
     async def destroy_handle(self, key: str) -> bool:
         """Mark the session with handle `key` ended if it is live (`bff sessions revoke

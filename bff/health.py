@@ -1,4 +1,5 @@
-"""`/healthz` (liveness), `/readyz` (readiness: the store answers, and so does the login source)
+"""`/healthz` (liveness), `/readyz` (readiness: the store answers, and so does the login source;
+503 `{"status": "shutting_down"}` from the moment `bff serve` is told to stop)
 and `/metrics` (Prometheus text). Never behind the session or the anti-forgery check; what they
 report holds no secret.
 """
@@ -28,6 +29,8 @@ class HealthParts(Protocol):
     def store(self) -> Store: ...
     @property
     def source(self) -> LoginSource | None: ...
+    @property
+    def draining(self) -> bool: ...
 
 
 def build_health_routes(parts: HealthParts) -> list[BaseRoute]:
@@ -35,6 +38,8 @@ def build_health_routes(parts: HealthParts) -> list[BaseRoute]:
         return _json({"status": "ok"}, 200)
 
     async def readyz(request: Request) -> Response:
+        if parts.draining:  # SIGTERM: out of the load balancer's rotation at once
+            return _json({"status": "shutting_down"}, 503)
         checks: dict[str, str] = {}
         try:
             await parts.store.ping()

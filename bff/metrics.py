@@ -1,4 +1,4 @@
-"""Metrics: Prometheus counters and histograms (`prometheus_client`), rendered by `/metrics`.
+"""Metrics: Prometheus counters, histograms and a gauge (`prometheus_client`), rendered by `/metrics`.
 
 Each `Metrics` has its own registry (tests build many apps in one process). Under
 `bff serve --workers N` (N > 1) the environment variable `PROMETHEUS_MULTIPROC_DIR` names a
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["MULTIPROCESS_VARIABLE", "Metrics"]
@@ -66,6 +66,14 @@ class Metrics:
             buckets=_PROVIDER_BUCKETS,
             registry=registry,
         )
+        # livesum: under --workers N the scrape adds up the live workers' values.
+        self._open_streams = Gauge(
+            "bff_open_streams",
+            "Open SSE responses and WebSocket relays of signed-in sessions, by kind.",
+            ["kind"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
         self._proxied: dict[tuple[str, int], Any] = {}
         self._upstreams: dict[str, Any] = {}
 
@@ -102,10 +110,16 @@ class Metrics:
     def store_failed(self, operation: str) -> None:
         self._store_errors.labels(operation).inc()
 
+    def stream_opened(self, kind: str) -> None:
+        self._open_streams.labels(kind).inc()
+
+    def stream_closed(self, kind: str) -> None:
+        self._open_streams.labels(kind).dec()
+
     # -- reading --------------------------------------------------------------------------------
 
     def value(self, name: str, **labels: str) -> int:
-        """A counter's value in this process (tests), 0 before its first increment."""
+        """A counter's or gauge's value in this process (tests), 0 before its first change."""
         return int(self.registry.get_sample_value(name, labels) or 0)
 
     def render(self) -> bytes:

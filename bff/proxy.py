@@ -5,7 +5,8 @@ the anti-forgery check, the bearer-token hook with one replay after a 401, and t
 the upstream over the route's aiohttp `ClientSession`. Path normalisation lives in `bff.paths`,
 each route's prepared state (matching, forwarded path, filters, pool) in `bff.routes`, reading
 the browser's body and noticing its disconnect in `bff.request_body`, header rules in
-`bff.headers`, the checks in `bff.csrf`, WebSocket relaying in `bff.websocket`; sessions and
+`bff.headers`, the checks in `bff.csrf`, streaming the answer back in `bff.responses`, WebSocket
+relaying in `bff.websocket`, the registry of open streams in `bff.streams`; sessions and
 tokens are the bearer source's business. Paths no route claims go to `fallback`.
 
 No Starlette `Request`/`Response` here: each request is one pass over its headers, one aiohttp
@@ -16,10 +17,9 @@ failing upstream aborts the browser's connection rather than faking a clean end.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Protocol
 from urllib.parse import quote_from_bytes
 
@@ -41,8 +41,10 @@ from bff.errors import (
 from bff.headers import RawHeaders
 from bff.metrics import Metrics
 from bff.paths import SAFE, normalise_path
-from bff.request_body import LARGE_BYTES, ClientGone, DisconnectWatch, RequestBody, read_up_to, slices
+from bff.request_body import LARGE_BYTES, ClientGone, RequestBody, read_up_to, slices
+from bff.responses import UpstreamAborted, respond
 from bff.routes import ProxyRoute
+from bff.streams import OpenStreams
 from bff.tokens import Bearer
 from bff.websocket import CLIENT_CLOSED
 
@@ -61,21 +63,21 @@ class BearerSource(Protocol):
         token, or None when there is nothing better to try."""
 
 
-class UpstreamAborted(Exception):
-    """The upstream failed after the response started: the server drops the browser's connection."""
-
-    def __init__(self, detail: str, status: int) -> None:
-        super().__init__(detail)
-        self.status = status
-
-
 class ProxyApp:
     """ASGI app for the configured routes; everything else goes to `fallback`."""
 
     def __init__(
-        self, settings: Settings, *, bearer_source: BearerSource | None, fallback: ASGIApp, metrics: Metrics
+        self,
+        settings: Settings,
+        *,
+        bearer_source: BearerSource | None,
+        fallback: ASGIApp,
+        metrics: Metrics,
+        streams: OpenStreams | None = None,
     ) -> None:
+        """`streams` (when given) tracks the SSE responses and WebSockets of signed-in sessions."""
         self.settings = settings
+        self._streams = streams
         self._bearer = bearer_source
         self._fallback = fallback
         self._metrics = metrics
@@ -212,8 +214,11 @@ class ProxyApp:
                 bearer = fresh
                 attempt = [*forwarded, ("authorization", "Bearer " + bearer.token)]
                 response = await self._request(route, method, url, attempt, data, body)
-        set_cookies = bearer.set_cookies if bearer is not None else ()
-        return await self._respond(route, response, receive, send, body, set_cookies)
+        if bearer is None:
+            return await respond(route, response, receive, send, body, ())
+        return await respond(
+            route, response, receive, send, body, bearer.set_cookies, streams=self._streams, session=bearer.session
+        )
 
     async def _request(
         self,
@@ -258,58 +263,6 @@ class ProxyApp:
         self._metrics.upstream(route.path, elapsed)
         return response
 
-    async def _respond(
-        self,
-        route: ProxyRoute,
-        response: aiohttp.ClientResponse,
-        receive: Receive,
-        send: Send,
-        body: RequestBody,
-        set_cookies: Sequence[str],
-    ) -> int:
-        status = response.status
-        body.started = True
-        headers = route.response_filter.apply(response.raw_headers)
-        if set_cookies:
-            # The session changed on the way (cookie mode: refreshed): its cookie rides on this answer.
-            headers.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in set_cookies)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        content = response.content
-        watch: DisconnectWatch | None = None
-        try:
-            chunk = await content.readany()
-            if content.at_eof():  # the whole body arrived at once: no disconnect watcher needed
-                await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                return status
-            # Watch for the browser leaving only once its request body is read (else the body
-            # stream is the one receiving, and it notices).
-            watch = DisconnectWatch(receive) if body.done else None
-            while chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                chunk = await content.readany()
-            if watch is not None:
-                watch.stop()
-                watch = None
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return status
-        except asyncio.CancelledError:
-            if watch is not None and watch.gone:
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                return CLIENT_CLOSED
-            raise
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            logger.warning("Upstream failed mid-response. route: %r, error: %s", route.path, type(exc).__name__)
-            raise UpstreamAborted(f"route {route.path!r}: the upstream failed mid-response", status) from None
-        finally:
-            if watch is not None:
-                watch.stop()
-            if content.at_eof():
-                response.release()
-            else:
-                response.close()  # unread body: the connection cannot go back to the pool
-
     async def _websocket(self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         access = request_ids.current.get()
         if access is not None:
@@ -345,6 +298,8 @@ class ProxyApp:
             headers=forwarded,
             route_path=route.path,
             set_cookies=bearer.set_cookies if bearer is not None else (),
+            streams=self._streams,
+            owner=bearer.session if bearer is not None else None,
         )
         self._metrics.proxied(route.path, status)
 

@@ -13,12 +13,14 @@ other bytes and is decoded afresh, and one deleted by any worker (logout) loads 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 from bff.config import SessionSettings
 from bff.cookies import SESSION_ID_PATTERN, CookieCodec
@@ -157,6 +159,15 @@ class ServerSessions:
         log.info("Sessions ended. sub: '%s', sid: '%s', count: %d", sub, sid, count)
         return count
 
+    async def alive(self, handles: Mapping[str, float]) -> set[str]:
+        now = self._clock()
+        records = await asyncio.gather(*(self.store.get(key) for key in handles))
+        return {
+            key
+            for key, raw in zip(handles, records, strict=True)
+            if raw is not None and (meta := record_metadata(raw)) is not None and self._live(meta, now)
+        }
+
     # -- Devices --------------------------------------------------------------------------------
 
     async def list_for(self, sub: str) -> list[SessionInfo]:
@@ -186,7 +197,7 @@ class ServerSessions:
                 user_agent=meta["user_agent"],
                 expires_at=meta["expires_at"],
             )
-            if now < info.expires_at and now - info.last_used_at < self._settings.idle_timeout:
+            if self._live(meta, now):
                 infos.append(info)
         infos.sort(key=lambda info: info.last_used_at, reverse=True)
         return infos
@@ -220,6 +231,10 @@ class ServerSessions:
             if len(self._decoded) > self._cache_size:
                 self._decoded.popitem(last=False)
         return session
+
+    def _live(self, meta: Mapping[str, Any], now: float) -> bool:
+        """A record's public half says its session is neither past its end nor idle too long."""
+        return bool(now < meta["expires_at"] and now - meta["last_used_at"] < self._settings.idle_timeout)
 
     def _expired(self, session: Session, now: float) -> bool:
         return now >= session.expires_at or now - session.last_used_at >= self._settings.idle_timeout

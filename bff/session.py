@@ -134,6 +134,11 @@ class Sessions(Protocol):
         """End every session of `sub` and/or provider session `sid` (back-channel logout);
         return how many ended, when that can be known."""
 
+    async def alive(self, handles: Mapping[str, float]) -> set[str]:
+        """Which of `handles` (session keys, each with its session's absolute end as its stream
+        saw it) are still live sessions, however the others ended (on any worker, or straight
+        in the store); for `bff.streams`, once per check for all of a process's open streams."""
+
 
 class Devices(Protocol):
     """A user's sessions as devices (`/bff/sessions`): server mode only, where they are listed."""

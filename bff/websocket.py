@@ -11,6 +11,7 @@ upstream that drops the connection closes the browser's with 1011.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,8 @@ from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
 
 from bff.errors import BffError, UpstreamTimeout, UpstreamUnavailable
+from bff.session import Session
+from bff.streams import GOING_AWAY, REASONS, OpenStreams, Stream
 
 logger = logging.getLogger("bff.websocket")
 
@@ -55,10 +58,14 @@ async def relay(
     headers: Sequence[tuple[str, str]],
     route_path: str,
     set_cookies: Sequence[str] = (),
+    streams: OpenStreams | None = None,
+    owner: Session | None = None,
 ) -> int:
     """Connect to `url` with `headers`, then relay until either side closes. Returns the status
     of the handshake answered to the browser (101, or the error's). `set_cookies` ride on the
-    101 (cookie mode: a session refreshed for this upgrade)."""
+    101 (cookie mode: a session refreshed for this upgrade). With `streams` and the `owner`
+    session, the relay is registered there, and closes the browser's side with the code it is
+    ended with (`bff.streams`)."""
     try:
         upstream = await session.ws_connect(
             url,
@@ -95,17 +102,28 @@ async def relay(
         if set_cookies:
             accept["headers"] = [(b"set-cookie", cookie.encode("latin-1")) for cookie in set_cookies]
         await send(accept)
-        to_client = asyncio.ensure_future(_upstream_to_client(upstream, send))
-        to_upstream = asyncio.ensure_future(_client_to_upstream(receive, upstream))
-        try:
-            await asyncio.wait((to_client, to_upstream), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (to_client, to_upstream):
-                if not task.done():
-                    task.cancel()
-            # Collect both (their errors only end the relay); a cancellation of this task still
-            # propagates out of gather.
-            await asyncio.gather(to_client, to_upstream, return_exceptions=True)
+        tracking: contextlib.AbstractContextManager[Stream | None] = contextlib.nullcontext()
+        if streams is not None and owner is not None:
+            tracking = streams.open("websocket", owner.key, owner.expires_at)
+        with tracking as stream:
+            to_client = asyncio.ensure_future(_upstream_to_client(upstream, send))
+            to_upstream = asyncio.ensure_future(_client_to_upstream(receive, upstream))
+            waiting: list[asyncio.Future[Any]] = [to_client, to_upstream]
+            if stream is not None:
+                waiting.append(stream.ending)
+            try:
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (to_client, to_upstream):
+                    if not task.done():
+                        task.cancel()
+                # Collect both (their errors only end the relay); a cancellation of this task still
+                # propagates out of gather.
+                await asyncio.gather(to_client, to_upstream, return_exceptions=True)
+            if stream is not None and stream.ended and to_client.cancelled() and to_upstream.cancelled():
+                code = stream.ending.result()
+                await send({"type": "websocket.close", "code": code, "reason": REASONS.get(code, "")})
+                await upstream.close(code=GOING_AWAY)
         return 101
     finally:
         await upstream.close()

@@ -62,3 +62,16 @@ def test_metrics_counts_logins() -> None:
         response = client.get("/metrics")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
         assert 'bff_logins_total{outcome="success"} 1' in response.text
+
+
+def test_readyz_is_503_shutting_down_once_the_drain_began_and_drain_then_hands_over() -> None:
+    with make_client(FakeIdP()) as client:
+        app = client.app
+        assert isinstance(app, BffApp)
+        handed_over: list[bool] = []
+        client.portal.call(app.drain.drain, lambda: handed_over.append(True))  # type: ignore[union-attr]
+        response = client.get("/readyz")
+        assert (response.status_code, response.json()) == (503, {"status": "shutting_down"})
+        assert response.headers["cache-control"] == "no-store"
+        assert handed_over == [True]
+        assert client.get("/healthz").status_code == 200

@@ -169,8 +169,9 @@ class UpstreamApp:
         await _json(send, 200, {"received": received, "sha256": digest.hexdigest()})
 
     async def _sse(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
-        """Sends event i, then waits (up to 3 s) for the test to say it arrived before event i+1."""
+        """Sends event i, then waits (up to `wait`, 3 s) for the test to say it arrived before event i+1."""
         count = int(query.get("events", "3"))
+        wait = float(query.get("wait", "3"))
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         for i in range(count):
@@ -178,7 +179,7 @@ class UpstreamApp:
             await send(
                 {"type": "http.response.body", "body": f"id: {i}\ndata: event {i}\n\n".encode(), "more_body": True}
             )
-            self.sse_waited.append(await asyncio.to_thread(self.sse_acks[i].wait, 3))
+            self.sse_waited.append(await asyncio.to_thread(self.sse_acks[i].wait, wait))
         await send({"type": "http.response.body", "body": b""})
 
     async def _slow(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
