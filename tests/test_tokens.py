@@ -174,6 +174,9 @@ async def test_two_workers_on_one_sqlite_file_refresh_once(
     idp: FakeIdP, clock: Clock, tmp_path: Path, storage: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    # A slow provider: every request of both workers has read the stale session before the
+    # refresh is saved, however slowly this machine runs them.
+    idp.token_delay = 0.5
     first = await start_worker(idp, clock, url, storage=storage)
     second = await start_worker(idp, clock, url, storage=storage)
     second.jars = first.jars  # one browser, whose requests reach both workers
