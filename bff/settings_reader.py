@@ -149,7 +149,9 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
             if marker == "bytesize":
                 return parse_bytesize(value)
             if marker == "url":
-                return _check_url(_convert(base, value, key, problems))
+                if not isinstance(value, str):  # reported by the str check; no URL to look at
+                    return _convert(base, value, key, problems)
+                return _check_url(value)
         except ValueError as exc:
             problems.append(f"{key}: {exc}")
             return None

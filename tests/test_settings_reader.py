@@ -218,18 +218,14 @@ def test_an_environment_table_replaces_a_scalar() -> None:
     assert problems == ["items[0].name: expected a string, got a table"]
 
 
-# BUG (not fixed here, bff/ is out of this branch's scope): a URL setting given a number, from TOML
-# (`upstream = 5`) or from the environment (`BFF_OIDC__ISSUER=5` parses as the TOML integer 5),
-# crashes `load_settings` with AttributeError from urlsplit instead of raising ConfigError.
-# `_convert` hands `_check_url` the unchecked value after `str` already reported the problem.
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason="BUG: a non-string URL crashes the reader")
-def test_bug_a_url_given_a_number_is_a_config_error() -> None:
+# A URL setting given a number, from TOML (`upstream = 5`) or from the environment
+# (`BFF_OIDC__ISSUER=5` parses as the TOML integer 5), once crashed with AttributeError.
+def test_a_url_given_a_number_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({"BFF_OIDC__ISSUER": "5"})
     assert "oidc.issuer: expected a string, got a number" in str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason="BUG: a non-string URL crashes the reader")
-def test_bug_a_url_field_given_a_number_is_one_problem() -> None:
+def test_a_url_field_given_a_number_is_one_problem() -> None:
     _, problems = build({"url": 5})
     assert problems == ["url: expected a string, got a number"]
