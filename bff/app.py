@@ -55,10 +55,12 @@ def create_app(
     clock: Callable[[], float] = time.time,
     idp_transport: httpx.AsyncBaseTransport | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    store: Store | None = None,
 ) -> BffApp:
     """Build the whole BFF. `idp_transport` lets unit tests answer the provider's calls in-process;
-    `extra_routes` lets `bff demo` mount its identity provider and API in the same app."""
-    return BffApp(settings, clock=clock, idp_transport=idp_transport, extra_routes=extra_routes)
+    `extra_routes` lets `bff demo` mount its identity provider and API in the same app; `store`
+    replaces the one `settings.session_store` names (a test's double; the app opens and closes it)."""
+    return BffApp(settings, clock=clock, idp_transport=idp_transport, extra_routes=extra_routes, store=store)
 
 
 def build_login_source(
@@ -82,10 +84,12 @@ class BffApp:
         clock: Callable[[], float],
         idp_transport: httpx.AsyncBaseTransport | None,
         extra_routes: Sequence[BaseRoute],
+        store: Store | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.store: Store = CountedStore(open_store(settings.session_store), self.metrics)
+        backend = store if store is not None else open_store(settings.session_store)
+        self.store: Store = CountedStore(backend, self.metrics)
         self.cookies = CookieCodec(settings, clock=clock)
         source_settings = settings.oidc or settings.token_api
         timeout = source_settings.timeout if source_settings is not None else DEFAULT_SOURCE_TIMEOUT

@@ -43,6 +43,7 @@ from bff.sealing import Sealer
 from bff.server_sessions import DECODED_CACHE_SIZE, SLIDE_INTERVAL
 from bff.session import Session, new_session, session_key
 from bff.stores import Store
+from bff.stores.common import require_criterion
 from bff.tokenset import TokenSet
 
 __all__ = ["RECORD_PREFIX", "SUCCESSOR_TTL", "CookieSessions"]
@@ -171,8 +172,7 @@ class CookieSessions:
         return self._cookies.clear_chunked(self._cookies.session_cookie_name, chunks)
 
     async def destroy_where(self, *, sub: str | None = None, sid: str | None = None) -> int:
-        if sub is None and sid is None:
-            raise ValueError("destroy_where needs sub or sid")
+        require_criterion("destroy_where", sub, sid)
         count = 0
         for key in await self.store.keys_where(sub=sub, sid=sid):
             if await self.store.get(key) == _LIVE:

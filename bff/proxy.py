@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
-from urllib.parse import quote_from_bytes
 
 import aiohttp
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,7 +39,7 @@ from bff.errors import (
 )
 from bff.headers import RawHeaders
 from bff.metrics import Metrics
-from bff.paths import SAFE, normalise_path
+from bff.paths import normalise_path
 from bff.request_body import LARGE_BYTES, ClientGone, RequestBody, read_up_to, slices
 from bff.responses import UpstreamAborted, respond
 from bff.routes import ProxyRoute
@@ -164,9 +163,8 @@ class ProxyApp:
         headers = scope["headers"]
         if route.settings.csrf:
             self._anti_forgery.check(headers)
-        client = scope.get("client")
         try:
-            forwarded, length, chunked = route.request_filter.apply(headers, client[0] if client else None)
+            forwarded, length, chunked = route.request_filter.apply(headers, _client_host(scope))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         if length is not None and self._max_body is not None and length > self._max_body:
@@ -176,13 +174,7 @@ class ProxyApp:
         if route.needs_token and self._bearer is not None:
             bearer = await self._bearer.bearer(route.settings, headers)
 
-        query: bytes = scope.get("query_string", b"")
-        if query:
-            if not query.isascii():
-                query = quote_from_bytes(query, safe=SAFE).encode("ascii")
-            url = URL(f"{route.url_prefix}{path}?{query.decode('ascii')}", encoded=True)
-        else:
-            url = URL(route.url_prefix + path, encoded=True)
+        url = route.upstream_url(path, scope.get("query_string", b""))
         method: str = scope["method"]
 
         data: bytes | AsyncIterator[bytes] | None = None
@@ -277,14 +269,10 @@ class ProxyApp:
             self._metrics.proxied(route.path, exc.status_code)
             await websocket.deny(scope, receive, send, exc)
             return
-        client = scope.get("client")
-        forwarded, _, _ = route.ws_filter.apply(headers, client[0] if client else None)
+        forwarded, _, _ = route.ws_filter.apply(headers, _client_host(scope))
         if bearer is not None:
             forwarded.append(("authorization", "Bearer " + bearer.token))
-        query: bytes = scope.get("query_string", b"")
-        if not query.isascii():
-            query = quote_from_bytes(query, safe=SAFE).encode("ascii")
-        url = URL(route.ws_url_prefix + path + ("?" + query.decode("ascii") if query else ""), encoded=True)
+        url = route.upstream_url(path, scope.get("query_string", b""), websocket=True)
         if route.session is None:
             self._metrics.proxied(route.path, UpstreamUnavailable.status_code)
             await websocket.deny(scope, receive, send, UpstreamUnavailable(f"route {route.path!r}: proxy not started"))
@@ -302,6 +290,12 @@ class ProxyApp:
             owner=bearer.session if bearer is not None else None,
         )
         self._metrics.proxied(route.path, status)
+
+
+def _client_host(scope: Scope) -> str | None:
+    """The peer's address as the server saw it (a trusted proxy's, behind one), if known."""
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 async def _send_error(send: Send, error: BffError) -> None:

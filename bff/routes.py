@@ -8,13 +8,15 @@ connection pool per route). Choosing among routes and the exchange itself are `b
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote_from_bytes, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from bff.config import RouteSettings, Settings
 from bff.headers import WEBSOCKET_HANDSHAKE, RequestHeaderFilter, ResponseHeaderFilter, TrustedProxies
+from bff.paths import SAFE
 
 # aiohttp adds Accept, Accept-Encoding, User-Agent and (for bodies) Content-Type unless told not
 # to: a browser that never asked for gzip must not get gzip, and the upstream should see the
@@ -105,6 +107,16 @@ class ProxyRoute:
             if not text and not self.base_path:
                 text = "/"
         return self.base_path + text
+
+    def upstream_url(self, path: str, query: bytes, *, websocket: bool = False) -> URL:
+        """The upstream URL for a forwarded `path` (from `forward_path`) and the browser's raw
+        query string, percent-encoding any non-ASCII byte of it; `ws(s)://` for a WebSocket."""
+        prefix = self.ws_url_prefix if websocket else self.url_prefix
+        if not query:
+            return URL(prefix + path, encoded=True)
+        if not query.isascii():
+            query = quote_from_bytes(query, safe=SAFE).encode("ascii")
+        return URL(f"{prefix}{path}?{query.decode('ascii')}", encoded=True)
 
     def open(self) -> None:
         connector = aiohttp.TCPConnector(

@@ -30,6 +30,7 @@ from bff.login import LoginResult
 from bff.session import Session, SessionInfo, new_session, session_key
 from bff.session_record import decode_record, encode_record, record_metadata, restamp
 from bff.stores import Store
+from bff.stores.common import require_criterion
 
 __all__ = ["DECODED_CACHE_SIZE", "SLIDE_INTERVAL", "ServerSessions"]
 
@@ -149,8 +150,7 @@ class ServerSessions:
         return [self._cookies.session_clear_cookie()]
 
     async def destroy_where(self, *, sub: str | None = None, sid: str | None = None) -> int:
-        if sub is None and sid is None:
-            raise ValueError("destroy_where needs sub or sid")
+        require_criterion("destroy_where", sub, sid)
         count = 0
         for key in await self.store.keys_where(sub=sub, sid=sid):
             self._decoded.pop(key, None)

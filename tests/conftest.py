@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.support.redis_topologies",
     "tests.support.stores",
     "tests.support.token_apis",
+    "tests.support.upstreams",
 ]
 
 

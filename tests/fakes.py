@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -24,6 +26,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bff.config import RouteSettings, Settings, TokenAPISettings, load_settings
+from bff.errors import StoreUnavailable
+from bff.stores.memory import MemoryStore
 from bff.tokens import Bearer
 
 ISSUER = "https://idp.example"
@@ -412,3 +416,124 @@ class FakeBearer:
     async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
         self.rejected.append(rejected.token)
         return None if self.after is None else Bearer(self.after, self.set_cookies)
+
+
+# -- stores -----------------------------------------------------------------------------------
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts writes, and can serve one stale read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.stale: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        if key in self.stale:
+            return self.stale.pop(key)
+        return await super().get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
+        self.writes += 1
+        await super().set(key, value, ttl, sub=sub, sid=sid)
+
+    async def replace(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        sub: str | None = None,
+        sid: str | None = None,
+        expected: bytes | None = None,
+    ) -> bool:
+        self.writes += 1
+        return await super().replace(key, value, ttl, sub=sub, sid=sid, expected=expected)
+
+
+class ReadOnlyStore(MemoryStore):
+    """A store whose writes fail, as a locked SQLite file or a Redis failover would."""
+
+    async def replace(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        sub: str | None = None,
+        sid: str | None = None,
+        expected: bytes | None = None,
+    ) -> bool:
+        raise StoreUnavailable("read-only")
+
+
+class UnreadableStore(MemoryStore):
+    """A memory store whose reads fail."""
+
+    async def get(self, key: str) -> bytes | None:
+        raise StoreUnavailable("down")
+
+
+class DownStore(MemoryStore):
+    """A store that is down: once `down` (the default), every call but `open` and `close` raises
+    `StoreUnavailable(message)`, as an unreachable Redis or SQLite file would. Opened and closed
+    like any store, so an app's lifespan starts with it."""
+
+    def __init__(self, *, down: bool = True, message: str = "store down") -> None:
+        super().__init__()
+        self.down = down
+        self.message = message
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable(self.message)
+
+    async def ping(self) -> None:
+        self._check()
+        await super().ping()
+
+    async def get(self, key: str) -> bytes | None:
+        self._check()
+        return await super().get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
+        self._check()
+        await super().set(key, value, ttl, sub=sub, sid=sid)
+
+    async def replace(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        sub: str | None = None,
+        sid: str | None = None,
+        expected: bytes | None = None,
+    ) -> bool:
+        self._check()
+        return await super().replace(key, value, ttl, sub=sub, sid=sid, expected=expected)
+
+    async def delete(self, key: str) -> bool:
+        self._check()
+        return await super().delete(key)
+
+    async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
+        self._check()
+        return await super().keys_where(sub=sub, sid=sid)
+
+    async def indexed_keys(self) -> list[str]:
+        self._check()
+        return await super().indexed_keys()
+
+    async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        self._check()
+        return await super().add_if_absent(key, value, ttl)
+
+    def lock(self, name: str, *, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
+        return self._refused() if self.down else super().lock(name, ttl=ttl, wait=wait)
+
+    @contextlib.asynccontextmanager
+    async def _refused(self) -> AsyncIterator[None]:
+        self._check()
+        yield

@@ -15,6 +15,7 @@ from starlette.datastructures import Secret
 from bff.config import SessionSettings, Settings
 from bff.cookies import CookieCodec
 from tests.fakes import Clock
+from tests.support.cookies import parse_set_cookie
 
 NEW_KEY = "n" * 40
 OLD_KEY = "o" * 40
@@ -141,18 +142,6 @@ def test_the_https_session_cookie_is_read_under_its_host_prefixed_name() -> None
 
 
 # -- attributes -------------------------------------------------------------------------------
-
-
-def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:
-    """(name, value, attributes) with lower-case attribute names; flags map to ''."""
-    name_value, *attributes = (part.strip() for part in header.split(";"))
-    name, _, value = name_value.partition("=")
-    parsed: dict[str, str] = {}
-    for attribute in attributes:
-        key, _, attr_value = attribute.partition("=")
-        assert key.lower() not in parsed, f"duplicate attribute {key}"
-        parsed[key.lower()] = attr_value
-    return name, value, parsed
 
 
 def test_session_cookie_over_http_is_httponly_strict_and_not_secure() -> None:

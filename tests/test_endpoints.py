@@ -15,17 +15,18 @@ from starlette.types import Receive, Scope, Send
 
 from bff import create_app
 from bff.app import BffApp
-from bff.errors import BadRequest, StoreUnavailable
+from bff.errors import BadRequest
 from bff.login import check_return_to
-from tests.fakes import CLIENT_ID, ISSUER, Clock, FakeIdP, settings_for
+from bff.stores import Store
+from tests.fakes import CLIENT_ID, ISSUER, Clock, DownStore, FakeIdP, settings_for
 from tests.support.upstreams import ServerThread
 
 CSRF = {"X-CSRF": "1"}
 COOKIE = "__Host-bff"
 
 
-def make_client(idp: FakeIdP, clock: Clock, **environ: str) -> TestClient:
-    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp))
+def make_client(idp: FakeIdP, clock: Clock, store: Store | None = None, **environ: str) -> TestClient:
+    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp), store=store)
     return TestClient(app, base_url="https://testserver", follow_redirects=False)
 
 
@@ -234,24 +235,19 @@ def test_user_without_a_valid_session_is_401(client: TestClient, cookie: str | N
     assert response.status_code == 401 and response.json()["error"] == "not_authenticated"
 
 
-def test_a_store_that_is_down_gives_503_not_500(
-    client: TestClient, idp: FakeIdP, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cookie = log_in(client, idp)
-
-    async def store_down(*args: object, **kwargs: object) -> None:
-        raise StoreUnavailable("store unreachable")
-
-    monkeypatch.setattr(app_of(client).store, "get", store_down)
-    monkeypatch.setattr(app_of(client).store, "add_if_absent", store_down)
-    for response in (
-        client.get("/bff/user", headers=as_user(cookie)),
-        client.get("/bff/sessions", headers=as_user(cookie)),
-        client.post("/bff/logout", headers=as_user(cookie, **CSRF)),
-        client.get("/bff/callback", params=idp.authorize(start_login(client).headers["location"])),
-    ):
-        assert response.status_code == 503 and response.json()["error"] == "store_unavailable"
-        assert "retry-after" in response.headers
+def test_a_store_that_is_down_gives_503_not_500(idp: FakeIdP, clock: Clock) -> None:
+    store = DownStore(down=False, message="store unreachable")
+    with make_client(idp, clock, store) as client:
+        cookie = log_in(client, idp)
+        store.down = True
+        for response in (
+            client.get("/bff/user", headers=as_user(cookie)),
+            client.get("/bff/sessions", headers=as_user(cookie)),
+            client.post("/bff/logout", headers=as_user(cookie, **CSRF)),
+            client.get("/bff/callback", params=idp.authorize(start_login(client).headers["location"])),
+        ):
+            assert response.status_code == 503 and response.json()["error"] == "store_unavailable"
+            assert "retry-after" in response.headers
 
 
 # -- logout -----------------------------------------------------------------------------------
@@ -489,7 +485,7 @@ def upstream() -> Iterator[tuple[TokenUpstream, str]]:
 
 def routed_client(idp: FakeIdP, clock: Clock, upstream_url: str, **environ: str) -> TestClient:
     return make_client(
-        idp, clock, ROUTES__0__PATH="/api", ROUTES__0__UPSTREAM=upstream_url, ROUTES__0__TOKEN="user", **environ
+        idp, clock, None, ROUTES__0__PATH="/api", ROUTES__0__UPSTREAM=upstream_url, ROUTES__0__TOKEN="user", **environ
     )
 
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 from starlette.testclient import TestClient
 
 from bff import create_app
 from bff.app import BffApp
-from bff.errors import StoreUnavailable
-from tests.fakes import Clock, FakeIdP, settings_for
+from bff.stores import Store
+from tests.fakes import Clock, DownStore, FakeIdP, settings_for
 
 
-def make_client(idp: FakeIdP, **environ: str) -> TestClient:
+def make_client(idp: FakeIdP, *, store: Store | None = None, **environ: str) -> TestClient:
     clock = Clock()
     idp.clock = clock
-    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp))
+    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp), store=store)
     return TestClient(app, base_url="https://testserver", follow_redirects=False)
 
 
@@ -41,17 +40,11 @@ def test_readyz_checks_store_and_provider() -> None:
         assert client.get("/readyz").status_code == 200
 
 
-def test_readyz_with_the_store_down_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readyz_with_the_store_down_is_503() -> None:
     idp = FakeIdP()
-    with make_client(idp) as client:
-        assert isinstance(client.app, BffApp)
-        monkeypatch.setattr(client.app.store, "ping", _failing_ping)
+    with make_client(idp, store=DownStore(message="store down")) as client:
         response = client.get("/readyz")
         assert response.status_code == 503 and response.json()["store"] == "store down"
-
-
-async def _failing_ping() -> None:
-    raise StoreUnavailable("store down")
 
 
 def test_metrics_counts_logins() -> None:

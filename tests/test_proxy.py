@@ -10,7 +10,7 @@ import asyncio
 import gzip
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -34,22 +34,6 @@ from tests.support.upstreams import (
 )
 
 CSRF = {"x-csrf": "1"}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[ServerThread, UpstreamApp]]:
-    app = UpstreamApp()
-    with ServerThread(app) as server:
-        yield server, app
-
-
-@pytest.fixture
-def up(upstream: tuple[ServerThread, UpstreamApp]) -> UpstreamApp:
-    app = upstream[1]
-    app.requests.clear()
-    app.client_ports.clear()
-    app.disconnected.clear()
-    return app
 
 
 def route(upstream: tuple[ServerThread, UpstreamApp] | str, **options: Any) -> RouteSettings:

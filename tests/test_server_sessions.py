@@ -22,42 +22,11 @@ from bff.stores import Store
 from bff.stores.memory import MemoryStore
 from bff.stores.sqlite import SQLiteStore
 from bff.tokenset import TokenSet
-from tests.fakes import Clock
+from tests.fakes import Clock, CountingStore, ReadOnlyStore, UnreadableStore
 
 IDLE = 1000.0
 ABSOLUTE = 5000.0
 UA = "Mozilla/5.0 (X11; Linux x86_64) Test"
-
-
-class CountingStore(MemoryStore):
-    """A memory store that counts writes, and can serve one stale read."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-        self.stale: dict[str, bytes] = {}
-
-    async def get(self, key: str) -> bytes | None:
-        if key in self.stale:
-            return self.stale.pop(key)
-        return await super().get(key)
-
-    async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
-        self.writes += 1
-        await super().set(key, value, ttl, sub=sub, sid=sid)
-
-    async def replace(
-        self,
-        key: str,
-        value: bytes,
-        ttl: float,
-        *,
-        sub: str | None = None,
-        sid: str | None = None,
-        expected: bytes | None = None,
-    ) -> bool:
-        self.writes += 1
-        return await super().replace(key, value, ttl, sub=sub, sid=sid, expected=expected)
 
 
 def new_tokens(n: int = 1) -> TokenSet:
@@ -416,22 +385,6 @@ async def test_destroy_own_ends_only_that_users_session() -> None:
     assert await sessions.destroy_own("0" * 64, sub="alice") is False
 
 
-class ReadOnlyStore(MemoryStore):
-    """A store whose writes fail, as a locked SQLite file or a Redis failover would."""
-
-    async def replace(
-        self,
-        key: str,
-        value: bytes,
-        ttl: float,
-        *,
-        sub: str | None = None,
-        sid: str | None = None,
-        expected: bytes | None = None,
-    ) -> bool:
-        raise StoreUnavailable("read-only")
-
-
 async def test_a_failed_slide_does_not_fail_the_request() -> None:
     clock = Clock()
     sessions = manager(ReadOnlyStore(), clock)
@@ -439,11 +392,6 @@ async def test_a_failed_slide_does_not_fail_the_request() -> None:
     clock.now += SLIDE_INTERVAL + 1
     loaded = await sessions.load_id(session.id)
     assert loaded is not None and loaded.last_used_at == clock.now
-
-
-class UnreadableStore(MemoryStore):
-    async def get(self, key: str) -> bytes | None:
-        raise StoreUnavailable("down")
 
 
 async def test_a_store_that_cannot_be_read_is_an_error_not_an_anonymous_user() -> None:

@@ -4,7 +4,6 @@ bearer token on the upgrade, against a real uvicorn upstream over TCP."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -14,22 +13,9 @@ from bff.config import RouteSettings
 from bff.errors import NotAuthenticated
 from tests.fakes import FakeBearer
 from tests.support.processes import free_port
-from tests.support.upstreams import ServerThread, UpstreamApp, make_settings, proxy_server
+from tests.support.upstreams import UpstreamApp, make_settings, proxy_server
 
 ORIGIN = {"origin": "http://127.0.0.1:8000"}  # the default public_url's origin
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[ServerThread, UpstreamApp]]:
-    app = UpstreamApp()
-    with ServerThread(app) as server:
-        yield server, app
-
-
-@pytest.fixture
-def up(upstream: tuple[ServerThread, UpstreamApp]) -> UpstreamApp:
-    upstream[1].websocket_headers.clear()
-    return upstream[1]
 
 
 def ws_route(upstream: Any, **options: Any) -> RouteSettings:

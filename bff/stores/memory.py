@@ -16,8 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from bff.errors import StoreUnavailable
-
-_SWEEP_INTERVAL = 60.0
+from bff.stores.common import SWEEP_INTERVAL, require_criterion
 
 
 @dataclass
@@ -68,7 +67,7 @@ class MemoryStore:
         now = self._clock()
         if now < self._next_sweep:
             return
-        self._next_sweep = now + _SWEEP_INTERVAL
+        self._next_sweep = now + SWEEP_INTERVAL
         for key in [key for key, entry in self._entries.items() if entry.expires_at <= now]:
             del self._entries[key]
 
@@ -102,8 +101,7 @@ class MemoryStore:
         return live
 
     async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
-        if sub is None and sid is None:
-            raise ValueError("keys_where needs sub or sid")
+        require_criterion("keys_where", sub, sid)
         now = self._clock()
         return [
             key

@@ -25,8 +25,7 @@ import contextlib
 import math
 import re
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -39,6 +38,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from bff.errors import StoreUnavailable
+from bff.stores.common import poll_lease, require_criterion
 from bff.stores.urls import RedisTarget, parse_redis_url
 
 T = TypeVar("T")
@@ -209,8 +209,7 @@ class RedisStore:
         return bool(await self._do(self._redis.delete(self._r(key))))
 
     async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
-        if sub is None and sid is None:
-            raise ValueError("keys_where needs sub or sid")
+        require_criterion("keys_where", sub, sid)
         # The index of the first given field; its members' records must show it, and `sid` too.
         name, position, wanted = ("sub", 0, sub) if sub is not None else ("sid", 1, sid)
         index = f"{self._prefix}{name}:{wanted}"
@@ -267,21 +266,17 @@ class RedisStore:
     def lock(self, name: str, *, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
         return self._lease(name, ttl, wait)
 
-    @contextlib.asynccontextmanager
-    async def _lease(self, name: str, ttl: float, wait: float) -> AsyncIterator[None]:
+    def _lease(self, name: str, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
         lease = f"{self._prefix}lock:{name}"
         token = secrets.token_hex(16)
-        deadline = time.monotonic() + wait
-        while not await self._do(self._redis.set(lease, token, px=_ms(ttl), nx=True)):
-            if time.monotonic() >= deadline:
-                raise StoreUnavailable(f"lock {name!r}: not acquired within {wait:g}s")
-            await asyncio.sleep(min(_LOCK_POLL, max(0.0, deadline - time.monotonic())))
-        try:
-            yield
-        finally:
-            # A failing release only lets the lease run out by itself, which is what it is for.
-            with contextlib.suppress(StoreUnavailable):
-                await asyncio.shield(self._run("release", [lease], [token]))
+
+        async def acquire() -> bool:
+            return bool(await self._do(self._redis.set(lease, token, px=_ms(ttl), nx=True)))
+
+        async def release() -> None:
+            await self._run("release", [lease], [token])
+
+        return poll_lease(acquire, release, name=name, wait=wait)
 
 
 def _ms(ttl: float) -> int:

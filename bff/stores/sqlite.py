@@ -15,23 +15,20 @@ they are compared across processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bff.errors import StoreUnavailable
+from bff.stores.common import SWEEP_INTERVAL, poll_lease, require_criterion
 
 T = TypeVar("T")
-
-_SWEEP_INTERVAL = 60.0
-_LOCK_POLL = 0.015
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -100,7 +97,7 @@ class SQLiteStore:
     def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
         if now < self._next_sweep:
             return
-        self._next_sweep = now + _SWEEP_INTERVAL
+        self._next_sweep = now + SWEEP_INTERVAL
         conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
 
@@ -178,8 +175,7 @@ class SQLiteStore:
         return await self._run(delete)
 
     async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
-        if sub is None and sid is None:
-            raise ValueError("keys_where needs sub or sid")
+        require_criterion("keys_where", sub, sid)
 
         def keys_where(conn: sqlite3.Connection) -> list[str]:
             sql = "SELECT key FROM entries WHERE expires_at > ?"
@@ -221,8 +217,7 @@ class SQLiteStore:
     def lock(self, name: str, *, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
         return self._lease(name, ttl, wait)
 
-    @contextlib.asynccontextmanager
-    async def _lease(self, name: str, ttl: float, wait: float) -> AsyncIterator[None]:
+    def _lease(self, name: str, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
         token = secrets.token_hex(16)
 
         def acquire(conn: sqlite3.Connection) -> bool:
@@ -238,15 +233,4 @@ class SQLiteStore:
         def release(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM leases WHERE name = ? AND token = ?", (name, token))
 
-        deadline = time.monotonic() + wait
-        while not await self._run(acquire):
-            if time.monotonic() >= deadline:
-                raise StoreUnavailable(f"lock {name!r}: not acquired within {wait:g}s")
-            await asyncio.sleep(min(_LOCK_POLL, max(0.0, deadline - time.monotonic())))
-        try:
-            yield
-        finally:
-            # Release even when the holder was cancelled; a failing release only lets the lease
-            # run out by itself, which is what it is for.
-            with contextlib.suppress(StoreUnavailable):
-                await asyncio.shield(self._run(release))
+        return poll_lease(lambda: self._run(acquire), lambda: self._run(release), name=name, wait=wait)

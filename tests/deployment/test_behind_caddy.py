@@ -26,6 +26,7 @@ from tests.deployment.browser import CLIENT_ADDRESS, Visitor
 from tests.deployment.harness import CSRF, new_replica, replica_config
 from tests.support.bff_process import BffProcess, new_secret_key
 from tests.support.caddy import Caddy
+from tests.support.cookies import set_cookies
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider
 from tests.support.processes import free_port
@@ -129,15 +130,6 @@ def untrusting_edge(
         yield edge
 
 
-def cookie_attributes(header: str) -> tuple[str, dict[str, str]]:
-    first, *attributes = (part.strip() for part in header.split(";"))
-    parsed = {}
-    for attribute in attributes:
-        key, _, value = attribute.partition("=")
-        parsed[key.strip().lower()] = value.strip()
-    return first.partition("=")[0], parsed
-
-
 def forwarding_headers(echoed: dict[str, Any]) -> dict[str, list[str]]:
     """The echo upstream's view: every value of each forwarding header, in order."""
     seen: dict[str, list[str]] = {}
@@ -162,7 +154,7 @@ def test_login_through_caddy_sets_a_host_prefixed_secure_cookie_and_the_api_call
     try:
         callback = visitor.login(edge.url, "caddy-login")
         assert callback.headers["location"] == "/app"
-        cookies = dict(cookie_attributes(h) for h in callback.headers.get_list("set-cookie"))
+        cookies = {name: attributes for name, (_, attributes) in set_cookies(callback).items()}
         # TLS at Caddy, public_url https: the session cookie is __Host- prefixed and Secure.
         attributes = cookies["__Host-bff"]
         assert "secure" in attributes and "httponly" in attributes

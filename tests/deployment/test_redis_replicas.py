@@ -14,7 +14,8 @@ import pytest
 
 from tests.deployment.browser import CLIENT_ADDRESS, Visitor
 from tests.deployment.harness import CSRF, Cluster, running_cluster
-from tests.support.jwt_api import JwtApi
+from tests.support.cookies import clears
+from tests.support.jwt_api import JwtApi, wait_for_expiry
 from tests.support.oidc_provider import OidcProvider
 from tests.support.upstreams import ServerThread, UpstreamApp
 
@@ -43,15 +44,6 @@ def visitor() -> Iterator[Visitor]:
         yield visitor
     finally:
         visitor.close()
-
-
-def wait_for_expiry(exp: float) -> None:
-    """Sleep until the access token with this `exp` has expired for the API (no leeway there)."""
-    time.sleep(max(0.0, exp + 1.1 - time.time()))
-
-
-def is_clearing(header: str) -> bool:
-    return "max-age=0" in header.lower() or "1970" in header
 
 
 # ------------------------------------------------------------------------------- round robin
@@ -86,7 +78,7 @@ def test_expired_token_and_50_concurrent_requests_over_both_replicas_refresh_onc
     first = visitor.api("GET", f"{cluster.url}/api/before")
     assert first.status_code == 200, first.text
     old_jti = first.json()["jti"]
-    wait_for_expiry(first.json()["exp"])
+    wait_for_expiry(first.json()["exp"], margin=1.1)
     refreshes = provider.refresh_count(cluster.client.client_id)
     served = [cluster.proxied(r) for r in cluster.replicas]
 
@@ -157,7 +149,7 @@ def test_redis_down_answers_503_store_unavailable_with_retry_after_and_keeps_the
             assert response.status_code == 503, (path, response.status_code, response.text)
             assert response.json()["error"] == "store_unavailable"
             assert int(response.headers["retry-after"]) >= 1
-            assert not any(is_clearing(h) for h in response.headers.get_list("set-cookie")), "no logout"
+            assert not any(clears(h) for h in response.headers.get_list("set-cookie")), "no logout"
     finally:
         cluster.redis.start()
     # Redis kept the session in its append-only file: the same cookie works on both replicas.

@@ -13,33 +13,12 @@ import httpx
 from bff.cookies import SESSION_ID_PATTERN
 from tests.integration.oidc_browser import Browser
 from tests.integration.oidc_harness import ACCESS_TTL, Bff, Run
+from tests.support import jwt_api
+from tests.support.cookies import parse_set_cookie
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider, token_fragments
 
 CSRF = {"X-CSRF": "1"}
-
-
-def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:
-    """`name=value; Attr=x; Flag` → (name, value, {"attr": "x", "flag": ""}) with lower-case keys."""
-    first, *attributes = (part.strip() for part in header.split(";"))
-    name, _, value = first.partition("=")
-    parsed: dict[str, str] = {}
-    for attribute in attributes:
-        key, _, attribute_value = attribute.partition("=")
-        parsed[key.strip().lower()] = attribute_value.strip()
-    return name.strip(), value.strip(), parsed
-
-
-def set_cookies(response: httpx.Response) -> dict[str, tuple[str, dict[str, str]]]:
-    cookies: dict[str, tuple[str, dict[str, str]]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        name, value, attributes = parse_set_cookie(header)
-        cookies[name] = (value, attributes)
-    return cookies
-
-
-def is_clearing(value: str, attributes: dict[str, str]) -> bool:
-    return value == "" or attributes.get("max-age") == "0" or "1970" in attributes.get("expires", "")
 
 
 def wait_for_expiry(*echoes: httpx.Response) -> None:
@@ -47,9 +26,7 @@ def wait_for_expiry(*echoes: httpx.Response) -> None:
     token's `exp` and allows no leeway, so after this the next request needs a refresh."""
     exp = max(float(echo.json()["exp"]) for echo in echoes)
     assert exp - time.time() <= ACCESS_TTL + 1, "the provider issued a long-lived access token"
-    remaining = exp + 0.5 - time.time()
-    if remaining > 0:
-        time.sleep(remaining)
+    jwt_api.wait_for_expiry(exp, margin=0.5)
 
 
 def session_cookie(browser: Browser, bff: Bff) -> str:

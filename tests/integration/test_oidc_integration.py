@@ -26,18 +26,16 @@ from tests.integration.malicious_idp import MaliciousIdP
 from tests.integration.oidc_harness import Bff, Run, user_name
 from tests.integration.oidc_helpers import (
     fifty_at_once_cause_one_refresh,
-    is_clearing,
     leaks,
     logged_in,
-    parse_set_cookie,
     raw_get,
     secret_fragments,
     session_cookie,
     session_id_of,
-    set_cookies,
     wait_for_expiry,
 )
 from tests.support.bff_process import new_secret_key
+from tests.support.cookies import is_clearing, parse_set_cookie, set_cookies
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider, token_fragments
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import free_port, log_tail, start_logged, stop_group, wait_until_ready
+from tests.support.processes import free_port, log_tail, start_logged, stop_process, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,7 +131,7 @@ class BffProcess:
     def stop(self) -> None:
         # The whole process group: with --workers, uvicorn's worker processes too.
         process, self._process = self._process, None
-        stop_group(process)
+        stop_process(process, group=True)
 
     def kill(self) -> int:
         """`kill -9` the whole process group, as a crash or the OOM killer would: no shutdown, no

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import free_port, log_tail, start_logged, stop_group, wait_until_ready
+from tests.support.processes import free_port, log_tail, start_logged, stop_process, wait_until_ready
 from tests.support.tools import find_tool
 
 CADDY_CANDIDATES = ("caddy", "/usr/bin/caddy", "/usr/local/bin/caddy")
@@ -131,7 +131,7 @@ class Caddy:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        stop_group(process)
+        stop_process(process, group=True)
 
     @property
     def running(self) -> bool:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,6 +148,12 @@ class JwtApi:
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
+
+
+def wait_for_expiry(exp: float, *, margin: float = 0.5) -> None:
+    """Sleep until an access token with this `exp` (which the API echoes) has expired for the
+    API, which allows no leeway, and `margin` seconds more."""
+    time.sleep(max(0.0, exp + margin - time.time()))
 
 
 def _unauthorized(error: str, description: str) -> Response:

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import free_port, log_tail, start_logged, wait_until_ready
+from tests.support.processes import free_port, log_tail, start_logged, stop_process, wait_until_ready
 from tests.support.tools import find_tool, missing_tool
 
 PROVIDER_DIR = Path(__file__).resolve().parent.parent / "oidc_provider"
@@ -108,14 +107,7 @@ class OidcProvider:
     def stop(self) -> None:
         """Stop the process (state kept on disk); the port stops answering at once."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, timeout=5)
 
     def restart(self) -> None:
         self.stop()

@@ -1,7 +1,7 @@
 """Servers the tests run as child processes, with their output appended to a log file.
 
 `free_port` picks a loopback port for one, `start_logged` starts it (in its own session by
-default, so that `stop_group` ends its workers too), `wait_until_ready` polls it and fails with
+default, so that `stop_process(..., group=True)` ends its workers too), `wait_until_ready` polls it and fails with
 the end of its log when it exits or stays silent, `log_tail` reads that end. `BffProcess`,
 `Caddy` and `OidcProvider` keep their own commands and readiness checks.
 """
@@ -68,17 +68,24 @@ def wait_until_ready(
         time.sleep(0.05)
 
 
-def stop_group(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM to the process's whole group (a server's worker processes too), SIGKILL after 10 s."""
+def stop_process(process: subprocess.Popen[bytes] | None, *, group: bool = False, timeout: float = 10.0) -> None:
+    """SIGTERM, SIGKILL after `timeout` seconds; with `group`, to the process's whole group (a
+    server's worker processes too: the process must lead a session of its own)."""
     if process is None or process.poll() is not None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+
+    def send(sig: signal.Signals) -> None:
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+
+    send(signal.SIGTERM)
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        send(signal.SIGKILL)
         process.wait(timeout=5)
 
 

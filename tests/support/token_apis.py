@@ -32,7 +32,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import httpx
 import pytest
 
-from tests.support.processes import free_port, log_tail, start_logged, stop_group, wait_until_ready
+from tests.support.processes import free_port, log_tail, start_logged, stop_process, wait_until_ready
 from tests.support.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,7 +177,7 @@ class TokenApi:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        stop_group(process)
+        stop_process(process, group=True)
 
     def close(self) -> None:
         self.stop()

@@ -6,6 +6,9 @@ query, headers, body, client port) as JSON; the last path segment picks another 
 (`bytes`, `count`, `sse`, `slow`, `endless`, `auth`, `cookies`, `ws`). It records what it saw in
 attributes the tests read.
 
+As a pytest plugin (`tests/conftest.py`) it provides `upstream`, one `UpstreamApp` in a
+`ServerThread` per module, and `up`, that app with its records cleared for the test.
+
 Run as a module for the memory tests, which measure a proxy process of its own:
 
     python -m tests.support.upstreams upstream --port 9000
@@ -27,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
+import pytest
 import uvicorn
 from starlette.datastructures import Secret
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -374,6 +378,23 @@ def proxy_server(settings: Settings, **config: Any) -> Iterator[tuple[ServerThre
     app = ProxyApp(settings, bearer_source=config.pop("bearer_source", None), fallback=not_found, metrics=metrics)
     with ServerThread(WithLifespan(app), **config) as server:
         yield server, app, metrics
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[ServerThread, UpstreamApp]]:
+    app = UpstreamApp()
+    with ServerThread(app) as server:
+        yield server, app
+
+
+@pytest.fixture
+def up(upstream: tuple[ServerThread, UpstreamApp]) -> UpstreamApp:
+    app = upstream[1]
+    app.requests.clear()
+    app.client_ports.clear()
+    app.disconnected.clear()
+    app.websocket_headers.clear()
+    return app
 
 
 def main() -> None:
