@@ -18,6 +18,8 @@ from bff.config import Settings, load_settings
 from bff.errors import BffError, ConfigError
 from bff.server import CONFIG_FILE_VARIABLE, serve
 
+__all__ = ["EXIT_CONFIG", "main"]
+
 EXIT_CONFIG = 2
 
 

@@ -32,6 +32,23 @@ from bff.idtokens import TokenValidator
 from bff.login import send_to_source
 from bff.tokenset import TokenSet, jwt_exp
 
+__all__ = [
+    "DISCOVERY_TTL",
+    "LoginRequest",
+    "OIDCClient",
+    "build_authorization_url",
+    "build_client_credentials_request",
+    "build_code_exchange_request",
+    "build_end_session_url",
+    "build_refresh_request",
+    "build_revocation_request",
+    "new_login_request",
+    "parse_token_response",
+    "pkce_challenge",
+    "random_token",
+    "redirect_uri",
+]
+
 log = logging.getLogger("bff.oidc")
 
 DISCOVERY_TTL = 3600.0

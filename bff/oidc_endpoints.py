@@ -26,7 +26,7 @@ from bff.idtokens import LOGOUT_TOKEN_MAX_AGE
 from bff.login import LoginResult, check_return_to, user_claims
 from bff.oidc import LoginRequest, OIDCClient, new_login_request
 
-__all__ = ["build_oidc_routes", "login_cookie_name"]
+__all__ = ["LOGIN_PURPOSE", "MAX_BACKCHANNEL_BODY", "OIDCEndpoints", "build_oidc_routes", "login_cookie_name"]
 
 log = logging.getLogger("bff.endpoints")
 

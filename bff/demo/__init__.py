@@ -10,3 +10,5 @@
 Nothing in the BFF imports this package; only `bff.cli` does, for `bff demo`. It runs under
 `bff.server`, as `bff serve` does.
 """
+
+__all__: list[str] = []

@@ -52,6 +52,23 @@ from bff.demo.oauth import DemoClient
 from bff.errors import ConfigError
 from bff.server import serve
 
+__all__ = [
+    "CLIENT_ID",
+    "FRONTEND_DIR",
+    "KEY_FILE",
+    "SECRET_FILE",
+    "STATE_FILE",
+    "Demo",
+    "banner",
+    "build_demo",
+    "find_frontend_dir",
+    "load_or_create_key",
+    "load_or_create_secret",
+    "load_provider_state",
+    "run_demo",
+    "save_provider_state",
+]
+
 CLIENT_ID = "bff-demo"
 SECRET_FILE = "demo-secret"
 KEY_FILE = "demo-idp-key.pem"

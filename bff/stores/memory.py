@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from bff.errors import StoreUnavailable
 
+__all__ = ["MemoryStore"]
+
 _SWEEP_INTERVAL = 60.0
 
 

@@ -41,6 +41,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from bff.errors import StoreUnavailable
 from bff.stores.urls import RedisTarget, parse_redis_url
 
+__all__ = ["Client", "RedisStore", "connect"]
+
 T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
 

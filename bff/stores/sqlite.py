@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from bff.errors import StoreUnavailable
 
+__all__ = ["SQLiteStore"]
+
 T = TypeVar("T")
 
 _SWEEP_INTERVAL = 60.0
