@@ -1,3 +1,5 @@
 from bff.cli import main
 
+__all__: list[str] = []
+
 raise SystemExit(main())

@@ -5,7 +5,7 @@
 and onto the response, counts the response's bytes, and when the request is over logs one
 `bff.access` line: method, route, path (no query), status, duration, upstream time, bytes,
 request id, session handle and `sub`. What the line holds is rendered by `AccessLine` only when
-a handler emits it, as text (`key=value`) or as JSON fields (`bff.logs`).
+a handler emits it, as text (`key=value`) or as JSON fields (`bff.server`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,18 @@ from bff.server_sessions import ServerSessions
 from bff.session import SessionInfo
 from bff.stores import Store, open_store
 
-__all__ = ["EXIT_NONE_MATCHED", "EXIT_STORE", "EXIT_USAGE", "add_sessions_parser", "run_sessions"]
+__all__ = [
+    "EXIT_NONE_MATCHED",
+    "EXIT_STORE",
+    "EXIT_USAGE",
+    "MIN_HANDLE_PREFIX",
+    "SHOWN_HANDLE",
+    "UsageProblem",
+    "add_sessions_parser",
+    "format_table",
+    "format_time",
+    "run_sessions",
+]
 
 EXIT_NONE_MATCHED = 1
 EXIT_USAGE = 2

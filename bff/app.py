@@ -42,6 +42,8 @@ from bff.token_api import TokenAPIClient
 from bff.token_api_endpoints import build_token_api_routes
 from bff.tokens import TokenManager
 
+__all__ = ["DEFAULT_SOURCE_TIMEOUT", "LEASE_MARGIN", "BffApp", "build_login_source", "create_app"]
+
 DEFAULT_SOURCE_TIMEOUT = 10.0
 """Timeout of the identity-provider client when no login source is configured (nothing calls it then)."""
 LEASE_MARGIN = 5.0

@@ -1,42 +1,26 @@
 """The `bff` command: `serve`, `check`, `demo`, and `sessions` (in `bff.admin`).
 
 Configuration problems end the process with exit code 2 and one line per problem on stderr,
-never a traceback.
+never a traceback. Only argument parsing and dispatch: running the server is `bff.server`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import os
-import shutil
-import signal
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from types import FrameType
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from bff.admin import add_sessions_parser, run_sessions
 from bff.config import Settings, load_settings
 from bff.errors import BffError, ConfigError
-from bff.logs import log_config
-from bff.metrics import MULTIPROCESS_VARIABLE
+from bff.server import CONFIG_FILE_VARIABLE, serve
+
+__all__ = ["EXIT_CONFIG", "main"]
 
 EXIT_CONFIG = 2
-CONFIG_FILE_VARIABLE = "BFF_CONFIG_FILE"  # read by the worker processes of `bff serve --workers N`
-SERVER_OPTIONS: dict[str, Any] = {
-    "loop": "uvloop",
-    "http": "httptools",
-    "server_header": False,
-    "date_header": False,
-    "proxy_headers": False,  # X-Forwarded-* are judged by the BFF against trusted_proxies
-    "access_log": False,
-}
-"""uvicorn settings shared by `bff serve` and `bff demo`."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,61 +75,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     settings = load_settings(os.environ, args.config)  # fail fast in the parent, before any worker starts
     if args.config:
         os.environ[CONFIG_FILE_VARIABLE] = os.path.abspath(args.config)
-    if args.workers == 1:
-        # uvicorn raises the signal it stopped for again once it is done: a graceful stop exits 0.
-        signal.signal(signal.SIGTERM, _stopped)
-    with _metrics_directory(args.workers):
-        uvicorn.run(
-            "bff.cli:app_from_environment",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-            log_config=log_config(args.log_level, settings.log_format),
-            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
-            **SERVER_OPTIONS,
-        )
+    serve(
+        "bff.server:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        log_format=settings.log_format,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
     return 0
-
-
-def _stopped(sig: int, frame: FrameType | None) -> None:
-    """SIGTERM after uvicorn's graceful shutdown (or before it started): end with exit code 0."""
-
-
-@contextlib.contextmanager
-def _metrics_directory(workers: int) -> Iterator[None]:
-    """With several workers, a fresh directory their metrics go to (prometheus_client's
-    multiprocess mode), removed at exit; an operator's own `PROMETHEUS_MULTIPROC_DIR` is kept."""
-    if workers <= 1 or os.environ.get(MULTIPROCESS_VARIABLE):
-        yield
-        return
-    directory = tempfile.mkdtemp(prefix="bff-metrics-")
-    os.environ[MULTIPROCESS_VARIABLE] = directory
-    try:
-        yield
-    finally:
-        del os.environ[MULTIPROCESS_VARIABLE]
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def app_from_environment() -> object:
-    """uvicorn's factory: each worker process builds its own app from the same configuration."""
-    from bff.app import create_app
-
-    app = create_app(load_settings(os.environ, os.environ.get(CONFIG_FILE_VARIABLE)))
-    app.drain_on_signals = True
-    # Modules and the app live as long as the worker: keep them out of the collector's full
-    # passes, which otherwise walk them all and cost 15-25 ms each under load (p99 at
-    # concurrency 32 went from 16-34 ms to 8-13 ms; bench/README.md).
-    gc.collect()
-    gc.freeze()
-    return app
 
 
 def _check(args: argparse.Namespace) -> int:

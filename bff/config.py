@@ -23,6 +23,17 @@ from bff.errors import ConfigError
 from bff.settings_reader import URL, ByteSize, Duration, build_dataclass, merge_environment
 from bff.stores import check_store_url
 
+__all__ = [
+    "OIDCSettings",
+    "RouteSettings",
+    "SessionSettings",
+    "Settings",
+    "TokenAPISettings",
+    "TokenKind",
+    "TokenPlacement",
+    "load_settings",
+]
+
 TokenKind = Literal["user", "user_optional", "client", "none"]
 TokenPlacement = Literal["json", "form", "bearer"]
 

@@ -32,6 +32,8 @@ from itsdangerous import BadData, Signer
 from bff.config import Settings
 from bff.sealing import OVERHEAD, Sealer
 
+__all__ = ["MAX_CHUNKS", "MAX_SET_COOKIE", "SESSION_ID_PATTERN", "CookieCodec"]
+
 # secrets.token_urlsafe(32): 32 random bytes, 43 base64url characters.
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 _SEAL_VERSION = b"\x01"

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from bff.config import Settings
 from bff.errors import CSRFRejected, OriginRejected
 
+__all__ = ["AntiForgery", "RawHeaders", "check_anti_forgery", "check_websocket_origin", "normalise_origin"]
+
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}

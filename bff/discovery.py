@@ -15,6 +15,8 @@ import httpx
 
 from bff.errors import IdPError, ProviderUnavailable
 
+__all__ = ["ASYMMETRIC_ALGORITHMS", "ProviderMetadata", "json_or_unavailable", "parse_discovery"]
+
 # Asymmetric algorithms only: HS* would verify with the client secret, `none` with nothing.
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}

@@ -25,7 +25,7 @@ from typing import Any
 
 from bff.streams import GOING_AWAY, OpenStreams
 
-__all__ = ["STREAMS_CLOSE_WAIT", "Drain"]
+__all__ = ["SIGNALS", "STREAMS_CLOSE_WAIT", "Drain", "Handler"]
 
 log = logging.getLogger("bff.drain")
 

@@ -31,6 +31,7 @@ from bff.session import Devices, Session, Sessions
 from bff.stores import Store
 
 __all__ = [
+    "Endpoints",
     "Parts",
     "build_endpoint_routes",
     "json_response",

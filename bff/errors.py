@@ -31,6 +31,30 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+__all__ = [
+    "BadRequest",
+    "BffError",
+    "CSRFRejected",
+    "ConfigError",
+    "HeadersTooLarge",
+    "IdPError",
+    "InvalidCredentials",
+    "LoginFailed",
+    "NotAuthenticated",
+    "NotAvailable",
+    "NotFound",
+    "OriginRejected",
+    "PayloadTooLarge",
+    "ProviderUnavailable",
+    "RefreshRejected",
+    "SessionExpired",
+    "SessionTooLarge",
+    "StoreUnavailable",
+    "TooManyRequests",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
+
 
 class BffError(Exception):
     status_code = 500

@@ -21,6 +21,20 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
+__all__ = [
+    "HOP_BY_HOP",
+    "WEBSOCKET_HANDSHAKE",
+    "RawHeaders",
+    "RequestHeaderFilter",
+    "ResponseHeaderFilter",
+    "TrustedProxies",
+    "client_address",
+    "connection_tokens",
+    "filter_cookie_header",
+    "is_own_cookie",
+    "set_cookie_name",
+]
+
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
 # RFC 9110 §7.6.1 plus the non-standard Proxy-Connection some clients still send.

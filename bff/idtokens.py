@@ -24,6 +24,18 @@ from bff.config import OIDCSettings
 from bff.discovery import ProviderMetadata, json_or_unavailable
 from bff.errors import BadRequest, IdPError, LoginFailed
 
+__all__ = [
+    "BACKCHANNEL_LOGOUT_EVENT",
+    "ID_TOKEN",
+    "JWKS_REFETCH_INTERVAL",
+    "LOGOUT_TOKEN",
+    "LOGOUT_TOKEN_MAX_AGE",
+    "TokenKind",
+    "TokenValidator",
+    "check_id_token_claims",
+    "check_logout_token_claims",
+]
+
 JWKS_REFETCH_INTERVAL = 10.0
 LOGOUT_TOKEN_MAX_AGE = 300.0
 """Logout tokens issued longer ago than this (plus leeway) are refused, so remembering each `jti`

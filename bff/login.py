@@ -22,7 +22,7 @@ from bff.errors import BadRequest, ProviderUnavailable
 from bff.request_ids import current
 from bff.tokenset import TokenSet
 
-__all__ = ["LoginResult", "LoginSource", "check_return_to", "send_to_source", "user_claims"]
+__all__ = ["MAX_RETURN_TO", "LoginResult", "LoginSource", "check_return_to", "send_to_source", "user_claims"]
 
 MAX_RETURN_TO = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -1,10 +1,12 @@
 """OIDCClient: everything the BFF says to the OpenID provider, and the checks on what it answers.
 
-Each call is a pure *build* step (an `httpx.Request`), one `send`, and a pure *parse* step, so the
-protocol logic is testable without sockets. Discovery is cached for `DISCOVERY_TTL` seconds.
+Each call is a pure *build* step (an `httpx.Request`, from `bff.oidc_messages`), one `send`, and a
+pure *parse* step (there too), so the protocol logic is testable without sockets. Discovery is
+cached for `DISCOVERY_TTL` seconds.
 
-Owns: fetching discovery, PKCE/state/nonce, the authorization URL, code exchange, refresh, client
-credentials, revocation (RFC 7009), the end-session URL. Leaves to others: the discovery document
+Owns: talking to the provider: fetching discovery, the authorization URL, code exchange, refresh,
+client credentials, revocation (RFC 7009), the end-session URL. Leaves to others: how each of those
+messages is built and parsed, PKCE/state/nonce (`oidc_messages`), the discovery document
 itself (`discovery`), the JWKS and ID- and logout-token validation (`idtokens`, reached through
 `validate_id_token` and `validate_logout_token`), where tokens are kept (`session`), when to
 refresh (`tokens`), replay of logout-token `jti`s (`endpoints`, through the store).
@@ -13,185 +15,35 @@ refresh (`tokens`), replay of logout-token `jti`s (`endpoints`, through the stor
 from __future__ import annotations
 
 import asyncio
-import base64
-import dataclasses
-import hashlib
 import logging
-import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import httpx
 
 from bff.config import OIDCSettings, Settings
 from bff.discovery import ProviderMetadata, parse_discovery
-from bff.errors import BffError, IdPError, ProviderUnavailable, RefreshRejected
+from bff.errors import BffError, IdPError, ProviderUnavailable
 from bff.idtokens import TokenValidator
 from bff.login import send_to_source
-from bff.tokenset import TokenSet, jwt_exp
+from bff.oidc_messages import (
+    LoginRequest,
+    build_authorization_url,
+    build_client_credentials_request,
+    build_code_exchange_request,
+    build_end_session_url,
+    build_refresh_request,
+    build_revocation_request,
+    parse_token_response,
+)
+from bff.tokenset import TokenSet
+
+__all__ = ["DISCOVERY_TTL", "OIDCClient"]
 
 log = logging.getLogger("bff.oidc")
 
 DISCOVERY_TTL = 3600.0
-
-
-@dataclasses.dataclass(frozen=True)
-class LoginRequest:
-    """What the callback needs to finish a login; sealed into the login-state cookie."""
-
-    state: str
-    nonce: str
-    code_verifier: str
-    return_to: str
-
-    def to_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LoginRequest:
-        return cls(**{f.name: str(data[f.name]) for f in dataclasses.fields(cls)})
-
-
-def random_token() -> str:
-    """256 random bits, URL-safe."""
-    return secrets.token_urlsafe(32)
-
-
-def pkce_challenge(verifier: str) -> str:
-    """RFC 7636 §4.2: S256 code challenge of `verifier`."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def new_login_request(return_to: str) -> LoginRequest:
-    return LoginRequest(state=random_token(), nonce=random_token(), code_verifier=random_token(), return_to=return_to)
-
-
-def redirect_uri(settings: Settings) -> str:
-    return settings.public_url.rstrip("/") + settings.prefix + "/callback"
-
-
-def build_authorization_url(
-    provider: ProviderMetadata, settings: Settings, oidc: OIDCSettings, login: LoginRequest
-) -> str:
-    params: dict[str, str] = {
-        **oidc.extra_authorize_params,
-        "response_type": "code",
-        "client_id": oidc.client_id,
-        "redirect_uri": redirect_uri(settings),
-        "scope": " ".join(oidc.scopes),
-        "state": login.state,
-        "nonce": login.nonce,
-        "code_challenge": pkce_challenge(login.code_verifier),
-        "code_challenge_method": "S256",
-    }
-    # OIDC Core §11: some providers ignore offline_access without prompt=consent; that is a
-    # choice for `extra_authorize_params`, since it makes others ask for consent at every login.
-    _add_resource(params, oidc)
-    separator = "&" if "?" in provider.authorization_endpoint else "?"
-    return provider.authorization_endpoint + separator + urlencode(params, quote_via=quote)
-
-
-def build_code_exchange_request(
-    provider: ProviderMetadata, settings: Settings, oidc: OIDCSettings, *, code: str, code_verifier: str
-) -> httpx.Request:
-    form = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": redirect_uri(settings),
-        "code_verifier": code_verifier,
-    }
-    return _token_request(provider.token_endpoint, oidc, form)
-
-
-def build_refresh_request(provider: ProviderMetadata, oidc: OIDCSettings, refresh_token: str) -> httpx.Request:
-    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    _add_resource(form, oidc)
-    return _token_request(provider.token_endpoint, oidc, form)
-
-
-def build_client_credentials_request(provider: ProviderMetadata, oidc: OIDCSettings) -> httpx.Request:
-    form = {"grant_type": "client_credentials"}
-    if oidc.client_scopes:
-        form["scope"] = " ".join(oidc.client_scopes)
-    _add_resource(form, oidc)
-    return _token_request(provider.token_endpoint, oidc, form)
-
-
-def build_revocation_request(
-    provider: ProviderMetadata, oidc: OIDCSettings, token: str, token_type_hint: str
-) -> httpx.Request | None:
-    if not provider.revocation_endpoint:
-        return None
-    form = {"token": token, "token_type_hint": token_type_hint}
-    return _token_request(provider.revocation_endpoint, oidc, form)
-
-
-def build_end_session_url(
-    provider: ProviderMetadata, settings: Settings, oidc: OIDCSettings, id_token: str | None
-) -> str | None:
-    """OIDC RP-Initiated Logout 1.0 §2; None when the provider has no end-session endpoint."""
-    if not provider.end_session_endpoint:
-        return None
-    params = {
-        "client_id": oidc.client_id,
-        "post_logout_redirect_uri": oidc.post_logout_redirect_uri or settings.public_url.rstrip("/") + "/",
-    }
-    if id_token:
-        params["id_token_hint"] = id_token
-    separator = "&" if "?" in provider.end_session_endpoint else "?"
-    return provider.end_session_endpoint + separator + urlencode(params, quote_via=quote)
-
-
-def parse_token_response(response: httpx.Response, *, now: float, retry_after: float) -> TokenSet:
-    """Token endpoint answer → TokenSet. Raises RefreshRejected on `invalid_grant` (the grant is
-    gone for good), ProviderUnavailable on 5xx, IdPError on anything else that is not a token."""
-    if response.status_code >= 500:
-        raise ProviderUnavailable(
-            f"token endpoint answered {response.status_code}", retry_after=retry_after, status=response.status_code
-        )
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise IdPError(
-            f"token endpoint answered {response.status_code} without a JSON object", status=response.status_code
-        )
-    if response.status_code != 200 or "error" in data:
-        error = str(data.get("error", ""))
-        description = str(data.get("error_description", ""))
-        kind = RefreshRejected if error == "invalid_grant" else IdPError
-        raise kind(
-            f"token endpoint answered {response.status_code} {error!r}",
-            error=error,
-            error_description=description,
-            status=response.status_code,
-        )
-    access_token = data.get("access_token")
-    if not isinstance(access_token, str) or not access_token:
-        raise IdPError('token response has no "access_token"', status=response.status_code)
-    token_type = str(data.get("token_type", "Bearer"))
-    if token_type.lower() not in ("bearer", "dpop"):
-        raise IdPError(f'token response "token_type" is {token_type!r}, expected "Bearer"')
-    expires_in = data.get("expires_in")
-    if isinstance(expires_in, str) and expires_in.isdigit():
-        expires_in = int(expires_in)  # some providers send a string
-    expires_at: float | None
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
-        expires_at = now + float(expires_in)
-    else:
-        expires_at = jwt_exp(access_token)
-    return TokenSet(
-        access_token=access_token,
-        refresh_token=data.get("refresh_token") or None,
-        id_token=data.get("id_token") or None,
-        expires_at=expires_at,
-        token_type="Bearer",  # noqa: S106 (a token type, not a secret)
-        scope=data.get("scope"),
-    )
 
 
 class OIDCClient:
@@ -299,22 +151,3 @@ class OIDCClient:
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         return await send_to_source(self._http, request, who="provider", retry_after=self.config.retry_after)
-
-
-def _token_request(url: str, oidc: OIDCSettings, form: dict[str, str]) -> httpx.Request:
-    headers = {"accept": "application/json"}
-    secret = str(oidc.client_secret)
-    if oidc.token_endpoint_auth_method == "client_secret_basic":
-        # RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
-        pair = f"{quote(oidc.client_id, safe='')}:{quote(secret, safe='')}"
-        headers["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-    else:
-        form = {**form, "client_id": oidc.client_id, "client_secret": secret}
-    return httpx.Request("POST", url, data=form, headers=headers)
-
-
-def _add_resource(params: dict[str, str], oidc: OIDCSettings) -> None:
-    if oidc.resource:
-        params["resource"] = oidc.resource
-    if oidc.audience:
-        params["audience"] = oidc.audience

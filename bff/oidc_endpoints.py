@@ -24,9 +24,10 @@ from bff.endpoints import Parts, json_response, media_type, read_body, redirect,
 from bff.errors import BadRequest, BffError, IdPError, LoginFailed, PayloadTooLarge
 from bff.idtokens import LOGOUT_TOKEN_MAX_AGE
 from bff.login import LoginResult, check_return_to, user_claims
-from bff.oidc import LoginRequest, OIDCClient, new_login_request
+from bff.oidc import OIDCClient
+from bff.oidc_messages import LoginRequest, new_login_request
 
-__all__ = ["build_oidc_routes", "login_cookie_name"]
+__all__ = ["LOGIN_PURPOSE", "MAX_BACKCHANNEL_BODY", "OIDCEndpoints", "build_oidc_routes", "login_cookie_name"]
 
 log = logging.getLogger("bff.endpoints")
 

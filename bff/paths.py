@@ -11,6 +11,8 @@ from urllib.parse import quote_from_bytes, unquote
 
 from bff.errors import BadRequest
 
+__all__ = ["SAFE", "normalise_path"]
+
 SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 """Bytes that are safe in a forwarded path or query as they are (non-ASCII gets percent-encoded)."""
 

@@ -47,6 +47,8 @@ from bff.streams import OpenStreams
 from bff.tokens import Bearer
 from bff.websocket import CLIENT_CLOSED
 
+__all__ = ["BearerSource", "ProxyApp"]
+
 logger = logging.getLogger("bff.proxy")
 
 

@@ -15,6 +15,8 @@ from starlette.types import Message, Receive
 
 from bff.errors import PayloadTooLarge
 
+__all__ = ["LARGE_BYTES", "ClientGone", "DisconnectWatch", "RequestBody", "read_up_to", "slices"]
+
 LARGE_BYTES = 1024 * 1024
 """aiohttp warns about (and writes in one go) bytes bodies above 1 MiB: larger replay buffers are
 sent in slices of this size."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 
-__all__ = ["HEADER", "AccessRecord", "RequestIdFilter", "current", "note_session", "request_id_of"]
+__all__ = ["HANDLE_LENGTH", "HEADER", "AccessRecord", "RequestIdFilter", "current", "note_session", "request_id_of"]
 
 HEADER = b"x-request-id"
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._-]{1,128}")

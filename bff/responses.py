@@ -24,7 +24,7 @@ from bff.session import Session
 from bff.streams import OpenStreams, Stream
 from bff.websocket import CLIENT_CLOSED
 
-__all__ = ["UpstreamAborted", "respond"]
+__all__ = ["EVENT_STREAM", "UpstreamAborted", "respond"]
 
 logger = logging.getLogger("bff.proxy")
 

@@ -18,6 +18,8 @@ from bff.config import RouteSettings, Settings
 from bff.headers import WEBSOCKET_HANDSHAKE, RequestHeaderFilter, ResponseHeaderFilter, TrustedProxies
 from bff.paths import SAFE
 
+__all__ = ["ProxyRoute"]
+
 # aiohttp adds Accept, Accept-Encoding, User-Agent and (for bodies) Content-Type unless told not
 # to: a browser that never asked for gzip must not get gzip, and the upstream should see the
 # browser's headers, no more. `skip_auto_headers` would do it at a cost per request (it builds a

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["NONCE_BYTES", "OVERHEAD", "Sealer"]
+__all__ = ["NONCE_BYTES", "OVERHEAD", "TAG_BYTES", "Sealer"]
 
 NONCE_BYTES = 12
 TAG_BYTES = 16

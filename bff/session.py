@@ -22,7 +22,7 @@ from bff.headers import RawHeaders
 from bff.login import LoginResult
 from bff.tokenset import TokenSet
 
-__all__ = ["Devices", "Session", "SessionInfo", "Sessions", "new_session", "session_key"]
+__all__ = ["MAX_USER_AGENT", "Devices", "Session", "SessionInfo", "Sessions", "new_session", "session_key"]
 
 MAX_USER_AGENT = 512
 """Characters of the browser's `User-Agent` a session keeps: enough to tell devices apart, and a

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Secret
 
+__all__ = ["URL", "ByteSize", "Duration", "build_dataclass", "merge_environment", "parse_bytesize", "parse_duration"]
+
 # Marker types: the reader looks at the annotation to know how to parse and check a value.
 Duration = Annotated[float, "duration"]  # seconds; written "30s", "15m", "12h", "30d" or a number
 ByteSize = Annotated[int, "bytesize"]  # bytes; written "1MiB", "64KiB", "512" or a number

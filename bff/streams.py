@@ -24,7 +24,16 @@ from typing import Literal, Protocol
 from bff.errors import BffError
 from bff.metrics import Metrics
 
-__all__ = ["GOING_AWAY", "REASONS", "SESSION_ENDED", "STREAM_CHECK_INTERVAL", "OpenStreams", "Stream"]
+__all__ = [
+    "GOING_AWAY",
+    "REASONS",
+    "SESSION_ENDED",
+    "STREAM_CHECK_INTERVAL",
+    "LiveSessions",
+    "OpenStreams",
+    "Stream",
+    "StreamKind",
+]
 
 log = logging.getLogger("bff.streams")
 

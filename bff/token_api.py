@@ -29,6 +29,19 @@ from bff.errors import IdPError, InvalidCredentials, ProviderUnavailable, Refres
 from bff.login import LoginResult, send_to_source
 from bff.tokenset import TokenSet, jwt_claims, jwt_exp
 
+__all__ = [
+    "TokenAPIClient",
+    "build_login_request",
+    "build_logout_request",
+    "build_refresh_request",
+    "build_userinfo_request",
+    "field",
+    "login_claims",
+    "parse_login_response",
+    "parse_refresh_response",
+    "parse_userinfo_response",
+]
+
 logger = logging.getLogger("bff.token_api")
 
 # What DRF, SimpleJWT and flask-jwt-extended answer for bad credentials or a dead refresh token.

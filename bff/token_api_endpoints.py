@@ -29,7 +29,7 @@ from bff.headers import TrustedProxies, client_address
 from bff.login import user_claims
 from bff.token_api import TokenAPIClient
 
-__all__ = ["MAX_LOGIN_BODY", "build_token_api_routes"]
+__all__ = ["MAX_LOGIN_BODY", "TokenAPIEndpoints", "build_token_api_routes"]
 
 log = logging.getLogger("bff.endpoints")
 

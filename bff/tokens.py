@@ -39,7 +39,7 @@ from bff.request_ids import note_session
 from bff.session import Session, Sessions
 from bff.tokenset import TokenSet
 
-__all__ = ["Bearer", "TokenManager"]
+__all__ = ["CLIENT_TOKEN_SKEW", "Bearer", "TokenManager"]
 
 log = logging.getLogger("bff.tokens")
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import jwt
 
+__all__ = ["TokenSet", "jwt_claims", "jwt_exp"]
+
 
 @dataclass(frozen=True)
 class TokenSet:

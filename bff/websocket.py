@@ -24,6 +24,8 @@ from bff.errors import BffError, UpstreamTimeout, UpstreamUnavailable
 from bff.session import Session
 from bff.streams import GOING_AWAY, REASONS, OpenStreams, Stream
 
+__all__ = ["CLIENT_CLOSED", "MAX_MESSAGE", "deny", "relay"]
+
 logger = logging.getLogger("bff.websocket")
 
 # Status recorded when the browser went away before it could be answered (nginx's convention).

@@ -12,8 +12,8 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from bff.access import AccessLine, AccessLog
-from bff.logs import JSONFormatter, TextFormatter, UpgradeNoiseFilter, log_config
 from bff.request_ids import AccessRecord
+from bff.server import JSONFormatter, TextFormatter, UpgradeNoiseFilter, log_config
 
 
 def record(msg: object, *, request_id: str | None = None, exc: bool = False) -> logging.LogRecord:
@@ -96,7 +96,7 @@ def test_upgrade_noise_is_dropped() -> None:
 
 def test_log_config_json_switches_every_handler() -> None:
     config = log_config("debug", "json")
-    assert config["formatters"]["json"] == {"()": "bff.logs.JSONFormatter"}
+    assert config["formatters"]["json"] == {"()": "bff.server.JSONFormatter"}
     assert {handler["formatter"] for handler in config["handlers"].values()} == {"json"}
     assert config["loggers"]["bff"] == {"handlers": ["bff"], "level": "DEBUG", "propagate": False}
     text = log_config("info")

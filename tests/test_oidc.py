@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bff.errors import BadRequest, IdPError, LoginFailed, ProviderUnavailable, RefreshRejected
 from bff.idtokens import JWKS_REFETCH_INTERVAL
-from bff.oidc import OIDCClient, new_login_request, parse_token_response, pkce_challenge
+from bff.oidc import OIDCClient
+from bff.oidc_messages import new_login_request, parse_token_response, pkce_challenge
 from tests.fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, Clock, FakeIdP, settings_for
 
 

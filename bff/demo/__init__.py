@@ -7,5 +7,8 @@
     api.py     DemoAPI: a small JWT-protected API (who am I, to-dos, an SSE clock)
     run.py     run_demo: wires the provider, the API and frontend-demo/ through `create_app`
 
-Nothing in the BFF imports this package; only `bff.cli` does, for `bff demo`.
+Nothing in the BFF imports this package; only `bff.cli` does, for `bff demo`. It runs under
+`bff.server`, as `bff serve` does.
 """
+
+__all__: list[str] = []

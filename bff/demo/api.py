@@ -35,6 +35,8 @@ from starlette.routing import BaseRoute, Route
 
 from bff.demo.keys import ALGORITHM
 
+__all__ = ["MAX_TODOS", "MAX_TODO_TEXT", "DemoAPI", "InvalidToken"]
+
 log = logging.getLogger("bff.demo.api")
 
 MAX_TODOS = 100

@@ -16,6 +16,8 @@ from bff.demo.grants import LoginSession
 from bff.demo.keys import SigningKey
 from bff.demo.oauth import DemoClient
 
+__all__ = ["BACKCHANNEL_EVENT", "send_backchannel_logout"]
+
 log = logging.getLogger("bff.demo.idp")
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"

@@ -28,6 +28,8 @@ from bff.demo.authorize import PKCE_VALUE
 from bff.demo.keys import TokenMinter
 from bff.demo.oauth import OAuthError
 
+__all__ = ["SNAPSHOT_VERSION", "GrantBook", "LoginSession", "s256"]
+
 log = logging.getLogger("bff.demo.idp")
 
 SNAPSHOT_VERSION = 1

@@ -297,4 +297,4 @@ class DevIdentityProvider:
         return response
 
 
-__all__ = ["DevIdentityProvider"]
+__all__ = ["DEFAULT_USERS", "SESSION_COOKIE", "DevIdentityProvider"]

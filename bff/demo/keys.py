@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+__all__ = ["ALGORITHM", "SigningKey", "TokenMinter"]
+
 ALGORITHM = "RS256"
 
 

@@ -18,6 +18,21 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+__all__ = [
+    "NO_STORE",
+    "DemoClient",
+    "Form",
+    "OAuthError",
+    "authenticate_client",
+    "discovery_document",
+    "error_response",
+    "first_value",
+    "form_field",
+    "read_form",
+    "required_field",
+    "with_query",
+]
+
 
 class OAuthError(Exception):
     """An RFC 6749 §5.2 error: `error` code and a description for `error_description`."""

@@ -11,6 +11,8 @@ from html import escape
 
 from starlette.responses import HTMLResponse
 
+__all__ = ["WARNING", "login_page", "message_page"]
+
 WARNING = "Development identity provider: not for production. There are no passwords: anyone can sign in as anyone."
 
 _STYLE = """

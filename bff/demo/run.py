@@ -44,14 +44,30 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from bff.app import BffApp, create_app
-from bff.cli import SERVER_OPTIONS
 from bff.config import OIDCSettings, RouteSettings, Settings
 from bff.demo.api import DemoAPI
 from bff.demo.idp import DevIdentityProvider
 from bff.demo.keys import SigningKey
 from bff.demo.oauth import DemoClient
 from bff.errors import ConfigError
-from bff.logs import log_config
+from bff.server import serve
+
+__all__ = [
+    "CLIENT_ID",
+    "FRONTEND_DIR",
+    "KEY_FILE",
+    "SECRET_FILE",
+    "STATE_FILE",
+    "Demo",
+    "banner",
+    "build_demo",
+    "find_frontend_dir",
+    "load_or_create_key",
+    "load_or_create_secret",
+    "load_provider_state",
+    "run_demo",
+    "save_provider_state",
+]
 
 CLIENT_ID = "bff-demo"
 SECRET_FILE = "demo-secret"
@@ -150,18 +166,9 @@ def run_demo(
     data_dir: str,
     token_storage: Literal["server", "cookie"] = "server",  # noqa: S107 (a storage mode)
 ) -> int:
-    import uvicorn
-
     demo = build_demo(host=host, port=port, access_ttl=access_ttl, data_dir=data_dir, token_storage=token_storage)
     print(banner(demo, access_ttl=access_ttl, data_dir=data_dir), flush=True)
-    uvicorn.run(
-        demo.app,
-        host=host,
-        port=port,
-        **SERVER_OPTIONS,
-        log_level="info",
-        log_config=log_config("info"),  # the BFF's and the provider's lines are part of the show
-    )
+    serve(demo.app, host=host, port=port, log_level="info")  # the BFF's and the provider's lines are the show
     save_provider_state(demo.idp, demo.data_dir)
     return 0
 

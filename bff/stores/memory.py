@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from bff.errors import StoreUnavailable
 from bff.stores.common import SWEEP_INTERVAL, require_criterion
 
+__all__ = ["MemoryStore"]
+
 
 @dataclass
 class _Entry:

@@ -41,6 +41,8 @@ from bff.errors import StoreUnavailable
 from bff.stores.common import poll_lease, require_criterion
 from bff.stores.urls import RedisTarget, parse_redis_url
 
+__all__ = ["Client", "RedisStore", "connect"]
+
 T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
 

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 from bff.errors import StoreUnavailable
 from bff.stores.common import SWEEP_INTERVAL, poll_lease, require_criterion
 
+__all__ = ["SQLiteStore"]
+
 T = TypeVar("T")
 
 _SCHEMA = """

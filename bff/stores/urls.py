@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bff.errors import ConfigError
 
-__all__ = ["REDIS_SCHEMES", "RedisTarget", "parse_redis_url", "shown_url"]
+__all__ = ["CLUSTER_FORM", "REDIS_SCHEMES", "SENTINEL_FORM", "RedisTarget", "parse_redis_url", "shown_url"]
 
 SENTINEL_FORM = "redis+sentinel://[[user]:password@]host:port[,host:port...]/<master-name>[/<db>]"
 CLUSTER_FORM = "redis+cluster://[[user]:password@]host:port[,host:port...]/"
