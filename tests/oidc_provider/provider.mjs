@@ -11,6 +11,11 @@
 //   OP_ACCESS_TTL      access-token lifetime in seconds (default 4)
 //   OP_CLIENTS         JSON array of client metadata registered at start (more can be added
 //                      at run time with POST /test/clients)
+//   OP_PAR             "required": every authorization request must be pushed (RFC 9126); PAR is
+//                      offered (and listed in discovery) either way
+//   OP_DPOP            "on": DPoP (RFC 9449) offered; "nonce": offered, and every DPoP proof at the
+//                      token and PAR endpoints must carry the provider's nonce; default off
+//   OP_FAPI            "2.0": the provider's FAPI 2.0 Security Profile behaviour; default off
 //
 // Besides the provider's own endpoints it serves a few routes for the tests under /test/:
 //   GET  /test/counters          grants, refreshes, back-channel logouts... counted per client
@@ -43,6 +48,9 @@ if (!stateFile) {
 const issuer = `http://127.0.0.1:${port}`;
 const apiAudience = process.env.OP_API_AUDIENCE || 'http://127.0.0.1/api';
 const accessTtl = Number(process.env.OP_ACCESS_TTL || 4);
+const parRequired = process.env.OP_PAR === 'required';
+const dpopMode = process.env.OP_DPOP || 'off';
+const fapiProfile = process.env.OP_FAPI || '';
 
 // ---------------------------------------------------------------- persistent state
 
@@ -221,6 +229,12 @@ const configuration = {
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     clientCredentials: { enabled: true },
+    pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: parRequired },
+    dPoP: {
+      enabled: dpopMode !== 'off',
+      ...(dpopMode === 'nonce' ? { nonceSecret: crypto.randomBytes(32), requireNonce: () => true } : {}),
+    },
+    fapi: { enabled: Boolean(fapiProfile), profile: fapiProfile || undefined },
     resourceIndicators: {
       enabled: true,
       defaultResource: async (ctx, client, oneOf) => (oneOf ? oneOf[0] : apiAudience),
@@ -255,14 +269,25 @@ provider.use(async (ctx, next) => {
   await next();
 });
 
+function withConsentForOffline(params) {
+  const scopes = (params.get('scope') || '').split(' ');
+  if (scopes.includes('offline_access') && !params.has('prompt')) params.set('prompt', 'consent');
+  return params.toString();
+}
+
+// The same for a pushed authorization request (RFC 9126): its parameters are the form body of
+// POST /request, read here and handed on as an already-read body (which the provider accepts).
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 provider.use(async (ctx, next) => {
   if (ctx.method === 'GET' && ctx.path === '/auth') {
-    const params = new URLSearchParams(ctx.querystring);
-    const scopes = (params.get('scope') || '').split(' ');
-    if (scopes.includes('offline_access') && !params.has('prompt')) {
-      params.set('prompt', 'consent');
-      ctx.querystring = params.toString();
-    }
+    ctx.querystring = withConsentForOffline(new URLSearchParams(ctx.querystring));
+  } else if (ctx.method === 'POST' && ctx.path === '/request' && ctx.is('application/x-www-form-urlencoded')) {
+    ctx.req.body = withConsentForOffline(new URLSearchParams(await readBody(ctx.req)));
   }
   await next();
 });
@@ -291,15 +316,17 @@ provider.on('backchannel.error', (ctx, err, client) => {
   count('backchannel.error', client.clientId);
   console.error(`backchannel logout to ${client.clientId} failed: ${err.message}`);
 });
+provider.on('pushed_authorization_request.success', (ctx) => count('par.success', ctx.oidc.client?.clientId));
+provider.on('pushed_authorization_request.error', (ctx, err) => {
+  count(`par_error:${err.error || err.message}`, ctx.oidc.client?.clientId);
+});
 provider.on('end_session.success', (ctx) => count('end_session.success', ctx.oidc.client?.clientId));
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 
 // ---------------------------------------------------------------- /test/ routes
 
 async function readJson(req) {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = await readBody(req);
   return text ? JSON.parse(text) : {};
 }
 

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,12 +62,17 @@ class OidcProvider:
         access_ttl: int = DEFAULT_ACCESS_TTL,
         api_audience: str = "http://127.0.0.1/api",
         log_file: Path | None = None,
+        par: str = "",
+        dpop: str = "off",
+        fapi: str = "",
     ) -> None:
+        """`par`, `dpop`, `fapi`: the script's OP_PAR, OP_DPOP and OP_FAPI (see provider.mjs)."""
         self.node = node_or_skip()
         self.port = port or free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.access_ttl = access_ttl
         self.api_audience = api_audience
+        self.features = {"OP_PAR": par, "OP_DPOP": dpop, "OP_FAPI": fapi}
         self.state_dir = state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_file = state_dir / "provider-state.json"
@@ -86,6 +91,7 @@ class OidcProvider:
             "OP_STATE_FILE": str(self.state_file),
             "OP_ACCESS_TTL": str(self.access_ttl),
             "OP_API_AUDIENCE": self.api_audience,
+            **self.features,
         }
         command = [self.node, str(PROVIDER_SCRIPT)]
         self._process = start_logged(command, cwd=PROVIDER_DIR, env=env, log_file=self.log_file, new_session=False)
@@ -134,10 +140,13 @@ class OidcProvider:
         auth_method: str = "client_secret_basic",
         extra_redirect_uris: tuple[str, ...] = (),
         prefix: str = "/bff",
+        metadata: Mapping[str, Any] | None = None,
     ) -> Client:
-        """Register (or replace) a confidential client for a BFF whose public URL is `base_url`."""
+        """Register (or replace) a confidential client for a BFF whose public URL is `base_url`;
+        `metadata` adds to or replaces the registration's fields (`jwks` for private_key_jwt,
+        `dpop_bound_access_tokens`...)."""
         secret = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
-        metadata = {
+        registration = {
             "client_id": client_id,
             "client_secret": secret,
             "redirect_uris": [f"{base_url}{prefix}/callback", *extra_redirect_uris],
@@ -148,8 +157,9 @@ class OidcProvider:
             "backchannel_logout_uri": f"{base_url}{prefix}/backchannel-logout",
             "backchannel_logout_session_required": True,
             "scope": "openid profile email offline_access api",
+            **(metadata or {}),
         }
-        response = self._http.post("/test/clients", json=metadata)
+        response = self._http.post("/test/clients", json=registration)
         response.raise_for_status()
         return Client(client_id=client_id, client_secret=secret, auth_method=auth_method, base_url=base_url)
 
