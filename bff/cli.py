@@ -1,4 +1,4 @@
-"""The `bff` command: `serve`, `check`, `demo`, and `sessions` (in `bff.admin`).
+"""The `bff` command: `serve`, `check`, `demo`, `sessions` (in `bff.admin`) and `keys` (in `bff.keys_command`).
 
 Configuration problems end the process with exit code 2 and one line per problem on stderr,
 never a traceback. Only argument parsing and dispatch: running the server is `bff.server`'s.
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from bff.admin import add_sessions_parser, run_sessions
 from bff.config import Settings, load_settings
 from bff.errors import BffError, ConfigError
+from bff.keys_command import add_keys_parser, run_keys
 from bff.server import CONFIG_FILE_VARIABLE, serve
 
 __all__ = ["EXIT_CONFIG", "main"]
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     add_sessions_parser(commands)
+    add_keys_parser(commands)
 
     args = parser.parse_args(argv)
     try:
@@ -59,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "sessions":
             return run_sessions(args)
+        if args.command == "keys":
+            return run_keys(args)
         from bff.demo.run import run_demo  # only the demo pulls in the development provider
 
         return run_demo(

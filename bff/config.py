@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Secret
 
+from bff.client_keys import ClientAssertionAlg, ClientAuthMethod, client_credential_problems
 from bff.errors import ConfigError
 from bff.settings_reader import URL, ByteSize, Duration, build_dataclass, merge_environment
 from bff.stores import check_store_url
@@ -70,9 +71,15 @@ class OIDCSettings:
     client_id: str
     """Client id of the BFF at the provider. Required."""
     client_secret: Secret = field(default_factory=lambda: Secret(""))
-    """Client secret (confidential client). Required."""
-    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
-    """How the client authenticates at the token endpoint. Default: `client_secret_basic`."""
+    """Client secret (confidential client). Required, but with `private_key_jwt`."""
+    token_endpoint_auth_method: ClientAuthMethod = "client_secret_basic"
+    """How the client authenticates at the token, PAR and revocation endpoints. Default: `client_secret_basic`."""
+    client_keys: tuple[str, ...] = ()
+    """`private_key_jwt` key files (PEM, JWK, JWKS): the first signs, all are published. Default: none."""
+    client_assertion_alg: ClientAssertionAlg | None = None
+    """`RS256`, `PS256` or `ES256`. Default: the JWK's `alg`, else `RS256` (RSA), `ES256` (P-256)."""
+    pushed_authorization: Literal["auto", "required", "off"] = "auto"
+    """RFC 9126 pushed authorization requests: `auto` (when listed), `required`, `off`. Default: `auto`."""
     scopes: tuple[str, ...] = ("openid", "profile", "offline_access")
     """Scopes asked for at login. Default: `openid profile offline_access`."""
     client_scopes: tuple[str, ...] = ()
@@ -271,8 +278,9 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.extend(error.problems)
     if settings.session.idle_timeout <= 0 or settings.session.absolute_timeout <= 0:
         problems.append("session: idle_timeout and absolute_timeout must be positive")
-    if settings.oidc is not None and not str(settings.oidc.client_secret):
-        problems.append("oidc.client_secret: missing (required for a confidential client)")
+    if (oidc := settings.oidc) is not None:
+        method, client_secret = oidc.token_endpoint_auth_method, str(oidc.client_secret)
+        problems.extend(client_credential_problems(method, client_secret, oidc.client_keys, oidc.client_assertion_alg))
     if settings.oidc is not None and settings.token_api is not None:
         problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
     seen: set[str] = set()

@@ -35,6 +35,8 @@ class ProviderMetadata:
     revocation_endpoint: str | None = None
     id_token_signing_alg_values_supported: tuple[str, ...] = ("RS256",)
     authorization_response_iss_parameter_supported: bool = False
+    pushed_authorization_request_endpoint: str | None = None
+    require_pushed_authorization_requests: bool = False
 
     @property
     def algorithms(self) -> list[str]:
@@ -64,6 +66,8 @@ def parse_discovery(response: httpx.Response, expected_issuer: str, *, retry_aft
         id_token_signing_alg_values_supported=tuple(str(alg) for alg in algorithms),
         authorization_response_iss_parameter_supported=data.get("authorization_response_iss_parameter_supported")
         is True,
+        pushed_authorization_request_endpoint=data.get("pushed_authorization_request_endpoint") or None,
+        require_pushed_authorization_requests=data.get("require_pushed_authorization_requests") is True,
     )
 
 

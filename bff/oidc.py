@@ -4,9 +4,10 @@ Each call is a pure *build* step (an `httpx.Request`, from `bff.oidc_messages`),
 pure *parse* step (there too), so the protocol logic is testable without sockets. Discovery is
 cached for `DISCOVERY_TTL` seconds.
 
-Owns: talking to the provider: fetching discovery, the authorization URL, code exchange, refresh,
-client credentials, revocation (RFC 7009), the end-session URL. Leaves to others: how each of those
-messages is built and parsed, PKCE/state/nonce (`oidc_messages`), the discovery document
+Owns: talking to the provider: fetching discovery, the authorization URL (pushed first when PAR is
+on), code exchange, refresh, client credentials, revocation (RFC 7009), the end-session URL, and
+the client's keys and authentication, loaded once. Leaves to others: how each of those messages
+is built and parsed, PKCE/state/nonce (`oidc_messages`, `par`, `client_auth`), the discovery document
 itself (`discovery`), the JWKS and ID- and logout-token validation (`idtokens`, reached through
 `validate_id_token` and `validate_logout_token`), where tokens are kept (`session`), when to
 refresh (`tokens`), replay of logout-token `jti`s (`endpoints`, through the store).
@@ -22,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from bff.client_auth import ClientAuthentication, client_authentication
+from bff.client_keys import ClientKey, load_client_keys
 from bff.config import OIDCSettings, Settings
 from bff.discovery import ProviderMetadata, parse_discovery
 from bff.errors import BffError, IdPError, ProviderUnavailable
@@ -29,6 +32,7 @@ from bff.idtokens import TokenValidator
 from bff.login import send_to_source
 from bff.oidc_messages import (
     LoginRequest,
+    build_authorization_params,
     build_authorization_url,
     build_client_credentials_request,
     build_code_exchange_request,
@@ -37,6 +41,7 @@ from bff.oidc_messages import (
     build_revocation_request,
     parse_token_response,
 )
+from bff.par import build_par_request, parse_par_response, pushed_authorization_url, should_push
 from bff.tokenset import TokenSet
 
 __all__ = ["DISCOVERY_TTL", "OIDCClient"]
@@ -61,6 +66,10 @@ class OIDCClient:
         self._provider_fetched_at = 0.0
         self._lock = asyncio.Lock()
         self._validator = TokenValidator(self.config, discover=self.discover, send=self._send, clock=clock)
+        self.client_keys: tuple[ClientKey, ...] = ()
+        if self.config.token_endpoint_auth_method == "private_key_jwt":
+            self.client_keys = load_client_keys(self.config.client_keys, self.config.client_assertion_alg)
+        self.client_auth: ClientAuthentication = client_authentication(self.config, self.client_keys, clock=clock)
 
     async def discover(self, *, force: bool = False) -> ProviderMetadata:
         """The provider's metadata, fetched at most every `DISCOVERY_TTL` seconds; a failed
@@ -83,13 +92,20 @@ class OIDCClient:
             return provider
 
     async def authorization_url(self, login: LoginRequest) -> str:
-        return build_authorization_url(await self.discover(), self.settings, self.config, login)
+        """Where /bff/login sends the browser; pushes the request first when PAR is on (RFC 9126)."""
+        provider = await self.discover()
+        params = build_authorization_params(self.settings, self.config, login)
+        if not should_push(provider, self.config.pushed_authorization):
+            return build_authorization_url(provider, params)
+        response = await self._send(build_par_request(provider, self.client_auth, params))
+        request_uri = parse_par_response(response, retry_after=self.config.retry_after)
+        return pushed_authorization_url(provider, self.config.client_id, request_uri)
 
     async def exchange_code(self, code: str, login: LoginRequest) -> tuple[TokenSet, dict[str, Any]]:
         """Code → tokens, and the validated ID-token claims."""
         provider = await self.discover()
         request = build_code_exchange_request(
-            provider, self.settings, self.config, code=code, code_verifier=login.code_verifier
+            provider, self.settings, self.client_auth, code=code, code_verifier=login.code_verifier
         )
         tokens = self._parse_tokens(await self._send(request))
         if not tokens.id_token:
@@ -100,15 +116,19 @@ class OIDCClient:
     async def refresh(self, refresh_token: str) -> TokenSet:
         """Raises RefreshRejected on `invalid_grant`, ProviderUnavailable when unreachable or 5xx."""
         provider = await self.discover()
-        return self._parse_tokens(await self._send(build_refresh_request(provider, self.config, refresh_token)))
+        return self._parse_tokens(
+            await self._send(build_refresh_request(provider, self.config, self.client_auth, refresh_token))
+        )
 
     async def client_credentials(self) -> TokenSet:
         provider = await self.discover()
-        return self._parse_tokens(await self._send(build_client_credentials_request(provider, self.config)))
+        return self._parse_tokens(
+            await self._send(build_client_credentials_request(provider, self.config, self.client_auth))
+        )
 
     async def revoke(self, token: str, token_type_hint: str = "refresh_token") -> bool:  # noqa: S107
         """RFC 7009; False when the provider has no revocation endpoint."""
-        request = build_revocation_request(await self.discover(), self.config, token, token_type_hint)
+        request = build_revocation_request(await self.discover(), self.client_auth, token, token_type_hint)
         if request is None:
             return False
         response = await self._send(request)
@@ -137,7 +157,8 @@ class OIDCClient:
             return None
 
     async def ready(self) -> None:
-        await self.discover(force=True)
+        """The provider answers discovery, and can do what the configuration asks of it."""
+        should_push(await self.discover(force=True), self.config.pushed_authorization)
 
     async def validate_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
         return await self._validator.validate_id_token(id_token, nonce=nonce)

@@ -1,4 +1,5 @@
-"""The OpenID Connect endpoints: `GET /bff/login`, `GET /bff/callback`, `POST /bff/backchannel-logout`.
+"""The OpenID Connect endpoints: `GET /bff/login`, `GET /bff/callback`, `POST /bff/backchannel-logout`,
+`GET /bff/jwks` (the client's public keys, with `private_key_jwt`).
 
 Thin: the protocol steps live in `oidc`, the session in `Sessions`, the common tail of a login
 in `endpoints.start_session`; errors are `BffError`s rendered by the app.
@@ -20,19 +21,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from bff.client_keys import public_jwks
 from bff.endpoints import Parts, json_response, media_type, read_body, redirect, start_session
-from bff.errors import BadRequest, BffError, IdPError, LoginFailed, PayloadTooLarge
+from bff.errors import BadRequest, BffError, IdPError, LoginFailed, NotAvailable, PayloadTooLarge
 from bff.idtokens import LOGOUT_TOKEN_MAX_AGE
 from bff.login import LoginResult, check_return_to, user_claims
 from bff.oidc import OIDCClient
 from bff.oidc_messages import LoginRequest, new_login_request
 
-__all__ = ["LOGIN_PURPOSE", "MAX_BACKCHANNEL_BODY", "OIDCEndpoints", "build_oidc_routes", "login_cookie_name"]
+__all__ = [
+    "JWKS_MAX_AGE",
+    "LOGIN_PURPOSE",
+    "MAX_BACKCHANNEL_BODY",
+    "OIDCEndpoints",
+    "build_oidc_routes",
+    "login_cookie_name",
+]
 
 log = logging.getLogger("bff.endpoints")
 
 LOGIN_PURPOSE = "login"
 MAX_BACKCHANNEL_BODY = 64 * 1024
+JWKS_MAX_AGE = 300
 # ID-token claims that mean nothing to the SPA.
 _HIDDEN_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash"})
 
@@ -128,6 +138,17 @@ class OIDCEndpoints:
                 raise LoginFailed("the provider refused the authorization code (expired or used)") from None
             raise
 
+    # -- the client's public keys -------------------------------------------------------------
+
+    async def jwks(self, _request: Request) -> Response:
+        """The public keys of `private_key_jwt`, for a provider registered with `jwks_uri`."""
+        if not self.oidc.client_keys:
+            raise NotAvailable("no client keys: oidc.token_endpoint_auth_method is not 'private_key_jwt'")
+        response = json_response(public_jwks(self.oidc.client_keys))
+        # Short: a provider that refetches on an unknown `kid` sees a rotation within minutes.
+        response.headers["cache-control"] = f"max-age={JWKS_MAX_AGE}"
+        return response
+
     # -- back-channel logout ------------------------------------------------------------------
 
     async def backchannel_logout(self, request: Request) -> Response:
@@ -176,4 +197,5 @@ def build_oidc_routes(parts: Parts, oidc: OIDCClient) -> list[BaseRoute]:
         Route(f"{prefix}/login", endpoints.login, methods=["GET"]),
         Route(f"{prefix}/callback", endpoints.callback, methods=["GET"]),
         Route(f"{prefix}/backchannel-logout", endpoints.backchannel_logout, methods=["POST"]),
+        Route(f"{prefix}/jwks", endpoints.jwks, methods=["GET"]),
     ]

@@ -5,8 +5,9 @@ sends what these build and parses with `parse_token_response` (build → send �
 oauth4webapi), so the protocol logic is tested without a provider.
 
 Owns the wire format of authorization, code exchange, refresh, client credentials, revocation
-(RFC 7009), client authentication (RFC 6749 §2.3.1) and RP-initiated logout; leaves discovery to
-`bff.discovery`, ID tokens to `bff.idtokens` and all sending to `bff.oidc`.
+(RFC 7009) and RP-initiated logout; leaves client authentication to `bff.client_auth`, pushing
+the authorization request to `bff.par`, discovery to `bff.discovery`, ID tokens to
+`bff.idtokens` and all sending to `bff.oidc`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from bff.client_auth import ClientAuthentication
 from bff.config import OIDCSettings, Settings
 from bff.discovery import ProviderMetadata
 from bff.errors import IdPError, ProviderUnavailable, RefreshRejected
@@ -28,6 +30,7 @@ from bff.tokenset import TokenSet, jwt_exp
 
 __all__ = [
     "LoginRequest",
+    "build_authorization_params",
     "build_authorization_url",
     "build_client_credentials_request",
     "build_code_exchange_request",
@@ -78,9 +81,8 @@ def redirect_uri(settings: Settings) -> str:
     return settings.public_url.rstrip("/") + settings.prefix + "/callback"
 
 
-def build_authorization_url(
-    provider: ProviderMetadata, settings: Settings, oidc: OIDCSettings, login: LoginRequest
-) -> str:
+def build_authorization_params(settings: Settings, oidc: OIDCSettings, login: LoginRequest) -> dict[str, str]:
+    """The authorization request's parameters, the same whether pushed (RFC 9126) or in the URL."""
     params: dict[str, str] = {
         **oidc.extra_authorize_params,
         "response_type": "code",
@@ -95,12 +97,17 @@ def build_authorization_url(
     # OIDC Core §11: some providers ignore offline_access without prompt=consent; that is a
     # choice for `extra_authorize_params`, since it makes others ask for consent at every login.
     _add_resource(params, oidc)
+    return params
+
+
+def build_authorization_url(provider: ProviderMetadata, params: Mapping[str, str]) -> str:
+    """The authorization endpoint with `params` in its query."""
     separator = "&" if "?" in provider.authorization_endpoint else "?"
     return provider.authorization_endpoint + separator + urlencode(params, quote_via=quote)
 
 
 def build_code_exchange_request(
-    provider: ProviderMetadata, settings: Settings, oidc: OIDCSettings, *, code: str, code_verifier: str
+    provider: ProviderMetadata, settings: Settings, auth: ClientAuthentication, *, code: str, code_verifier: str
 ) -> httpx.Request:
     form = {
         "grant_type": "authorization_code",
@@ -108,30 +115,34 @@ def build_code_exchange_request(
         "redirect_uri": redirect_uri(settings),
         "code_verifier": code_verifier,
     }
-    return _token_request(provider.token_endpoint, oidc, form)
+    return auth.request(provider.token_endpoint, form, provider)
 
 
-def build_refresh_request(provider: ProviderMetadata, oidc: OIDCSettings, refresh_token: str) -> httpx.Request:
+def build_refresh_request(
+    provider: ProviderMetadata, oidc: OIDCSettings, auth: ClientAuthentication, refresh_token: str
+) -> httpx.Request:
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     _add_resource(form, oidc)
-    return _token_request(provider.token_endpoint, oidc, form)
+    return auth.request(provider.token_endpoint, form, provider)
 
 
-def build_client_credentials_request(provider: ProviderMetadata, oidc: OIDCSettings) -> httpx.Request:
+def build_client_credentials_request(
+    provider: ProviderMetadata, oidc: OIDCSettings, auth: ClientAuthentication
+) -> httpx.Request:
     form = {"grant_type": "client_credentials"}
     if oidc.client_scopes:
         form["scope"] = " ".join(oidc.client_scopes)
     _add_resource(form, oidc)
-    return _token_request(provider.token_endpoint, oidc, form)
+    return auth.request(provider.token_endpoint, form, provider)
 
 
 def build_revocation_request(
-    provider: ProviderMetadata, oidc: OIDCSettings, token: str, token_type_hint: str
+    provider: ProviderMetadata, auth: ClientAuthentication, token: str, token_type_hint: str
 ) -> httpx.Request | None:
     if not provider.revocation_endpoint:
         return None
     form = {"token": token, "token_type_hint": token_type_hint}
-    return _token_request(provider.revocation_endpoint, oidc, form)
+    return auth.request(provider.revocation_endpoint, form, provider)
 
 
 def build_end_session_url(
@@ -197,18 +208,6 @@ def parse_token_response(response: httpx.Response, *, now: float, retry_after: f
         token_type="Bearer",  # noqa: S106 (a token type, not a secret)
         scope=data.get("scope"),
     )
-
-
-def _token_request(url: str, oidc: OIDCSettings, form: dict[str, str]) -> httpx.Request:
-    headers = {"accept": "application/json"}
-    secret = str(oidc.client_secret)
-    if oidc.token_endpoint_auth_method == "client_secret_basic":
-        # RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
-        pair = f"{quote(oidc.client_id, safe='')}:{quote(secret, safe='')}"
-        headers["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-    else:
-        form = {**form, "client_id": oidc.client_id, "client_secret": secret}
-    return httpx.Request("POST", url, data=form, headers=headers)
 
 
 def _add_resource(params: dict[str, str], oidc: OIDCSettings) -> None:
