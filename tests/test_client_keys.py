@@ -126,6 +126,7 @@ def test_bad_files_are_one_line_each_naming_the_setting_and_the_file(tmp_path: P
         write(tmp_path, "oct.jwk", json.dumps({"kty": "oct", "k": "c2VjcmV0"})),
         write(tmp_path, "garbage.txt", "not a key"),
         write(tmp_path, "empty.json", json.dumps({"keys": []})),
+        str(tmp_path),
     ]
     assert config_problems(paths) == [
         f"oidc.client_keys[0] ({paths[0]!r}): not found",
@@ -136,6 +137,20 @@ def test_bad_files_are_one_line_each_naming_the_setting_and_the_file(tmp_path: P
         f"oidc.client_keys[5] ({paths[5]!r}): has a JWK of kty 'oct'; RSA or EC is supported",
         f"oidc.client_keys[6] ({paths[6]!r}): is neither a PEM private key nor JSON (a JWK or JWKS)",
         f'oidc.client_keys[7] ({paths[7]!r}): has no keys (a JWKS needs a non-empty "keys" list of JWK objects)',
+        f"oidc.client_keys[8] ({paths[8]!r}): cannot be read (Is a directory)",
+    ]
+
+
+def test_an_encrypted_pem_key_is_refused_with_a_hint(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    path = write(tmp_path, "encrypted.pem", encrypted)
+    assert config_problems([path]) == [
+        f"oidc.client_keys[0] ({path!r}): is an encrypted PEM key; store it unencrypted with file mode 0600"
     ]
 
 

@@ -65,6 +65,7 @@ class Run:
         client_secret: str | None = None,
         token_storage: str = "server",
         log_format: str = "text",
+        pushed_authorization: str = "auto",
         start: bool = True,
     ) -> Bff:
         port = free_port()
@@ -88,6 +89,7 @@ class Run:
             store=store_url,
             secret_keys=secret_keys,
             refresh_skew=refresh_skew,
+            oidc_extra={"pushed_authorization": pushed_authorization},
             extra={"token_storage": token_storage, "log_format": log_format},
         )
         process = BffProcess(workdir=workdir, config=config, port=port, workers=workers, name="bff")

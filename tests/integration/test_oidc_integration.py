@@ -44,13 +44,11 @@ pytestmark = pytest.mark.integration
 # ------------------------------------------------------------------------ 1. login, cookie attributes
 
 
-def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie(
-    run: Run, bff: Bff, provider: OidcProvider, request: pytest.FixtureRequest
+def test_without_par_the_authorization_url_carries_pkce_state_and_nonce(
+    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider
 ) -> None:
-    user = user_name(request)
-    browser = run.new_browser(bff)
-
-    start = browser.start_login(bff.url, "/app")
+    bff = new_bff("plain-url", pushed_authorization="off")
+    start = run.new_browser(bff).start_login(bff.url, "/app")
     assert start.status_code in (302, 303), start.text
     authorize = urlsplit(start.headers["location"])
     assert f"{authorize.scheme}://{authorize.netloc}" == provider.issuer
@@ -60,6 +58,23 @@ def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie
     assert query["client_id"] == [bff.client.client_id]
     assert query["redirect_uri"] == [f"{bff.url}/bff/callback"]
     assert query["state"][0] and query["nonce"][0] and query["code_challenge"][0]
+
+
+def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie(
+    run: Run, bff: Bff, provider: OidcProvider, request: pytest.FixtureRequest
+) -> None:
+    user = user_name(request)
+    browser = run.new_browser(bff)
+
+    # The provider lists PAR, so the request is pushed (RFC 9126): the URL names it, nothing else.
+    start = browser.start_login(bff.url, "/app")
+    assert start.status_code in (302, 303), start.text
+    authorize = urlsplit(start.headers["location"])
+    assert f"{authorize.scheme}://{authorize.netloc}" == provider.issuer
+    query = parse_qs(authorize.query)
+    assert sorted(query) == ["client_id", "request_uri"]
+    assert query["client_id"] == [bff.client.client_id]
+    assert query["request_uri"][0].startswith("urn:ietf:params:oauth:request_uri:")
     login_state = set_cookies(start)
     assert len(login_state) == 1, login_state
     (state_name, (state_value, state_attrs)) = next(iter(login_state.items()))
@@ -97,7 +112,7 @@ def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie
 def test_login_with_https_public_url_sets_a_secure_host_prefixed_cookie(
     run: Run, new_bff: Callable[..., Bff], request: pytest.FixtureRequest
 ) -> None:
-    bff = new_bff("https", https=True)
+    bff = new_bff("https", https=True, pushed_authorization="off")  # `redirect_uri` in the URL
     assert bff.cookie_name == "__Host-bff"
     browser = run.new_browser(bff)
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -89,7 +90,7 @@ def start_bff(
     metadata: dict[str, Any] = {"token_endpoint_auth_method": "private_key_jwt"}
     if jwks_uri:
         metadata["jwks_uri"] = f"{public_url}/bff/jwks"
-    else:
+    elif keys or registered_keys:
         metadata["jwks"] = public_jwks(load_client_keys(keys if registered_keys is None else registered_keys))
     metadata.update(registration or {})
     client = run.provider.register_client(f"{name}-{port}", public_url, metadata=metadata)
@@ -217,6 +218,28 @@ def test_off_against_a_provider_that_requires_par_is_a_502_at_login(par_run: Run
         },
     )
     assert bff.client.client_id not in json.dumps(par_run.provider.counters())
+
+
+def test_off_against_a_client_that_must_push_is_the_providers_error_at_the_callback(
+    run: Run, request: pytest.FixtureRequest
+) -> None:
+    secret_client = {"token_endpoint_auth_method": "client_secret_basic"}
+    bff = start_bff(
+        run,
+        "par-off-client",
+        registration={**secret_client, "require_pushed_authorization_requests": True},
+        oidc={**secret_client, "pushed_authorization": "off"},
+    )
+    browser = run.new_browser(bff)
+    back = browser.follow(browser.start_login(bff.url), stop_at=f"{bff.url}/bff/callback")
+    callback = browser.get(urljoin(str(back.url), back.headers["location"]))
+    assert (callback.status_code, callback.json()) == (
+        400,
+        {
+            "error": "login_failed",
+            "detail": "the provider answered error 'invalid_request': Pushed Authorization Request must be used",
+        },
+    )
 
 
 def test_key_rotation_the_first_key_signs(par_run: Run, introspector: Client, request: pytest.FixtureRequest) -> None:
