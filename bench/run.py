@@ -92,10 +92,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick and args.concurrency == "8,32":
         args.concurrency = "8"
-    args.duration = args.duration or (2 if args.quick else 5)
-    args.runs = args.runs or (1 if args.quick else 3)
+    # None is "not given": an explicit 0 must reach the check below, not mean the default.
+    args.duration = args.duration if args.duration is not None else (2 if args.quick else 5)
+    args.runs = args.runs if args.runs is not None else (1 if args.quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    args.attempts = args.attempts or (1 if args.quick else 3)
+    args.attempts = args.attempts if args.attempts is not None else (1 if args.quick else 3)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = set(args.setups) - set(SETUPS)
@@ -103,8 +104,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--setups: unknown {', '.join(sorted(unknown))} (choose from {', '.join(SETUPS)})")
     if "upstream" not in args.setups:
         args.setups.insert(0, "upstream")  # every other set-up needs it running
-    if args.duration < 1 or args.runs < 1 or not args.concurrency:
-        parser.error("--duration, --runs and --concurrency must be positive")
+    if args.duration < 1 or args.runs < 1 or args.attempts < 1 or not args.concurrency:
+        parser.error("--duration, --runs, --attempts and --concurrency must be positive")
     return args
 
 
