@@ -100,7 +100,8 @@ class FakeIdP:
     def authorize(self, url: str, *, sub: str = "alice", sid: str = "sid-1", **id_claims: Any) -> dict[str, str]:
         """Approve an authorization request: the query parameters the provider sends back."""
         query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
-        assert query["response_type"] == "code" and query["code_challenge_method"] == "S256"
+        assert query["response_type"] == "code"
+        assert query["code_challenge_method"] == "S256"
         code = self._new("code")
         self.codes[code] = {"query": query, "sub": sub, "sid": sid, "id_claims": id_claims}
         return {"code": code, "state": query["state"], "iss": ISSUER}

@@ -23,7 +23,8 @@ def test_healthz_is_always_ok() -> None:
     idp.unreachable = True
     with make_client(idp) as client:
         response = client.get("/healthz")
-        assert response.status_code == 200 and response.json() == {"status": "ok"}
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
 
 
 def test_readyz_checks_store_and_provider() -> None:
@@ -34,8 +35,10 @@ def test_readyz_checks_store_and_provider() -> None:
         assert response.json() == {"status": "ok", "store": "ok", "provider": "ok"}
         idp.unreachable = True
         response = client.get("/readyz")
-        assert response.status_code == 503 and response.json()["status"] == "unavailable"
-        assert response.json()["store"] == "ok" and "unreachable" in response.json()["provider"]
+        assert response.status_code == 503
+        assert response.json()["status"] == "unavailable"
+        assert response.json()["store"] == "ok"
+        assert "unreachable" in response.json()["provider"]
         idp.unreachable = False
         assert client.get("/readyz").status_code == 200
 
@@ -44,7 +47,8 @@ def test_readyz_with_the_store_down_is_503() -> None:
     idp = FakeIdP()
     with make_client(idp, store=DownStore(message="store down")) as client:
         response = client.get("/readyz")
-        assert response.status_code == 503 and response.json()["store"] == "store down"
+        assert response.status_code == 503
+        assert response.json()["store"] == "store down"
 
 
 def test_metrics_counts_logins() -> None:
@@ -53,7 +57,8 @@ def test_metrics_counts_logins() -> None:
         params = idp.authorize(client.get("/bff/login").headers["location"])
         assert client.get("/bff/callback", params=params).status_code == 302
         response = client.get("/metrics")
-        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
         assert 'bff_logins_total{outcome="success"} 1' in response.text
 
 

@@ -49,7 +49,8 @@ def test_json_lines_carry_the_request_id_and_the_exception() -> None:
     assert entry["logger"] == "bff.test"
     assert entry["message"] == "refresh failed"
     assert entry["request_id"] == "rid-9"
-    assert entry["exception"].startswith("Traceback") and entry["exception"].endswith("ValueError: boom")
+    assert entry["exception"].startswith("Traceback")
+    assert entry["exception"].endswith("ValueError: boom")
 
 
 def test_json_access_lines_are_their_fields() -> None:

@@ -86,7 +86,9 @@ def test_login_answers_the_user_as_the_user_endpoint_does_and_sets_the_session_c
     assert response.headers["cache-control"] == "no-store"
     (set_cookie,) = response.headers.get_list("set-cookie")
     assert set_cookie.startswith(f"{COOKIE}=")
-    assert "; HttpOnly" in set_cookie and "; Secure" in set_cookie and "; SameSite=Strict" in set_cookie
+    assert "; HttpOnly" in set_cookie
+    assert "; Secure" in set_cookie
+    assert "; SameSite=Strict" in set_cookie
     body = response.json()
     assert body == {
         "sub": "42",
@@ -99,7 +101,8 @@ def test_login_answers_the_user_as_the_user_endpoint_does_and_sets_the_session_c
     }
     client.cookies.clear()
     user = client.get("/bff/user", headers=as_user(cookie_of(response)))
-    assert user.status_code == 200 and user.json() == body
+    assert user.status_code == 200
+    assert user.json() == body
     assert app_of(client).metrics.value("bff_logins_total", outcome="success") == 1
 
 
@@ -112,14 +115,16 @@ def test_login_forwards_the_body_as_is_to_the_login_url(client: TestClient, api:
     (request,) = api.requests
     assert (request.method, str(request.url), request.content) == ("POST", f"{TOKEN_API}/api/token/", body)
     assert request.headers["content-type"] == "application/json"
-    assert "cookie" not in request.headers and "authorization" not in request.headers
+    assert "cookie" not in request.headers
+    assert "authorization" not in request.headers
 
 
 def test_no_token_in_the_login_answer_body_or_headers(client: TestClient, api: FakeTokenAPI) -> None:
     response = log_in(client)
 
     tokens = session_of(client, cookie_of(response)).tokens
-    assert tokens.refresh_token is not None and tokens.refresh_token in api.refresh_tokens
+    assert tokens.refresh_token is not None
+    assert tokens.refresh_token in api.refresh_tokens
     answer = response.text + json.dumps(response.headers.multi_items())
     for token in (tokens.access_token, tokens.refresh_token, *tokens.access_token.split(".")):
         assert token not in answer
@@ -129,7 +134,8 @@ def test_no_token_in_the_login_answer_body_or_headers(client: TestClient, api: F
 def test_login_keeps_only_the_configured_claims(api: FakeTokenAPI, clock: Clock) -> None:
     with make_client(api, clock, SESSION__KEEP_CLAIMS='["username"]') as client:
         response = log_in(client)
-    assert response.status_code == 200 and response.json()["claims"] == {"username": "alice"}
+    assert response.status_code == 200
+    assert response.json()["claims"] == {"username": "alice"}
 
 
 # -- a login that fails -----------------------------------------------------------------------
@@ -178,7 +184,8 @@ def test_login_body_that_is_no_json_object_is_400_and_never_reaches_the_api(
 
     response = client.post("/bff/login", content=body, headers=headers)
 
-    assert response.status_code == 400 and response.json() == error("bad_request", detail)
+    assert response.status_code == 400
+    assert response.json() == error("bad_request", detail)
     assert api.requests == []
 
 
@@ -238,7 +245,8 @@ def test_login_while_the_api_is_down_is_503_with_retry_after(
 def test_get_login_does_not_exist_in_token_api_mode(client: TestClient, api: FakeTokenAPI) -> None:
     response = client.get("/bff/login", params={"returnTo": "/app"})
 
-    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
     assert api.requests == []
 
 
@@ -305,9 +313,11 @@ def test_a_route_gets_the_access_token_and_refreshes_it_when_expired(
         seen = authorization_seen(client.get("/api/me", headers=as_user(cookie, **CSRF)))
 
         second = session_of(client, cookie).tokens
-        assert seen == f"Bearer {second.access_token}" and second.access_token != first.access_token
+        assert seen == f"Bearer {second.access_token}"
+        assert second.access_token != first.access_token
         assert api.calls["/api/token/refresh/"] == 1
-        assert second.refresh_token in api.refresh_tokens and first.refresh_token not in api.refresh_tokens
+        assert second.refresh_token in api.refresh_tokens
+        assert first.refresh_token not in api.refresh_tokens
         assert json.loads(api.requests[-1].content) == {"refresh": first.refresh_token}
 
 
@@ -318,10 +328,12 @@ def test_logout_blacklists_the_refresh_token_and_ends_the_session(client: TestCl
 
     response = client.post("/bff/logout", headers=as_user(cookie, **CSRF))
 
-    assert response.status_code == 200 and response.json() == {"logoutUrl": None}
+    assert response.status_code == 200
+    assert response.json() == {"logoutUrl": None}
     (cleared,) = response.headers.get_list("set-cookie")
     assert cleared.startswith(f"{COOKIE}=;")
-    assert api.calls["/api/token/blacklist/"] == 1 and api.blacklisted == [refresh_token]
+    assert api.calls["/api/token/blacklist/"] == 1
+    assert api.blacklisted == [refresh_token]
     assert json.loads(api.requests[-1].content) == {"refresh": refresh_token}
     assert client.get("/bff/user", headers=as_user(cookie)).status_code == 401
 
@@ -337,7 +349,8 @@ def test_logs_hold_no_password_token_or_cookie(
     assert client.post("/bff/logout", headers=as_user(cookie, **CSRF)).status_code == 200
 
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.split(".")[0] in ("bff", "httpx"))
-    assert "Login. sub: '42'" in logged and "Login failed. error: 'invalid_credentials'" in logged
+    assert "Login. sub: '42'" in logged
+    assert "Login failed. error: 'invalid_credentials'" in logged
     for secret in (
         "wonderland",
         "not-the-password-4711",
@@ -346,4 +359,5 @@ def test_logs_hold_no_password_token_or_cookie(
         tokens.access_token,
         tokens.refresh_token,
     ):
-        assert secret and secret not in logged
+        assert secret
+        assert secret not in logged

@@ -157,8 +157,10 @@ def test_login_through_caddy_sets_a_host_prefixed_secure_cookie_and_the_api_call
         cookies = {name: attributes for name, (_, attributes) in set_cookies(callback).items()}
         # TLS at Caddy, public_url https: the session cookie is __Host- prefixed and Secure.
         attributes = cookies["__Host-bff"]
-        assert "secure" in attributes and "httponly" in attributes
-        assert attributes["path"] == "/" and "domain" not in attributes
+        assert "secure" in attributes
+        assert "httponly" in attributes
+        assert attributes["path"] == "/"
+        assert "domain" not in attributes
         assert attributes["samesite"].lower() == "strict"
         assert visitor.cookie("__Host-bff")
 

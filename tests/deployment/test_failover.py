@@ -145,15 +145,18 @@ def test_kill_9_of_one_replica_loses_no_request_and_no_session(cluster: Cluster,
         assert len(sent) == CLIENTS * REQUESTS
         assert failed == [], summary
         # Both replicas served before the kill; afterwards the survivor served everything.
-        assert kill.victim_served > 0 and kill.survivor_before > 0
-        assert len(after) > 0 and survivor_served >= len(after), (survivor_served, summary)
+        assert kill.victim_served > 0
+        assert kill.survivor_before > 0
+        assert len(after) > 0, (survivor_served, summary)
+        assert survivor_served >= len(after), (survivor_served, summary)
         # Tokens kept being refreshed, on the survivor, for the session the cookie names.
         assert len({s.jti for s in after}) > 1
         assert provider.refresh_count(cluster.client.client_id) > refreshes
         assert provider.refresh_errors(cluster.client.client_id) == {}
         assert visitor.cookie("bff") == cookie
         user = visitor.api("GET", f"{cluster.url}/bff/user")
-        assert user.status_code == 200 and user.json()["sub"] == USER
+        assert user.status_code == 200
+        assert user.json()["sub"] == USER
         assert not victim.running
     finally:
         visitor.close()
