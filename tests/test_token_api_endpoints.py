@@ -78,7 +78,7 @@ def error(code: str, detail: str) -> dict[str, str]:
 
 
 def test_login_answers_the_user_as_the_user_endpoint_does_and_sets_the_session_cookie(
-    client: TestClient, api: FakeTokenAPI, clock: Clock
+    client: TestClient, clock: Clock
 ) -> None:
     response = log_in(client)
 
@@ -189,7 +189,7 @@ def test_login_body_that_is_no_json_object_is_400_and_never_reaches_the_api(
     assert api.requests == []
 
 
-def test_json_with_a_charset_parameter_is_json(client: TestClient, api: FakeTokenAPI) -> None:
+def test_json_with_a_charset_parameter_is_json(client: TestClient) -> None:
     headers = {**CSRF, "content-type": "Application/JSON; charset=utf-8"}
     assert client.post("/bff/login", content=json.dumps(ALICE), headers=headers).status_code == 200
 
@@ -338,9 +338,7 @@ def test_logout_blacklists_the_refresh_token_and_ends_the_session(client: TestCl
     assert client.get("/bff/user", headers=as_user(cookie)).status_code == 401
 
 
-def test_logs_hold_no_password_token_or_cookie(
-    client: TestClient, api: FakeTokenAPI, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_logs_hold_no_password_token_or_cookie(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
     assert log_in(client, {"username": "alice", "password": "not-the-password-4711"}).status_code == 401
     cookie = cookie_of(log_in(client))

@@ -252,9 +252,7 @@ def test_server_sent_events_through_caddy_and_the_bff_are_not_buffered(
     assert upstream.sse_waited[already:] == [True, True, True, True]
 
 
-def test_cross_site_websocket_upgrade_through_caddy_is_refused_with_403(
-    edge: Edge, echo: tuple[ServerThread, UpstreamApp]
-) -> None:
+def test_cross_site_websocket_upgrade_through_caddy_is_refused_with_403(edge: Edge) -> None:
     context: ssl.SSLContext = edge.caddy.ssl_context()
     url = f"wss://{edge.host}/echo/ws"
     with pytest.raises(InvalidStatus) as refused:

@@ -331,7 +331,7 @@ def test_logout_revokes_the_refresh_token_at_the_provider_and_ends_the_cookie(
 
 
 def test_bff_restart_keeps_the_session_on_sqlite(
-    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], request: pytest.FixtureRequest
 ) -> None:
     bff = new_bff("restart", auth_method="client_secret_post")
     browser = logged_in(run, bff, user_name(request))
@@ -351,7 +351,7 @@ def test_bff_restart_keeps_the_session_on_sqlite(
 
 
 def test_sqlite_file_contains_neither_the_session_id_nor_any_token(
-    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, request: pytest.FixtureRequest
 ) -> None:
     bff = new_bff("at-rest")
     browsers = [logged_in(run, bff, user_name(request, f"-{i}")) for i in range(2)]
