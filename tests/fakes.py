@@ -409,12 +409,14 @@ class FakeBearer:
         self.rejected: list[str] = []
 
     async def bearer(self, route: RouteSettings, headers: Sequence[tuple[bytes, bytes]]) -> Bearer | None:
+        del headers  # BearerSource's signature: the fake answers the same whatever the request carries
         self.calls.append(route.path)
         if self.error is not None:
             raise self.error
         return None if self.first is None else Bearer(self.first, self.set_cookies)
 
     async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
+        del route  # BearerSource's signature: the fake answers the same on every route
         self.rejected.append(rejected.token)
         return None if self.after is None else Bearer(self.after, self.set_cookies)
 
@@ -466,6 +468,7 @@ class ReadOnlyStore(MemoryStore):
         sid: str | None = None,
         expected: bytes | None = None,
     ) -> bool:
+        del key, value, ttl, sub, sid, expected  # the Store's signature: every write fails, whatever it writes
         raise StoreUnavailable("read-only")
 
 
@@ -473,6 +476,7 @@ class UnreadableStore(MemoryStore):
     """A memory store whose reads fail."""
 
     async def get(self, key: str) -> bytes | None:
+        del key  # the Store's signature: every read fails, whatever it reads
         raise StoreUnavailable("down")
 
 

@@ -95,9 +95,9 @@ def test_a_restart_with_an_empty_store_keeps_the_user_signed_in(idp: FakeIdP, cl
     [
         lambda v: v[:-5] + ("AAAAA" if not v.endswith("AAAAA") else "BBBBB"),  # tampered
         lambda v: v[: len(v) // 2],  # truncated
-        lambda v: "1.garbage",
-        lambda v: "9.x",
-        lambda v: "",
+        lambda _v: "1.garbage",
+        lambda _v: "9.x",
+        lambda _v: "",
     ],
     ids=["tampered", "truncated", "garbage", "missing-chunks", "empty"],
 )
