@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -22,10 +21,8 @@ import pytest
 
 from tests.deployment.browser import CLIENT_ADDRESS, Visitor
 from tests.deployment.conftest import ACCESS_TTL
-from tests.deployment.harness import CSRF, Cluster, proxied_requests, running_cluster
-from tests.support.jwt_api import JwtApi
+from tests.deployment.harness import CSRF, Cluster, proxied_requests
 from tests.support.oidc_provider import OidcProvider
-from tests.support.upstreams import ServerThread, UpstreamApp
 
 pytestmark = pytest.mark.integration
 
@@ -58,19 +55,6 @@ class Kill:
     status: int | None = None
     survivor_before: int = 0
     victim_served: int = 0
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-    provider: OidcProvider,
-    api: JwtApi,
-    echo: tuple[ServerThread, UpstreamApp],
-) -> Iterator[Cluster]:
-    with running_cluster(
-        tmp_path_factory.mktemp("failover"), "failover", provider=provider, api=api, echo_url=echo[0].url
-    ) as cluster:
-        yield cluster
 
 
 async def send(client: httpx.AsyncClient, url: str) -> Sent:

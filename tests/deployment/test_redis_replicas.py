@@ -13,28 +13,14 @@ import httpx
 import pytest
 
 from tests.deployment.browser import CLIENT_ADDRESS, Visitor
-from tests.deployment.harness import CSRF, Cluster, running_cluster
+from tests.deployment.harness import CSRF, Cluster
 from tests.support.cookies import clears
-from tests.support.jwt_api import JwtApi, wait_for_expiry
+from tests.support.jwt_api import wait_for_expiry
 from tests.support.oidc_provider import OidcProvider
-from tests.support.upstreams import ServerThread, UpstreamApp
 
 pytestmark = pytest.mark.integration
 
 CONCURRENT = 50
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-    provider: OidcProvider,
-    api: JwtApi,
-    echo: tuple[ServerThread, UpstreamApp],
-) -> Iterator[Cluster]:
-    with running_cluster(
-        tmp_path_factory.mktemp("replicas"), "replicas", provider=provider, api=api, echo_url=echo[0].url
-    ) as cluster:
-        yield cluster
 
 
 @pytest.fixture
