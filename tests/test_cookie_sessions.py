@@ -8,18 +8,17 @@ import base64
 import dataclasses
 from collections.abc import Iterator
 
-import httpx
 import httpx2
 import pytest
 from starlette.testclient import TestClient
 
 from bff import create_app
-from bff.app import BffApp
 from bff.cookie_sessions import CookieSessions
 from bff.cookies import MAX_CHUNKS, MAX_SET_COOKIE
 from bff.login import LoginResult
 from bff.tokenset import TokenSet
 from tests.fakes import SECRET_KEY, Clock, FakeIdP, settings_for
+from tests.support.app_clients import app_client, app_of
 from tests.support.upstreams import ServerThread
 from tests.test_endpoints import CSRF, TokenUpstream, start_login
 
@@ -31,8 +30,7 @@ def cookie_client(idp: FakeIdP, clock: Clock, upstream_url: str | None = None, *
     base = {"TOKEN_STORAGE": "cookie"}
     if upstream_url is not None:
         base |= {"ROUTES__0__PATH": "/api", "ROUTES__0__UPSTREAM": upstream_url, "ROUTES__0__TOKEN": "user"}
-    app = create_app(settings_for(**base, **environ), clock=clock, idp_transport=httpx.MockTransport(idp))
-    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return app_client(settings_for(**base, **environ), clock=clock, idp=idp)
 
 
 def log_in(client: TestClient, idp: FakeIdP, **claims: str) -> httpx2.Response:
@@ -321,11 +319,6 @@ async def test_an_opened_cookie_is_cached_by_its_exact_value(clock: Clock) -> No
     assert again is not None
     assert first.claims is again.claims  # opened once
     await app.store.close()
-
-
-def app_of(client: TestClient) -> BffApp:
-    assert isinstance(client.app, BffApp)
-    return client.app
 
 
 def app_sessions(client: TestClient) -> CookieSessions:

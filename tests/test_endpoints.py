@@ -14,11 +14,11 @@ from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from bff import create_app
-from bff.app import BffApp
 from bff.errors import BadRequest
 from bff.login import check_return_to
 from bff.stores import Store
 from tests.fakes import CLIENT_ID, ISSUER, Clock, DownStore, FakeIdP, settings_for
+from tests.support.app_clients import app_client, app_of
 from tests.support.upstreams import ServerThread
 
 CSRF = {"X-CSRF": "1"}
@@ -26,19 +26,13 @@ COOKIE = "__Host-bff"
 
 
 def make_client(idp: FakeIdP, clock: Clock, store: Store | None = None, **environ: str) -> TestClient:
-    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp), store=store)
-    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return app_client(settings_for(**environ), clock=clock, idp=idp, store=store)
 
 
 @pytest.fixture
 def client(idp: FakeIdP, clock: Clock) -> Iterator[TestClient]:
     with make_client(idp, clock) as client:
         yield client
-
-
-def app_of(client: TestClient) -> BffApp:
-    assert isinstance(client.app, BffApp)
-    return client.app
 
 
 def start_login(client: TestClient, return_to: str = "/") -> httpx2.Response:

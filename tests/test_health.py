@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import httpx
 from starlette.testclient import TestClient
 
-from bff import create_app
 from bff.app import BffApp
 from bff.stores import Store
 from tests.fakes import Clock, DownStore, FakeIdP, settings_for
+from tests.support.app_clients import app_client
 
 
 def make_client(idp: FakeIdP, *, store: Store | None = None, **environ: str) -> TestClient:
     clock = Clock()
     idp.clock = clock
-    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp), store=store)
-    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return app_client(settings_for(**environ), clock=clock, idp=idp, store=store)
 
 
 def test_healthz_is_always_ok() -> None:

@@ -8,16 +8,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 from starlette.testclient import TestClient
 
-from bff import create_app
-from bff.app import BffApp
 from bff.session import Session
 from bff.token_api_endpoints import MAX_LOGIN_BODY
 from tests.fakes import TOKEN_API, Clock, FakeTokenAPI, token_api_settings_for
+from tests.support.app_clients import app_client, app_of
 from tests.support.upstreams import ServerThread, UpstreamApp
 
 CSRF = {"X-CSRF": "1"}
@@ -32,19 +30,13 @@ def api(clock: Clock) -> FakeTokenAPI:
 
 
 def make_client(api: FakeTokenAPI, clock: Clock, **environ: str) -> TestClient:
-    app = create_app(token_api_settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(api))
-    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return app_client(token_api_settings_for(**environ), clock=clock, idp=api)
 
 
 @pytest.fixture
 def client(api: FakeTokenAPI, clock: Clock) -> Iterator[TestClient]:
     with make_client(api, clock) as client:
         yield client
-
-
-def app_of(client: TestClient) -> BffApp:
-    assert isinstance(client.app, BffApp)
-    return client.app
 
 
 def log_in(client: TestClient, credentials: Any = None, **headers: str) -> httpx2.Response:
