@@ -37,7 +37,8 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
     data = json.loads(results.read_text(encoding="utf-8"))
     assert {row["setup"] for row in data["summary"]} == {"upstream", "caddy", "bff"}
     assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
-    assert data["ratios"] and data["ratios"][0]["concurrency"] == 8
+    assert data["ratios"]
+    assert data["ratios"][0]["concurrency"] == 8
 
 
 def test_bench_logged_in_setups_run_in_server_cookie_and_token_api_mode(tmp_path: Path) -> None:
@@ -85,7 +86,8 @@ def test_the_token_api_setup_is_the_readmes_flask_jwt_configuration_with_bff_use
     user = setups.bff_settings(8000, 9000, oidc)
     token_api = setups.token_api_settings(8000, 9000, api)
     readme = readme_config("flask_jwt", api_url=api)
-    assert token_api["token_api"] == readme["token_api"] and token_api["session"] == readme["session"]
+    assert token_api["token_api"] == readme["token_api"]
+    assert token_api["session"] == readme["session"]
     assert token_api["token_api"]["login_url"] == f"{api}/auth/login"
     assert "oidc" not in token_api
     for key in ("routes", "secret_keys", "public_url", "session_store"):
