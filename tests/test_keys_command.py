@@ -7,14 +7,13 @@ import json
 import stat
 from pathlib import Path
 
-import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from bff import create_app
 from bff.cli import main
 from bff.client_keys import load_client_keys
 from tests.fakes import Clock, FakeIdP, settings_for
+from tests.support.app_clients import app_client
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -48,8 +47,7 @@ def test_generate_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def jwks_client(idp: FakeIdP, clock: Clock, **environ: str) -> TestClient:
-    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp))
-    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return app_client(settings_for(**environ), clock=clock, idp=idp)
 
 
 def test_jwks_serves_every_client_key_public_only(

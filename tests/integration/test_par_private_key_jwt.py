@@ -220,9 +220,7 @@ def test_off_against_a_provider_that_requires_par_is_a_502_at_login(par_run: Run
     assert bff.client.client_id not in json.dumps(par_run.provider.counters())
 
 
-def test_off_against_a_client_that_must_push_is_the_providers_error_at_the_callback(
-    run: Run, request: pytest.FixtureRequest
-) -> None:
+def test_off_against_a_client_that_must_push_is_the_providers_error_at_the_callback(run: Run) -> None:
     secret_client = {"token_endpoint_auth_method": "client_secret_basic"}
     bff = start_bff(
         run,
