@@ -37,6 +37,7 @@ __all__ = [
     "build_end_session_url",
     "build_refresh_request",
     "build_revocation_request",
+    "error_answer",
     "new_login_request",
     "parse_token_response",
     "pkce_challenge",
@@ -177,15 +178,8 @@ def parse_token_response(response: httpx.Response, *, now: float, retry_after: f
             f"token endpoint answered {response.status_code} without a JSON object", status=response.status_code
         )
     if response.status_code != 200 or "error" in data:
-        error = str(data.get("error", ""))
-        description = str(data.get("error_description", ""))
-        kind = RefreshRejected if error == "invalid_grant" else IdPError
-        raise kind(
-            f"token endpoint answered {response.status_code} {error!r}",
-            error=error,
-            error_description=description,
-            status=response.status_code,
-        )
+        kind = RefreshRejected if data.get("error") == "invalid_grant" else IdPError
+        raise error_answer("token endpoint", response, data, kind)
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise IdPError('token response has no "access_token"', status=response.status_code)
@@ -207,6 +201,19 @@ def parse_token_response(response: httpx.Response, *, now: float, retry_after: f
         expires_at=expires_at,
         token_type="Bearer",  # noqa: S106 (a token type, not a secret)
         scope=data.get("scope"),
+    )
+
+
+def error_answer(
+    what: str, response: httpx.Response, data: Mapping[str, Any], kind: type[IdPError] = IdPError
+) -> IdPError:
+    """A provider's OAuth error answer (RFC 6749 §5.2) as the error to raise, naming its code."""
+    error = str(data.get("error", ""))
+    return kind(
+        f"{what} answered {response.status_code} {error!r}",
+        error=error,
+        error_description=str(data.get("error_description", "")),
+        status=response.status_code,
     )
 
 

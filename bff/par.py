@@ -22,6 +22,7 @@ import httpx
 from bff.client_auth import ClientAuthentication
 from bff.discovery import ProviderMetadata
 from bff.errors import IdPError, ProviderUnavailable
+from bff.oidc_messages import error_answer
 
 __all__ = ["PushedAuthorization", "build_par_request", "parse_par_response", "pushed_authorization_url", "should_push"]
 
@@ -57,8 +58,8 @@ def build_par_request(
 
 def parse_par_response(response: httpx.Response, *, retry_after: float) -> str:
     """RFC 9126 §2.2-2.3: the `request_uri` of a 201 answer. ProviderUnavailable on 5xx,
-    IdPError naming the provider's `error` code otherwise (never its description's secrets:
-    the provider does not echo credentials, and the detail is cut short anyway)."""
+    IdPError naming the provider's `error` code otherwise (its description stays out of the
+    detail, as at the token endpoint)."""
     if response.status_code >= 500:
         raise ProviderUnavailable(
             f"pushed authorization request endpoint answered {response.status_code}",
@@ -72,14 +73,7 @@ def parse_par_response(response: httpx.Response, *, retry_after: float) -> str:
     if not isinstance(data, dict):
         data = {}
     if response.status_code != 201:
-        error = str(data.get("error", ""))[:100]
-        description = str(data.get("error_description", ""))[:300]
-        raise IdPError(
-            f"pushed authorization request endpoint answered {response.status_code} {error!r}",
-            error=error,
-            error_description=description,
-            status=response.status_code,
-        )
+        raise error_answer("pushed authorization request endpoint", response, data)
     request_uri = data.get("request_uri")
     if not isinstance(request_uri, str) or not request_uri:
         raise IdPError('pushed authorization response has no "request_uri"', status=response.status_code)

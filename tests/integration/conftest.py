@@ -8,25 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.oidc_harness import ACCESS_TTL, Bff, Run
+from tests.integration.oidc_harness import Bff, Run, started_run
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider
 
 
 @pytest.fixture(scope="session")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    root = tmp_path_factory.mktemp("integration")
-    provider = OidcProvider(root / "provider", access_ttl=ACCESS_TTL)
-    provider.start()
-    api = JwtApi(provider.issuer, provider.api_audience)
-    api.start()
-    session = Run(root=root, provider=provider, api=api)
-    try:
+    with started_run(tmp_path_factory.mktemp("integration")) as session:
         yield session
-    finally:
-        session.close()
-        api.stop()
-        provider.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,11 @@ of the whole run for tokens and cookie values.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +116,23 @@ class Run:
             bff.process.stop()
         for browser in self.browsers:
             browser.close()
+
+
+@contextlib.contextmanager
+def started_run(root: Path, **provider_options: Any) -> Iterator[Run]:
+    """A provider (`OidcProvider` options such as `par="required"`), its JWT API and a `Run` on
+    them; everything started is stopped afterwards."""
+    provider = OidcProvider(root / "provider", access_ttl=ACCESS_TTL, **provider_options)
+    provider.start()
+    api = JwtApi(provider.issuer, provider.api_audience)
+    api.start()
+    run = Run(root=root, provider=provider, api=api)
+    try:
+        yield run
+    finally:
+        run.close()
+        api.stop()
+        provider.close()
 
 
 def user_name(request: pytest.FixtureRequest, suffix: str = "") -> str:

@@ -24,10 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bff.client_keys import ClientAssertionAlg, generate_private_jwk, load_client_keys, public_jwks
-from tests.integration.oidc_harness import ACCESS_TTL, Bff, Run, user_name
+from tests.integration.oidc_harness import Bff, Run, started_run, user_name
 from tests.integration.oidc_helpers import leaks, logged_in, wait_for_expiry
 from tests.support.bff_process import BffProcess, bff_config
-from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import Client, OidcProvider, token_fragments
 from tests.support.processes import free_port
 
@@ -35,18 +34,8 @@ from tests.support.processes import free_port
 @pytest.fixture(scope="module")
 def par_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """A provider that requires PAR, its JWT API, and the BFFs of this module."""
-    root = tmp_path_factory.mktemp("par")
-    provider = OidcProvider(root / "provider", access_ttl=ACCESS_TTL, par="required")
-    provider.start()
-    api = JwtApi(provider.issuer, provider.api_audience)
-    api.start()
-    run = Run(root=root, provider=provider, api=api)
-    try:
+    with started_run(tmp_path_factory.mktemp("par"), par="required") as run:
         yield run
-    finally:
-        run.close()
-        api.stop()
-        provider.close()
 
 
 @pytest.fixture(scope="module")
