@@ -14,7 +14,7 @@ import sys
 
 from bff.client_keys import CLIENT_ASSERTION_ALGORITHMS, generate_private_jwk, load_client_keys, public_jwks
 
-__all__ = ["DEFAULT_KEY_FILE", "add_keys_parser", "run_keys"]
+__all__ = ["DEFAULT_KEY_FILE", "EXIT_REFUSED", "add_keys_parser", "run_keys"]
 
 DEFAULT_KEY_FILE = "client-key.jwk"
 EXIT_REFUSED = 1
