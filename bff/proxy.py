@@ -185,7 +185,7 @@ class ProxyApp:
             if bearer is not None and (length is None or length <= self._max_replay):
                 buffered, more = await read_up_to(receive, self._max_replay, body)
                 if more or len(buffered) > self._max_replay:
-                    data = body.stream(receive, buffered, more)  # over the replay limit: sent once
+                    data = body.stream(receive, first=buffered, more=more)  # over the replay limit: sent once
                 else:
                     data, replayable = buffered, True
             else:
