@@ -135,7 +135,7 @@ class ProxyApp:
             status = exc.status
             raise  # uvicorn closes the connection: a truncated body must not look complete
         except Exception:
-            if body.started:
+            if body.response_started:
                 raise
             logger.exception("Proxy error. route: %r", route.path)
             status = 500
@@ -147,7 +147,7 @@ class ProxyApp:
         self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send, path: str, body: RequestBody
     ) -> int:
         """Send the request upstream and stream the answer back; return the status sent.
-        Raises `BffError` only before the response has started (`body.started`)."""
+        Raises `BffError` only before the response has started (`body.response_started`)."""
         headers = scope["headers"]
         if route.settings.csrf:
             self._anti_forgery.check(headers)

@@ -52,7 +52,7 @@ async def respond(
 ) -> int:
     """Send `response` to the browser; return its status (499 when the browser left)."""
     status = response.status
-    body.started = True
+    body.response_started = True
     headers = route.response_filter.apply(response.raw_headers)
     if set_cookies:
         # The session changed on the way (cookie mode: refreshed): its cookie rides on this answer.

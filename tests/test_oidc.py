@@ -221,7 +221,7 @@ async def test_refresh_during_provider_5xx_is_provider_unavailable(idp: FakeIdP,
     assert info.value.status == status
 
 
-def test_parse_token_response_variants() -> None:
+def test_a_token_answer_takes_its_expiry_from_expires_in_or_the_jwt_and_refuses_what_is_not_a_token() -> None:
     request = httpx.Request("POST", f"{ISSUER}/token")
     jwt_access = jwt.encode({"exp": 2_000}, "k" * 32, algorithm="HS256")
     parsed = parse_token_response(
@@ -249,7 +249,9 @@ def test_parse_token_response_variants() -> None:
         parse_token_response(httpx.Response(200, text="<html>", request=request), now=0, retry_after=5)
 
 
-async def test_revoke_and_end_session_url(idp: FakeIdP, clock: Clock) -> None:
+async def test_revocation_posts_the_token_and_the_end_session_url_carries_client_id_and_return(
+    idp: FakeIdP, clock: Clock
+) -> None:
     client = make_client(idp, clock)
     token = idp.issue_refresh_token()
     assert await client.revoke(token) is True

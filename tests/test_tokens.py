@@ -121,7 +121,9 @@ async def worker(idp: FakeIdP, clock: Clock, storage: str) -> AsyncIterator[Work
     await worker.stop()
 
 
-async def test_anonymous_requests(worker: Worker) -> None:
+async def test_without_a_session_user_routes_refuse_and_optional_and_none_routes_forward_no_token(
+    worker: Worker,
+) -> None:
     with pytest.raises(NotAuthenticated):
         await worker.token(USER, [])
     assert await worker.token(OPTIONAL, []) is None
