@@ -29,6 +29,7 @@ from bff.config import RouteSettings, Settings, TokenAPISettings, load_settings
 from bff.errors import StoreUnavailable
 from bff.stores.memory import MemoryStore
 from bff.tokens import Bearer
+from bff.tokenset import TokenSet
 
 ISSUER = "https://idp.example"
 CLIENT_ID = "bff"
@@ -537,3 +538,8 @@ class DownStore(MemoryStore):
     async def _refused(self) -> AsyncIterator[None]:
         self._check()
         yield
+
+
+def holding(refresh_token: str) -> TokenSet:
+    """A session's tokens holding `refresh_token` (what `LoginSource.refresh` is handed)."""
+    return TokenSet(access_token="at-0", refresh_token=refresh_token)
