@@ -400,11 +400,14 @@ class FakeBearer:
         after: str | None = "fresh",
         error: Exception | None = None,
         set_cookies: Sequence[str] = (),
+        dpop_key: str | None = None,
     ) -> None:
+        """With `dpop_key` (a private JWK) the tokens are DPoP-bound to it."""
         self.first = first
         self.after = after
         self.error = error
         self.set_cookies = tuple(set_cookies)
+        self.dpop_key = dpop_key
         self.calls: list[str] = []
         self.rejected: list[str] = []
 
@@ -412,11 +415,16 @@ class FakeBearer:
         self.calls.append(route.path)
         if self.error is not None:
             raise self.error
-        return None if self.first is None else Bearer(self.first, self.set_cookies)
+        return None if self.first is None else self._bearer(self.first)
 
     async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
         self.rejected.append(rejected.token)
-        return None if self.after is None else Bearer(self.after, self.set_cookies)
+        return None if self.after is None else self._bearer(self.after)
+
+    def _bearer(self, token: str) -> Bearer:
+        if self.dpop_key is None:
+            return Bearer(token, self.set_cookies)
+        return Bearer(token, self.set_cookies, token_type="DPoP", dpop_key=self.dpop_key)
 
 
 # -- stores -----------------------------------------------------------------------------------
