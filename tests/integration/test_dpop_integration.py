@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import redis
 
 from bff.app import BffApp
 from bff.config import load_settings
@@ -38,6 +39,7 @@ from tests.support import jwt_api
 from tests.support.dpop_api import DPoPApi, provider_token_claims
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -314,6 +316,29 @@ def test_the_private_key_is_in_no_browser_visible_byte_no_log_line_and_no_plaint
     visible = b"".join(data for where, data in seen if not where.startswith("store"))
     assert b'"d"' not in visible
     assert b"dpop_key" not in visible
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_private_key_is_not_readable_in_a_redis_dump(
+    dpop_run: Run, new_dpop_bff: Callable[..., Bff], mode: str, request: pytest.FixtureRequest
+) -> None:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    database = {"server": "/4", "cookie": "/5"}[mode]  # databases of their own: every key is this BFF's
+    bff = new_dpop_bff("dpop-redis", mode, store=server.url[: -len("/0")] + database)
+    try:
+        browser = logged_in(dpop_run, bff, user_name(request))
+        assert browser.api("GET", f"{bff.url}{api_path(bff, 'redis')}").status_code == 200
+        d = json.loads(stored_tokens(bff, browser).dpop_key or "{}")["d"]
+        client = redis.Redis.from_url(server.url[: -len("/0")] + database)
+        try:
+            dump = [(f"redis {key!r}", client.dump(key) or b"") for key in client.scan_iter()]
+        finally:
+            client.close()
+        assert dump, "the BFF wrote nothing to Redis"
+        found = leaks(dump, {d, d[:16], d[-16:]})
+        assert not found, "\n".join(found)
+    finally:
+        bff.process.stop()
 
 
 def test_the_login_state_cookie_holds_the_key_sealed(dpop_bff: Bff) -> None:
