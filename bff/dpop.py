@@ -44,6 +44,7 @@ __all__ = [
 KEY_CACHE_SIZE = 1024
 """Loaded keys kept per process (by private JWK string): about the sessions active at once."""
 _COORDINATE_BYTES = 32  # P-256
+_ES256 = ec.ECDSA(hashes.SHA256())
 _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
 _NONCE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # §8.1: NQCHAR
 _CHALLENGE_ERROR = re.compile(r'(?:^|[\s,])error\s*=\s*"?use_dpop_nonce"?(?:$|[\s,])', re.IGNORECASE)
@@ -165,7 +166,7 @@ class DPoPKey:
         if nonce is not None:
             claims["nonce"] = nonce
         signing_input = self._header + _b64(json.dumps(claims, separators=(",", ":")).encode())
-        r, s = decode_dss_signature(self._private.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+        r, s = decode_dss_signature(self._private.sign(signing_input.encode("ascii"), _ES256))
         return signing_input + "." + _b64(r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big"))
 
 
