@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ from tests.support.redis_server import RedisServer
 pytestmark = pytest.mark.integration
 
 MODES = ["server", "cookie"]
+PRIVATE_KEYS_SEEN: set[str] = set()
+"""The `d` of every session key `stored_tokens` read, for the log check."""
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +102,8 @@ def stored_tokens(bff: Bff, browser: Browser) -> TokenSet:
             cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies_named(bff.cookie_name).items())
             session = await app.sessions.load([(b"cookie", cookie.encode())])
             assert session is not None, "the BFF does not know the browser's session"
+            if session.tokens.dpop_key:
+                PRIVATE_KEYS_SEEN.add(json.loads(session.tokens.dpop_key)["d"])
             return session.tokens
         finally:
             await app.stop()
@@ -108,10 +113,6 @@ def stored_tokens(bff: Bff, browser: Browser) -> TokenSet:
 
 def jkt_of(access_token: str) -> str:
     return str(jwt.decode(access_token, options={"verify_signature": False})["cnf"]["jkt"])
-
-
-def issued_since(provider: OidcProvider, bff: Bff, count: int) -> list[dict[str, Any]]:
-    return provider.issued(bff.client.client_id)[count:]
 
 
 def counts_of(provider: OidcProvider, bff: Bff, prefix: str) -> dict[str, int]:
@@ -199,26 +200,46 @@ def test_a_replayed_proof_is_refused_by_the_upstream(
 # ------------------------------------------------------------------------------------- 2. refresh
 
 
+@dataclass
+class Expired:
+    """A signed-in browser whose access token has just expired, and what the provider had issued."""
+
+    browser: Browser
+    key: DPoPKey
+    refreshes: int
+    issued: int
+
+    def refreshed_once(self, provider: OidcProvider, bff: Bff) -> dict[str, Any]:
+        """The one refresh since: a DPoP-bound token for the same key."""
+        assert provider.refresh_count(bff.client.client_id) == self.refreshes + 1
+        [refreshed] = provider.issued(bff.client.client_id)[self.issued :]
+        assert (refreshed["grantType"], refreshed["token_type"]) == ("refresh_token", "DPoP")
+        assert jkt_of(refreshed["access_token"]) == self.key.jkt
+        return refreshed
+
+
+def expired_session(run: Run, bff: Bff, user: str) -> Expired:
+    browser = logged_in(run, bff, user)
+    key = DPoPKey.from_jwk(stored_tokens(bff, browser).dpop_key or "")
+    first = browser.api("GET", f"{bff.url}/api/warm")
+    assert first.status_code == 200, first.text
+    refreshes, issued = run.provider.refresh_count(bff.client.client_id), len(run.provider.issued(bff.client.client_id))
+    wait_for_expiry(first)
+    return Expired(browser, key, refreshes, issued)
+
+
 def test_proactive_refresh_carries_a_proof_and_keeps_the_tokens_bound_to_the_same_key(
     dpop_run: Run, dpop_bff: Bff, dpop_api: DPoPApi, request: pytest.FixtureRequest
 ) -> None:
-    bff, provider = dpop_bff, dpop_run.provider
-    browser = logged_in(dpop_run, bff, user_name(request))
-    key = DPoPKey.from_jwk(stored_tokens(bff, browser).dpop_key or "")
-    first = browser.api("GET", f"{bff.url}/api/before")
-    assert first.status_code == 200, first.text
-    refreshes, issued = provider.refresh_count(bff.client.client_id), len(provider.issued(bff.client.client_id))
-
-    wait_for_expiry(first)
+    bff = dpop_bff
+    expired = expired_session(dpop_run, bff, user_name(request))
     after_path = api_path(bff, "after")
-    after = browser.api("GET", f"{bff.url}{after_path}")
+    after = expired.browser.api("GET", f"{bff.url}{after_path}")
     assert after.status_code == 200, after.text
-    assert provider.refresh_count(bff.client.client_id) == refreshes + 1
-    [refreshed] = issued_since(provider, bff, issued)
-    assert (refreshed["grantType"], refreshed["token_type"]) == ("refresh_token", "DPoP")
-    assert jkt_of(refreshed["access_token"]) == key.jkt == after.json()["jkt"]
-    tokens = stored_tokens(bff, browser)
-    assert (tokens.access_token, tokens.dpop_key) == (refreshed["access_token"], key.private_jwk())
+    refreshed = expired.refreshed_once(dpop_run.provider, bff)
+    assert after.json()["jkt"] == expired.key.jkt
+    tokens = stored_tokens(bff, expired.browser)
+    assert (tokens.access_token, tokens.dpop_key) == (refreshed["access_token"], expired.key.private_jwk())
     assert [seen.status for seen in dpop_api.seen_for(after_path)] == [200]  # refreshed before sending
 
 
@@ -226,23 +247,14 @@ def test_proactive_refresh_carries_a_proof_and_keeps_the_tokens_bound_to_the_sam
 def test_reactive_refresh_after_the_upstreams_401_carries_a_proof_and_replays_with_a_new_proof(
     dpop_run: Run, new_dpop_bff: Callable[..., Bff], dpop_api: DPoPApi, mode: str, request: pytest.FixtureRequest
 ) -> None:
-    bff, provider = new_dpop_bff("dpop-reactive", mode, refresh_skew="0s"), dpop_run.provider
+    bff = new_dpop_bff("dpop-reactive", mode, refresh_skew="0s")
     try:
-        browser = logged_in(dpop_run, bff, user_name(request))
-        key = DPoPKey.from_jwk(stored_tokens(bff, browser).dpop_key or "")
-        first = browser.api("GET", f"{bff.url}/api/reactive-warm")
-        assert first.status_code == 200, first.text
-        refreshes, issued = provider.refresh_count(bff.client.client_id), len(provider.issued(bff.client.client_id))
-
-        wait_for_expiry(first)
+        expired = expired_session(dpop_run, bff, user_name(request))
         reactive = api_path(bff, "reactive")
-        replayed = browser.api("POST", f"{bff.url}{reactive}", json={"n": 1})
+        replayed = expired.browser.api("POST", f"{bff.url}{reactive}", json={"n": 1})
         assert replayed.status_code == 200, replayed.text
         assert replayed.json()["body"] == '{"n":1}'
-        assert provider.refresh_count(bff.client.client_id) == refreshes + 1
-        [refreshed] = issued_since(provider, bff, issued)
-        assert refreshed["token_type"] == "DPoP"
-        assert jkt_of(refreshed["access_token"]) == key.jkt
+        refreshed = expired.refreshed_once(dpop_run.provider, bff)
         seen = dpop_api.seen_for(reactive)
         assert [(s.status, s.error) for s in seen] == [(401, "access token: ExpiredSignatureError"), (200, None)]
         assert seen[0].body_sha256 == seen[1].body_sha256
@@ -254,22 +266,16 @@ def test_reactive_refresh_after_the_upstreams_401_carries_a_proof_and_replays_wi
 def test_fifty_requests_on_an_expired_dpop_token_cause_one_refresh(
     dpop_run: Run, dpop_bff: Bff, dpop_api: DPoPApi, request: pytest.FixtureRequest
 ) -> None:
-    bff, provider = dpop_bff, dpop_run.provider
-    browser = logged_in(dpop_run, bff, user_name(request))
-    cookie = session_cookie(browser, bff)
-    warm = browser.api("GET", f"{bff.url}/api/warm")
-    assert warm.status_code == 200, warm.text
-    refreshes = provider.refresh_count(bff.client.client_id)
+    bff = dpop_bff
+    expired = expired_session(dpop_run, bff, user_name(request))
     accepted = dpop_api.accepted
-
-    wait_for_expiry(warm)
-    responses = concurrent_api_requests(bff, cookie, 50)
+    responses = concurrent_api_requests(bff, session_cookie(expired.browser, bff), 50)
     statuses = [response.status_code for response in responses]
     assert statuses == [200] * 50, {status: statuses.count(status) for status in set(statuses)}
-    assert provider.refresh_count(bff.client.client_id) == refreshes + 1, provider.counters()
+    expired.refreshed_once(dpop_run.provider, bff)
     assert len({response.json()["jti"] for response in responses}) == 1  # one new access token
-    assert dpop_api.accepted - accepted == 50  # 50 proofs, each with its own jti
-    assert browser.api("GET", f"{bff.url}/api/after-fifty").status_code == 200
+    assert dpop_api.accepted - accepted == 50  # 50 proofs, each with its own jti, none refused
+    assert expired.browser.api("GET", f"{bff.url}/api/after-fifty").status_code == 200
 
 
 # -------------------------------------------------------------------------------------- 3. logout
@@ -373,7 +379,8 @@ def test_a_dpop_session_keeps_working_when_the_api_rotates_its_nonce(
 def test_logs_of_the_dpop_bffs_contain_no_token_no_cookie_value_and_no_key(dpop_run: Run, dpop_bff: Bff) -> None:
     logs = [(bff.process.log_file.name, bff.process.log_file.read_bytes()) for bff in dpop_run.bffs]
     assert sum(len(data) for _, data in logs) > 0
-    needles = secret_fragments(dpop_run)
+    assert PRIVATE_KEYS_SEEN
+    needles = secret_fragments(dpop_run) | {d[:16] for d in PRIVATE_KEYS_SEEN} | {d[-16:] for d in PRIVATE_KEYS_SEEN}
     assert len(needles) > 10
     found = leaks(logs, needles)
     assert not found, "\n".join(found)
