@@ -28,7 +28,8 @@ class MinimalProxy:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        assert self.session is not None
+        if self.session is None:
+            raise RuntimeError("no client session: the lifespan startup has not run")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _DROP]
         url = self.upstream + scope["raw_path"].decode("latin-1")
         if scope["query_string"]:

@@ -48,7 +48,7 @@ class _Protocol(asyncio.Protocol):
         if not self._parser.should_keep_alive():
             transport.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, _exc: Exception | None) -> None:
         self._transport = None
 
 

@@ -39,7 +39,7 @@ class RequestBody:
         self.too_large = False
         self.done = False
 
-    async def stream(self, receive: Receive, first: bytes = b"", more: bool = True) -> AsyncIterator[bytes]:
+    async def stream(self, receive: Receive, *, first: bytes = b"", more: bool = True) -> AsyncIterator[bytes]:
         received = len(first)
         if first:
             yield first

@@ -1,7 +1,7 @@
 """TokenManager: the access token for each proxied request, refreshed when due, one refresh at a time.
 
 The proxy asks `bearer()` before forwarding and `bearer_after_rejection()` after an upstream 401
-(the `BearerSource` protocol of docs/architecture.md). For `user` routes the token comes from the
+(the `BearerSource` protocol, below and in docs/architecture.md). For `user` routes the token comes from the
 session named by the cookie; for `client` routes it is the BFF's own client-credentials token.
 
 Single flight, because with refresh-token rotation a second refresh with the same (now used)
@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bff.config import RouteSettings
 from bff.errors import BffError, IdPError, NotAuthenticated, ProviderUnavailable, RefreshRejected, SessionExpired
@@ -39,7 +39,7 @@ from bff.request_ids import note_session
 from bff.session import Session, Sessions
 from bff.tokenset import TokenSet
 
-__all__ = ["CLIENT_TOKEN_SKEW", "Bearer", "TokenManager"]
+__all__ = ["CLIENT_TOKEN_SKEW", "Bearer", "BearerSource", "TokenManager"]
 
 log = logging.getLogger("bff.tokens")
 
@@ -62,6 +62,20 @@ class Bearer:
     token_type: str = "Bearer"
     """The scheme the token goes with: "Bearer", or "DPoP" with a proof of `dpop_key` (`bff.upstream_auth`)."""
     dpop_key: str | None = field(default=None, repr=False)
+
+
+class BearerSource(Protocol):
+    """What `bff.proxy.ProxyApp` asks for the token of a proxied request; `TokenManager` is one."""
+
+    async def bearer(self, route: RouteSettings, headers: RawHeaders) -> Bearer | None:
+        """Access token for this request (None: forward without Authorization), with the
+        `Set-Cookie` values the response must carry. Raises NotAuthenticated,
+        SessionExpired/RefreshRejected (with a clearing Set-Cookie in .headers),
+        ProviderUnavailable, StoreUnavailable."""
+
+    async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
+        """The upstream answered 401 to `rejected`: refresh once (single flight) and return the new
+        token, or None when there is nothing better to try."""
 
 
 class TokenManager:

@@ -2,10 +2,11 @@
 (RFC 6750), or `Authorization: DPoP` with a fresh proof (RFC 9449 §7), and the resource server's
 `use_dpop_nonce` challenge (§9).
 
-Owns `authorized` (the forwarded headers plus the token's) and `nonce_challenge` (is this 401 a
-request for a nonce, which one retry with a new proof answers). Leaves choosing the token to
-`bff.tokens`, keys, proofs and the process's nonce memory to `bff.dpop`, when to replay to
-`bff.proxy`. A Bearer token costs what it did before: one branch.
+Owns `authorized` (the forwarded headers plus the token's) and `replacement` (what to replay a
+401 with: the same token with a new proof when the upstream asks for its nonce, else a refreshed
+one). Leaves choosing and refreshing the token to the `BearerSource` (`bff.tokens`), keys, proofs
+and the process's nonce memory to `bff.dpop`, whether a body can be replayed to `bff.proxy`. A
+Bearer token costs what it did before: one branch.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Mapping
 
 from yarl import URL
 
+from bff.config import RouteSettings
 from bff.dpop import DPoPKey, asks_for_nonce, nonces, origin_of
-from bff.tokens import Bearer
+from bff.tokens import Bearer, BearerSource
 
-__all__ = ["authorized", "nonce_challenge"]
+__all__ = ["authorized", "replacement"]
 
 
 def authorized(forwarded: list[tuple[str, str]], bearer: Bearer, method: str, url: URL) -> list[tuple[str, str]]:
@@ -32,9 +34,20 @@ def authorized(forwarded: list[tuple[str, str]], bearer: Bearer, method: str, ur
     return [*forwarded, ("authorization", "DPoP " + bearer.token), ("dpop", proof)]
 
 
-def nonce_challenge(bearer: Bearer, url: URL, headers: Mapping[str, str]) -> bool:
+def _nonce_challenge(bearer: Bearer, url: URL, headers: Mapping[str, str]) -> bool:
     """Whether the upstream's 401 (with these headers) to a DPoP request asks for a nonce it sent
     along; the nonce is remembered for the upstream's origin, so the next proof carries it."""
     if bearer.token_type != "DPoP" or not asks_for_nonce(headers.get("www-authenticate")):
         return False
     return nonces.remember(origin_of(str(url)), headers.get("dpop-nonce")) is not None
+
+
+async def replacement(
+    source: BearerSource | None, route: RouteSettings, rejected: Bearer, url: URL, headers: Mapping[str, str]
+) -> Bearer | None:
+    """What to replay a request with after the upstream's 401 (with `headers`) to `rejected`: the
+    same token with a new proof when a DPoP upstream asks for its nonce (§9), else a refreshed
+    token from `source`; None when there is nothing better to try."""
+    if _nonce_challenge(rejected, url, headers):
+        return rejected
+    return None if source is None else await source.bearer_after_rejection(route, rejected)

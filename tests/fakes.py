@@ -101,7 +101,8 @@ class FakeIdP:
     def authorize(self, url: str, *, sub: str = "alice", sid: str = "sid-1", **id_claims: Any) -> dict[str, str]:
         """Approve an authorization request: the query parameters the provider sends back."""
         query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
-        assert query["response_type"] == "code" and query["code_challenge_method"] == "S256"
+        assert query["response_type"] == "code"
+        assert query["code_challenge_method"] == "S256"
         code = self._new("code")
         self.codes[code] = {"query": query, "sub": sub, "sid": sid, "id_claims": id_claims}
         return {"code": code, "state": query["state"], "iss": ISSUER}
@@ -412,12 +413,14 @@ class FakeBearer:
         self.rejected: list[str] = []
 
     async def bearer(self, route: RouteSettings, headers: Sequence[tuple[bytes, bytes]]) -> Bearer | None:
+        del headers  # BearerSource's signature: the fake answers the same whatever the request carries
         self.calls.append(route.path)
         if self.error is not None:
             raise self.error
         return None if self.first is None else self._bearer(self.first)
 
     async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
+        del route  # BearerSource's signature: the fake answers the same on every route
         self.rejected.append(rejected.token)
         return None if self.after is None else self._bearer(self.after)
 
@@ -430,21 +433,24 @@ class FakeBearer:
 # -- stores -----------------------------------------------------------------------------------
 
 
-class CountingStore(MemoryStore):
-    """A memory store that counts writes, and can serve one stale read."""
+class HookedStore(MemoryStore):
+    """A memory store that calls `before(operation)` ahead of each call but `open` and `close`
+    (`operation` is the method's name: "get", "set", "replace", ..., "lock"): the one place the
+    stores below count or refuse calls, with the Store's signatures written once."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-        self.stale: dict[str, bytes] = {}
+    def before(self, operation: str, /) -> None:
+        """Runs ahead of `operation`; raises to refuse it. Default: nothing."""
+
+    async def ping(self) -> None:
+        self.before("ping")
+        await super().ping()
 
     async def get(self, key: str) -> bytes | None:
-        if key in self.stale:
-            return self.stale.pop(key)
+        self.before("get")
         return await super().get(key)
 
     async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
-        self.writes += 1
+        self.before("set")
         await super().set(key, value, ttl, sub=sub, sid=sid)
 
     async def replace(
@@ -457,34 +463,70 @@ class CountingStore(MemoryStore):
         sid: str | None = None,
         expected: bytes | None = None,
     ) -> bool:
-        self.writes += 1
+        self.before("replace")
         return await super().replace(key, value, ttl, sub=sub, sid=sid, expected=expected)
 
+    async def delete(self, key: str) -> bool:
+        self.before("delete")
+        return await super().delete(key)
 
-class ReadOnlyStore(MemoryStore):
-    """A store whose writes fail, as a locked SQLite file or a Redis failover would."""
+    async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
+        self.before("keys_where")
+        return await super().keys_where(sub=sub, sid=sid)
 
-    async def replace(
-        self,
-        key: str,
-        value: bytes,
-        ttl: float,
-        *,
-        sub: str | None = None,
-        sid: str | None = None,
-        expected: bytes | None = None,
-    ) -> bool:
-        raise StoreUnavailable("read-only")
+    async def indexed_keys(self) -> list[str]:
+        self.before("indexed_keys")
+        return await super().indexed_keys()
+
+    async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        self.before("add_if_absent")
+        return await super().add_if_absent(key, value, ttl)
+
+    def lock(self, name: str, *, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
+        return self._hooked_lock(name, ttl, wait)
+
+    @contextlib.asynccontextmanager
+    async def _hooked_lock(self, name: str, ttl: float, wait: float) -> AsyncIterator[None]:
+        self.before("lock")  # on entering, where a real store's lock would fail
+        async with super().lock(name, ttl=ttl, wait=wait):
+            yield
 
 
-class UnreadableStore(MemoryStore):
-    """A memory store whose reads fail."""
+class CountingStore(HookedStore):
+    """A memory store that counts writes, and can serve one stale read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.stale: dict[str, bytes] = {}
+
+    def before(self, operation: str) -> None:
+        if operation in ("set", "replace"):
+            self.writes += 1
 
     async def get(self, key: str) -> bytes | None:
-        raise StoreUnavailable("down")
+        if key in self.stale:
+            return self.stale.pop(key)
+        return await super().get(key)
 
 
-class DownStore(MemoryStore):
+class ReadOnlyStore(HookedStore):
+    """A store whose writes fail, as a locked SQLite file or a Redis failover would."""
+
+    def before(self, operation: str) -> None:
+        if operation == "replace":
+            raise StoreUnavailable("read-only")
+
+
+class UnreadableStore(HookedStore):
+    """A memory store whose reads fail."""
+
+    def before(self, operation: str) -> None:
+        if operation == "get":
+            raise StoreUnavailable("down")
+
+
+class DownStore(HookedStore):
     """A store that is down: once `down` (the default), every call but `open` and `close` raises
     `StoreUnavailable(message)`, as an unreachable Redis or SQLite file would. Opened and closed
     like any store, so an app's lifespan starts with it."""
@@ -494,58 +536,9 @@ class DownStore(MemoryStore):
         self.down = down
         self.message = message
 
-    def _check(self) -> None:
+    def before(self, _operation: str, /) -> None:  # refuses them all alike
         if self.down:
             raise StoreUnavailable(self.message)
-
-    async def ping(self) -> None:
-        self._check()
-        await super().ping()
-
-    async def get(self, key: str) -> bytes | None:
-        self._check()
-        return await super().get(key)
-
-    async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
-        self._check()
-        await super().set(key, value, ttl, sub=sub, sid=sid)
-
-    async def replace(
-        self,
-        key: str,
-        value: bytes,
-        ttl: float,
-        *,
-        sub: str | None = None,
-        sid: str | None = None,
-        expected: bytes | None = None,
-    ) -> bool:
-        self._check()
-        return await super().replace(key, value, ttl, sub=sub, sid=sid, expected=expected)
-
-    async def delete(self, key: str) -> bool:
-        self._check()
-        return await super().delete(key)
-
-    async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:
-        self._check()
-        return await super().keys_where(sub=sub, sid=sid)
-
-    async def indexed_keys(self) -> list[str]:
-        self._check()
-        return await super().indexed_keys()
-
-    async def add_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
-        self._check()
-        return await super().add_if_absent(key, value, ttl)
-
-    def lock(self, name: str, *, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
-        return self._refused() if self.down else super().lock(name, ttl=ttl, wait=wait)
-
-    @contextlib.asynccontextmanager
-    async def _refused(self) -> AsyncIterator[None]:
-        self._check()
-        yield
 
 
 def holding(refresh_token: str) -> TokenSet:

@@ -143,7 +143,8 @@ def test_list_json_has_full_handles_and_never_a_secret(
             "device": "Chrome 126 on Linux",
         }
     ]
-    assert alice.id not in out and "never-printed" not in out
+    assert alice.id not in out
+    assert "never-printed" not in out
 
 
 def test_list_of_an_empty_store_says_so(store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -299,7 +300,8 @@ def test_a_store_that_does_not_answer_is_exit_code_3(tmp_path: Path, capsys: pyt
     config = write_config(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
     assert main(bff("list", config=config)) == 3
     err = capsys.readouterr().err
-    assert err.startswith("bff: store: session store redis: ") and len(err.splitlines()) == 1
+    assert err.startswith("bff: store: session store redis: ")
+    assert len(err.splitlines()) == 1
 
 
 def test_a_configuration_problem_is_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

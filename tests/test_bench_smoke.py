@@ -37,7 +37,8 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
     data = json.loads(results.read_text(encoding="utf-8"))
     assert {row["setup"] for row in data["summary"]} == {"upstream", "caddy", "bff"}
     assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
-    assert data["ratios"] and data["ratios"][0]["concurrency"] == 8
+    assert data["ratios"]
+    assert data["ratios"][0]["concurrency"] == 8
 
 
 def test_bench_logged_in_setups_run_in_server_cookie_and_token_api_mode(tmp_path: Path) -> None:
@@ -64,30 +65,31 @@ def test_bench_logged_in_setups_run_in_server_cookie_and_token_api_mode(tmp_path
 
 
 def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
-    from bench import run
+    from bench import setups
 
-    assert run.SETUPS == ("upstream", "caddy", "bff", "bff-user", "bff-cookie", "bff-tokenapi", "minimal")
-    assert set(run.DEFAULT_SETUPS) <= set(run.SETUPS)
+    assert setups.SETUPS == ("upstream", "caddy", "bff", "bff-user", "bff-cookie", "bff-tokenapi", "minimal")
+    assert set(setups.DEFAULT_SETUPS) <= set(setups.SETUPS)
     oidc = {"issuer": "http://127.0.0.1:1/idp", "client_id": "bench-bff", "client_secret": "s"}
-    user = run.bff_settings(8000, 9000, oidc)
-    cookie = run.bff_settings(8000, 9000, oidc, token_storage="cookie")
+    user = setups.bff_settings(8000, 9000, oidc)
+    cookie = setups.bff_settings(8000, 9000, oidc, token_storage="cookie")
     assert {k: v for k, v in cookie.items() if k != "token_storage"} == user
-    assert 'token_storage = "cookie"' in run.to_toml(cookie)
+    assert 'token_storage = "cookie"' in setups.to_toml(cookie)
 
 
 def test_the_token_api_setup_is_the_readmes_flask_jwt_configuration_with_bff_users_route() -> None:
     """`bff-tokenapi` logs in with README.md's `[token_api]` and `[session]` for flask-jwt-extended
     and proxies the same `token = "user"` route to the bench upstream as `bff-user`."""
-    from bench import run
+    from bench import setups
 
     api = "http://127.0.0.1:7000"
     oidc = {"issuer": "http://127.0.0.1:1/idp", "client_id": "bench-bff", "client_secret": "s"}
-    user = run.bff_settings(8000, 9000, oidc)
-    token_api = run.token_api_settings(8000, 9000, api)
+    user = setups.bff_settings(8000, 9000, oidc)
+    token_api = setups.token_api_settings(8000, 9000, api)
     readme = readme_config("flask_jwt", api_url=api)
-    assert token_api["token_api"] == readme["token_api"] and token_api["session"] == readme["session"]
+    assert token_api["token_api"] == readme["token_api"]
+    assert token_api["session"] == readme["session"]
     assert token_api["token_api"]["login_url"] == f"{api}/auth/login"
     assert "oidc" not in token_api
     for key in ("routes", "secret_keys", "public_url", "session_store"):
         assert token_api[key] == user[key], key
-    assert "[token_api]" in run.to_toml(token_api)
+    assert "[token_api]" in setups.to_toml(token_api)

@@ -75,7 +75,8 @@ def test_choices_match_whatever_their_case_and_read_as_declared(written: str, re
             "BFF_TOKEN_API__LOGOUT_METHOD": written,
         }
     )
-    assert settings.token_api is not None and settings.token_api.logout_method == read
+    assert settings.token_api is not None
+    assert settings.token_api.logout_method == read
     assert settings.session.same_site == "lax"
 
 

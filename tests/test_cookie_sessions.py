@@ -8,18 +8,17 @@ import base64
 import dataclasses
 from collections.abc import Iterator
 
-import httpx
 import httpx2
 import pytest
 from starlette.testclient import TestClient
 
 from bff import create_app
-from bff.app import BffApp
 from bff.cookie_sessions import CookieSessions
 from bff.cookies import MAX_CHUNKS, MAX_SET_COOKIE
 from bff.login import LoginResult
 from bff.tokenset import TokenSet
 from tests.fakes import SECRET_KEY, Clock, FakeIdP, settings_for
+from tests.support.app_clients import app_client, app_of
 from tests.support.upstreams import ServerThread
 from tests.test_endpoints import CSRF, TokenUpstream, start_login
 
@@ -31,8 +30,7 @@ def cookie_client(idp: FakeIdP, clock: Clock, upstream_url: str | None = None, *
     base = {"TOKEN_STORAGE": "cookie"}
     if upstream_url is not None:
         base |= {"ROUTES__0__PATH": "/api", "ROUTES__0__UPSTREAM": upstream_url, "ROUTES__0__TOKEN": "user"}
-    app = create_app(settings_for(**base, **environ), clock=clock, idp_transport=httpx.MockTransport(idp))
-    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return app_client(settings_for(**base, **environ), clock=clock, idp=idp)
 
 
 def log_in(client: TestClient, idp: FakeIdP, **claims: str) -> httpx2.Response:
@@ -68,14 +66,18 @@ def test_login_sets_a_sealed_cookie_in_which_no_token_is_readable(idp: FakeIdP, 
         response = log_in(client, idp)
         [cookie] = session_cookies(response)  # a fresh browser: nothing to delete
         assert cookie.startswith(f"{COOKIE}=1.")
-        assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Strict" in cookie
+        assert "HttpOnly" in cookie
+        assert "Secure" in cookie
+        assert "SameSite=Strict" in cookie
         value = client.cookies[COOKIE].split(".", 1)[1]
         opened = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         assert idp.issued
         for token in idp.issued:
-            assert token.encode() not in opened and token not in value
+            assert token.encode() not in opened
+            assert token not in value
         user = client.get("/bff/user").json()
-        assert user["sub"] == "alice" and "access_token" not in str(user)
+        assert user["sub"] == "alice"
+        assert "access_token" not in str(user)
 
 
 def test_a_restart_with_an_empty_store_keeps_the_user_signed_in(idp: FakeIdP, clock: Clock) -> None:
@@ -91,9 +93,9 @@ def test_a_restart_with_an_empty_store_keeps_the_user_signed_in(idp: FakeIdP, cl
     [
         lambda v: v[:-5] + ("AAAAA" if not v.endswith("AAAAA") else "BBBBB"),  # tampered
         lambda v: v[: len(v) // 2],  # truncated
-        lambda v: "1.garbage",
-        lambda v: "9.x",
-        lambda v: "",
+        lambda _v: "1.garbage",
+        lambda _v: "9.x",
+        lambda _v: "",
     ],
     ids=["tampered", "truncated", "garbage", "missing-chunks", "empty"],
 )
@@ -122,12 +124,14 @@ def test_a_large_session_is_chunked_and_shrinking_deletes_the_stale_chunks(idp: 
     with cookie_client(idp, clock) as client:
         response = log_in(client, idp, picture="p" * 12_000)
         chunks = kept(session_cookies(response))
-        assert len(chunks) >= 3 and chunks[0].startswith(f"{COOKIE}={len(chunks)}.")
+        assert len(chunks) >= 3
+        assert chunks[0].startswith(f"{COOKIE}={len(chunks)}.")
         assert all(len(c) < MAX_SET_COOKIE for c in chunks)
         assert client.get("/bff/user").json()["claims"]["picture"] == "p" * 12_000
         sessions = app_sessions(client)
         loaded = client.portal.call(sessions.load, [(b"cookie", jar(client).encode())]) if client.portal else None
-        assert loaded is not None and loaded.cookie_chunks == len(chunks)
+        assert loaded is not None
+        assert loaded.cookie_chunks == len(chunks)
         smaller = dataclasses.replace(loaded, claims={"sub": "alice"})
         shrunk = sessions.cookies_for(smaller, loaded=loaded)
         assert shrunk[0].startswith(f"{COOKIE}=1.")
@@ -144,7 +148,8 @@ def test_a_login_over_a_larger_sessions_chunks_deletes_those_it_does_not_overwri
         assert len(big) >= 3
         response = log_in(client, idp)  # another login in the same browser, a small session
         cookies = session_cookies(response)
-        assert kept(cookies)[0].startswith(f"{COOKIE}=1.") and len(kept(cookies)) == 1
+        assert kept(cookies)[0].startswith(f"{COOKIE}=1.")
+        assert len(kept(cookies)) == 1
         assert cookies[1:] == [
             f"{COOKIE}-{i}=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict" for i in range(1, len(big))
         ]
@@ -156,7 +161,8 @@ def test_a_session_too_large_for_the_cookies_fails_the_login_naming_keep_claims(
     with cookie_client(idp, clock) as client:
         params = idp.authorize(start_login(client).headers["location"], picture="p" * 4000 * MAX_CHUNKS)
         response = client.get("/bff/callback", params=params)
-        assert response.status_code == 500 and response.json()["error"] == "session_too_large"
+        assert response.status_code == 500
+        assert response.json()["error"] == "session_too_large"
         assert "session.keep_claims" in response.json()["detail"]
         assert session_cookies(response) == []
     with cookie_client(idp, clock, SESSION__KEEP_CLAIMS='["sub"]') as client:
@@ -174,7 +180,8 @@ def test_a_refresh_reissues_the_cookie_on_the_proxied_answer(
         assert session_cookies(first) == []
         clock.advance(idp.access_ttl)
         refreshed = client.get("/api/x", headers=CSRF)
-        assert refreshed.status_code == 200 and idp.calls["/token"] == 2
+        assert refreshed.status_code == 200
+        assert idp.calls["/token"] == 2
         assert len(session_cookies(refreshed)) == 1
         assert refreshed.json()["auth"] != first.json()["auth"]
         assert client.get("/api/x", headers=CSRF).json()["auth"] == refreshed.json()["auth"]
@@ -191,7 +198,8 @@ def test_the_pre_refresh_cookie_right_after_a_refresh_gets_the_new_tokens_withou
         clock.advance(idp.access_ttl)
         refreshed = client.get("/api/x", headers=CSRF).json()["auth"]
         late = client.get("/api/x", headers={**CSRF, "cookie": stale})
-        assert late.json()["auth"] == refreshed and idp.calls["/token"] == 2  # code exchange + one refresh
+        assert late.json()["auth"] == refreshed
+        assert idp.calls["/token"] == 2  # code exchange + one refresh
         assert len(session_cookies(late)) == 1  # the late browser gets the new cookie too
 
 
@@ -217,7 +225,8 @@ def test_logout_revokes_clears_every_chunk_and_refuses_a_copy_of_the_cookie(idp:
         chunks = kept(session_cookies(log_in(client, idp, picture="p" * 9000)))
         copy = jar(client)
         response = client.post("/bff/logout", headers=CSRF)
-        assert response.status_code == 200 and idp.revoked  # the refresh token, at the provider
+        assert response.status_code == 200
+        assert idp.revoked  # the refresh token, at the provider
         assert session_cookies(response) == [
             f"{COOKIE}{'' if i == 0 else f'-{i}'}=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict"
             for i in range(len(chunks))
@@ -251,12 +260,15 @@ def test_a_slid_cookie_is_re_sent_once_per_slide_interval_not_on_every_request(i
         old = jar(client)
         clock.advance(300)
         first = client.get("/bff/user", headers={"cookie": old})
-        assert first.status_code == 200 and len(session_cookies(first)) == 1
+        assert first.status_code == 200
+        assert len(session_cookies(first)) == 1
         again = client.get("/bff/user", headers={"cookie": old})
-        assert again.status_code == 200 and session_cookies(again) == []
+        assert again.status_code == 200
+        assert session_cookies(again) == []
         clock.advance(150)  # 450 s after login, 150 s after the use this worker saw
         later = client.get("/bff/user", headers={"cookie": old})
-        assert later.status_code == 200 and len(session_cookies(later)) == 1
+        assert later.status_code == 200
+        assert len(session_cookies(later)) == 1
 
 
 def test_idle_and_absolute_timeouts_hold(idp: FakeIdP, clock: Clock) -> None:
@@ -265,7 +277,8 @@ def test_idle_and_absolute_timeouts_hold(idp: FakeIdP, clock: Clock) -> None:
         log_in(client, idp)
         clock.advance(300)
         slid = client.get("/bff/user")  # a use after the slide interval re-sends the cookie
-        assert slid.status_code == 200 and len(session_cookies(slid)) == 1
+        assert slid.status_code == 200
+        assert len(session_cookies(slid)) == 1
         clock.advance(300)
         assert client.get("/bff/user").status_code == 200  # 300 s since the slid cookie
         clock.advance(401)
@@ -302,13 +315,10 @@ async def test_an_opened_cookie_is_cached_by_its_exact_value(clock: Clock) -> No
     first = await sessions.load(headers)
     again = await sessions.load(headers)
     assert first == again == session
-    assert first is not None and again is not None and first.claims is again.claims  # opened once
+    assert first is not None
+    assert again is not None
+    assert first.claims is again.claims  # opened once
     await app.store.close()
-
-
-def app_of(client: TestClient) -> BffApp:
-    assert isinstance(client.app, BffApp)
-    return client.app
 
 
 def app_sessions(client: TestClient) -> CookieSessions:

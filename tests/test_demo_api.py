@@ -79,7 +79,7 @@ def test_no_token_gets_a_bearer_challenge_without_error(client: TestClient) -> N
     assert response.headers["www-authenticate"] == 'Bearer realm="demo-api"'
 
 
-def test_forged_token_with_another_key_is_refused(client: TestClient, provider: Provider) -> None:
+def test_forged_token_with_another_key_is_refused(client: TestClient) -> None:
     forger = Provider()
     response = client.get("/me", headers=bearer(forger.token()))
     assert response.status_code == 401

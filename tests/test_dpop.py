@@ -163,7 +163,7 @@ def test_a_dpop_nonce_header_is_read_when_well_formed(header: str | None, nonce:
         (None, False),
     ],
 )
-def test_a_resource_servers_use_dpop_nonce_challenge_is_recognised(challenge: str | None, asks: bool) -> None:
+def test_a_resource_servers_use_dpop_nonce_challenge_is_recognised(challenge: str | None, *, asks: bool) -> None:
     assert asks_for_nonce(challenge) is asks
 
 

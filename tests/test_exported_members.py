@@ -92,7 +92,8 @@ def declared_all(tree: ast.Module) -> list[str] | None:
             node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         )
         if any(isinstance(target, ast.Name) and target.id == "__all__" for target in targets):
-            assert isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None
+            assert isinstance(node, ast.Assign | ast.AnnAssign)
+            assert node.value is not None
             value = ast.literal_eval(node.value)
             assert isinstance(value, list), "__all__ must be a list"
             return value

@@ -47,7 +47,7 @@ def as_dict(pairs: list[tuple[str, str]]) -> dict[str, str]:
         ("theme", False),
     ],
 )
-def test_own_cookie_names(name: str, own: bool) -> None:
+def test_own_cookie_names(name: str, *, own: bool) -> None:
     assert is_own_cookie(name, "bff") is own
 
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import httpx
 from starlette.testclient import TestClient
 
-from bff import create_app
 from bff.app import BffApp
 from bff.stores import Store
 from tests.fakes import Clock, DownStore, FakeIdP, settings_for
+from tests.support.app_clients import app_client
 
 
 def make_client(idp: FakeIdP, *, store: Store | None = None, **environ: str) -> TestClient:
     clock = Clock()
     idp.clock = clock
-    app = create_app(settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(idp), store=store)
-    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return app_client(settings_for(**environ), clock=clock, idp=idp, store=store)
 
 
 def test_healthz_is_always_ok() -> None:
@@ -23,7 +21,8 @@ def test_healthz_is_always_ok() -> None:
     idp.unreachable = True
     with make_client(idp) as client:
         response = client.get("/healthz")
-        assert response.status_code == 200 and response.json() == {"status": "ok"}
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
 
 
 def test_readyz_checks_store_and_provider() -> None:
@@ -34,8 +33,10 @@ def test_readyz_checks_store_and_provider() -> None:
         assert response.json() == {"status": "ok", "store": "ok", "provider": "ok"}
         idp.unreachable = True
         response = client.get("/readyz")
-        assert response.status_code == 503 and response.json()["status"] == "unavailable"
-        assert response.json()["store"] == "ok" and "unreachable" in response.json()["provider"]
+        assert response.status_code == 503
+        assert response.json()["status"] == "unavailable"
+        assert response.json()["store"] == "ok"
+        assert "unreachable" in response.json()["provider"]
         idp.unreachable = False
         assert client.get("/readyz").status_code == 200
 
@@ -44,7 +45,8 @@ def test_readyz_with_the_store_down_is_503() -> None:
     idp = FakeIdP()
     with make_client(idp, store=DownStore(message="store down")) as client:
         response = client.get("/readyz")
-        assert response.status_code == 503 and response.json()["store"] == "store down"
+        assert response.status_code == 503
+        assert response.json()["store"] == "store down"
 
 
 def test_metrics_counts_logins() -> None:
@@ -53,7 +55,8 @@ def test_metrics_counts_logins() -> None:
         params = idp.authorize(client.get("/bff/login").headers["location"])
         assert client.get("/bff/callback", params=params).status_code == 302
         response = client.get("/metrics")
-        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
         assert 'bff_logins_total{outcome="success"} 1' in response.text
 
 

@@ -54,9 +54,13 @@ async def issuer(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[
 async def test_refresh_gives_a_new_access_token_and_rotates(issuer: Issuer, clock: Clock) -> None:
     old = issuer.grant()
     tokens = await issuer.source.refresh(holding(old))
-    assert tokens.access_token and tokens.expires_at is not None and tokens.expires_at > clock()
-    assert tokens.refresh_token is not None and tokens.refresh_token != old
-    assert issuer.is_live(tokens.refresh_token) and not issuer.is_live(old)
+    assert tokens.access_token
+    assert tokens.expires_at is not None
+    assert tokens.expires_at > clock()
+    assert tokens.refresh_token is not None
+    assert tokens.refresh_token != old
+    assert issuer.is_live(tokens.refresh_token)
+    assert not issuer.is_live(old)
 
 
 async def test_a_dead_refresh_token_is_refresh_rejected(issuer: Issuer) -> None:
@@ -74,7 +78,8 @@ async def test_a_source_that_is_down_is_unavailable_and_never_rejects(issuer: Is
     issuer.go_down()
     with pytest.raises(ProviderUnavailable) as caught:
         await issuer.source.refresh(holding(live))
-    assert caught.value.status_code == 503 and caught.value.headers[0][0] == "retry-after"
+    assert caught.value.status_code == 503
+    assert caught.value.headers[0][0] == "retry-after"
     with pytest.raises(ProviderUnavailable):
         await issuer.source.ready()
 
@@ -89,7 +94,8 @@ async def test_end_revokes_the_grant_and_never_raises(issuer: Issuer) -> None:
 
 async def test_ready_when_the_source_answers(issuer: Issuer) -> None:
     await issuer.source.ready()
-    assert issuer.source.refresh_skew == 30 and issuer.source.timeout == 10
+    assert issuer.source.refresh_skew == 30
+    assert issuer.source.timeout == 10
 
 
 def _revoked(fake: FakeIdP | FakeTokenAPI) -> list[str]:

@@ -49,7 +49,8 @@ def test_json_lines_carry_the_request_id_and_the_exception() -> None:
     assert entry["logger"] == "bff.test"
     assert entry["message"] == "refresh failed"
     assert entry["request_id"] == "rid-9"
-    assert entry["exception"].startswith("Traceback") and entry["exception"].endswith("ValueError: boom")
+    assert entry["exception"].startswith("Traceback")
+    assert entry["exception"].endswith("ValueError: boom")
 
 
 def test_json_access_lines_are_their_fields() -> None:
@@ -133,9 +134,9 @@ async def call(app: Any, scope_type: str, *, fails: bool = False) -> tuple[list[
         scope = {"type": scope_type, "path": "/x", "headers": [], "method": "GET"}
         if fails:
             with pytest.raises(RuntimeError, match="bug"):
-                await AccessLog(app, lambda scope: "/x-route")(scope, receive, send)
+                await AccessLog(app, lambda _scope: "/x-route")(scope, receive, send)
         else:
-            await AccessLog(app, lambda scope: "/x-route")(scope, receive, send)
+            await AccessLog(app, lambda _scope: "/x-route")(scope, receive, send)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
@@ -149,7 +150,7 @@ def status_of(records: list[logging.LogRecord]) -> Any:
 
 
 async def test_an_app_that_fails_is_logged_as_500() -> None:
-    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+    async def failing(_scope: Scope, _receive: Receive, _send: Send) -> None:
         raise RuntimeError("bug")
 
     sent, records = await call(failing, "http", fails=True)
@@ -158,14 +159,14 @@ async def test_an_app_that_fails_is_logged_as_500() -> None:
 
 
 async def test_an_http_request_never_answered_is_499_and_a_closed_upgrade_403() -> None:
-    async def silent(scope: Scope, receive: Receive, send: Send) -> None:
+    async def silent(_scope: Scope, _receive: Receive, _send: Send) -> None:
         return
 
     _, records = await call(silent, "http")
     assert status_of(records)["status"] == 499
     assert status_of(records)["route"] == "/x-route"
 
-    async def closing(scope: Scope, receive: Receive, send: Send) -> None:
+    async def closing(_scope: Scope, _receive: Receive, send: Send) -> None:
         await send({"type": "websocket.close", "code": 1008})
 
     sent, records = await call(closing, "websocket")

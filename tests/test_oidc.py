@@ -78,7 +78,8 @@ async def test_authorization_url_carries_pkce_state_nonce_and_extras(idp: FakeId
     query = query_of(await client.authorization_url(login))
     assert query["client_id"] == CLIENT_ID
     assert query["redirect_uri"] == "https://testserver/bff/callback"
-    assert query["state"] == login.state and query["nonce"] == login.nonce
+    assert query["state"] == login.state
+    assert query["nonce"] == login.nonce
     assert query["code_challenge_method"] == "S256"
     digest = hashlib.sha256(login.code_verifier.encode()).digest()
     assert query["code_challenge"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
@@ -94,7 +95,8 @@ async def test_code_exchange_authenticates_and_validates_the_id_token(clock: Clo
     login = new_login_request("/")
     params = idp.authorize(await client.authorization_url(login), sub="bob", sid="s-9")
     tokens, claims = await client.exchange_code(params["code"], login)
-    assert claims["sub"] == "bob" and claims["sid"] == "s-9"
+    assert claims["sub"] == "bob"
+    assert claims["sid"] == "s-9"
     assert tokens.refresh_token in idp.refresh_tokens
     assert tokens.expires_at == clock() + idp.access_ttl
     token_request = next(r for r in idp.requests if r.url.path == "/token")
@@ -192,17 +194,20 @@ async def test_concurrent_validations_fetch_the_jwks_once(idp: FakeIdP, clock: C
     client = make_client(idp, clock)
     tokens = [idp.id_token(nonce="n") for _ in range(5)]
     await asyncio.gather(*(client.validate_id_token(token, nonce="n") for token in tokens))
-    assert idp.calls["/jwks"] == 1 and idp.calls["/.well-known/openid-configuration"] == 1
+    assert idp.calls["/jwks"] == 1
+    assert idp.calls["/.well-known/openid-configuration"] == 1
 
 
 async def test_refresh_rotates_and_a_used_refresh_token_is_invalid_grant(idp: FakeIdP, clock: Clock) -> None:
     client = make_client(idp, clock)
     old = idp.issue_refresh_token()
     tokens = await client.refresh(holding(old))
-    assert tokens.refresh_token and tokens.refresh_token != old
+    assert tokens.refresh_token
+    assert tokens.refresh_token != old
     with pytest.raises(RefreshRejected) as info:
         await client.refresh(holding(old))
-    assert info.value.error == "invalid_grant" and info.value.status_code == 401
+    assert info.value.error == "invalid_grant"
+    assert info.value.status_code == 401
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -212,7 +217,8 @@ async def test_refresh_during_provider_5xx_is_provider_unavailable(idp: FakeIdP,
     idp.token_status = status
     with pytest.raises(ProviderUnavailable) as info:
         await client.refresh(holding(idp.issue_refresh_token()))
-    assert info.value.status_code == 503 and info.value.status == status
+    assert info.value.status_code == 503
+    assert info.value.status == status
 
 
 def test_parse_token_response_variants() -> None:
@@ -229,12 +235,14 @@ def test_parse_token_response_variants() -> None:
         now=1_000,
         retry_after=5,
     )
-    assert parsed.expires_at == 1_060 and parsed.refresh_token is None
+    assert parsed.expires_at == 1_060
+    assert parsed.refresh_token is None
     with pytest.raises(IdPError) as info:
         parse_token_response(
             httpx.Response(400, json={"error": "invalid_scope"}, request=request), now=0, retry_after=5
         )
-    assert type(info.value) is IdPError and info.value.error == "invalid_scope"
+    assert type(info.value) is IdPError
+    assert info.value.error == "invalid_scope"
     with pytest.raises(IdPError, match="access_token"):
         parse_token_response(httpx.Response(200, json={"token_type": "Bearer"}, request=request), now=0, retry_after=5)
     with pytest.raises(IdPError, match="JSON"):

@@ -71,7 +71,8 @@ def get(path: str, *extra: str) -> str:
 # --- routing and paths -------------------------------------------------------------------------
 
 
-async def test_routes_match_by_longest_prefix_on_segment_boundaries(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_routes_match_by_longest_prefix_on_segment_boundaries(upstream: Any) -> None:
     settings = make_settings(route(upstream, path="/api"), route(upstream, path="/api/v2", strip_prefix=True))
     with proxy_server(settings) as (proxy, _, metrics):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
@@ -81,12 +82,14 @@ async def test_routes_match_by_longest_prefix_on_segment_boundaries(upstream: An
             assert (await client.get("/api/v2")).json()["path"] == "/"
             assert (await client.get("/api/v2x")).json()["path"] == "/api/v2x"
             apix = await client.get("/apix")
-            assert apix.status_code == 404 and apix.json() == {"fallback": True}
+            assert apix.status_code == 404
+            assert apix.json() == {"fallback": True}
     assert metrics.value("bff_proxy_requests_total", route="/api", status="200") == 3
     assert metrics.value("bff_proxy_requests_total", route="/api/v2", status="200") == 2
 
 
-async def test_upstream_base_path_strip_prefix_and_encoding_are_kept(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_upstream_base_path_strip_prefix_and_encoding_are_kept(upstream: Any) -> None:
     settings = make_settings(route(upstream[0].url + "/base/", strip_prefix=True))
     with proxy_server(settings) as (proxy, _, _):
         status, _, body = await raw_request(proxy.port, get("/api/a%20b/c%3Fd;e=1?x=%2F&y=%C3%A9&z"))
@@ -126,14 +129,16 @@ async def test_path_traversal_is_rejected_before_routing(upstream: Any, up: Upst
     assert up.requests == []
 
 
-async def test_routing_uses_the_decoded_path_and_strips_whole_segments(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_routing_uses_the_decoded_path_and_strips_whole_segments(upstream: Any) -> None:
     with proxy_server(make_settings(route(upstream, strip_prefix=True))) as (proxy, _, _):
         status, _, body = await raw_request(proxy.port, get("/ap%69/x%20y"))
     assert status == 200
     assert json.loads(body)["raw_path"] == "/x%20y"
 
 
-async def test_doubled_slashes_collapse_before_routing(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_doubled_slashes_collapse_before_routing(upstream: Any) -> None:
     with proxy_server(make_settings(route(upstream, strip_prefix=True))) as (proxy, _, _):
         status, _, body = await raw_request(proxy.port, get("//api//x///y/"))
     assert status == 200
@@ -143,7 +148,8 @@ async def test_doubled_slashes_collapse_before_routing(upstream: Any, up: Upstre
 # --- header hygiene ----------------------------------------------------------------------------
 
 
-async def test_request_headers_are_cleaned_before_the_upstream(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_request_headers_are_cleaned_before_the_upstream(upstream: Any) -> None:
     settings = make_settings(route(upstream), public_url="https://app.example.com", trusted_proxies=())
     with proxy_server(settings) as (proxy, _, _):
         status, _, body = await raw_request(
@@ -233,13 +239,15 @@ async def test_headers_named_in_any_upstream_connection_line_do_not_reach_the_br
     assert body == b"ok"
 
 
-async def test_forwarded_for_is_appended_behind_a_trusted_proxy(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_forwarded_for_is_appended_behind_a_trusted_proxy(upstream: Any) -> None:
     with proxy_server(make_settings(route(upstream), trusted_proxies=("127.0.0.1",))) as (proxy, _, _):
         _, _, body = await raw_request(proxy.port, get("/api/echo", "X-Forwarded-For: 203.0.113.7"))
     assert headers_of(json.loads(body))["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
 
 
-async def test_other_cookies_and_host_are_forwarded_when_configured(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_other_cookies_and_host_are_forwarded_when_configured(upstream: Any) -> None:
     settings = make_settings(route(upstream, forward_cookies=True, preserve_host=True))
     with proxy_server(settings) as (proxy, _, _):
         _, _, body = await raw_request(
@@ -253,7 +261,8 @@ async def test_other_cookies_and_host_are_forwarded_when_configured(upstream: An
     assert seen["host"] == "app.example.com"
 
 
-async def test_response_headers_are_cleaned_and_bff_cookies_cannot_be_set(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_response_headers_are_cleaned_and_bff_cookies_cannot_be_set(upstream: Any) -> None:
     with proxy_server(make_settings(route(upstream))) as (proxy, _, _):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
             response = await client.get("/api/cookies")
@@ -269,9 +278,8 @@ async def test_response_headers_are_cleaned_and_bff_cookies_cannot_be_set(upstre
     assert "keep-alive" not in response.headers
 
 
-async def test_the_bearer_sources_cookies_ride_on_the_upstreams_answer_after_its_own(
-    upstream: Any, up: UpstreamApp
-) -> None:
+@pytest.mark.usefixtures("up")
+async def test_the_bearer_sources_cookies_ride_on_the_upstreams_answer_after_its_own(upstream: Any) -> None:
     refreshed = "bff=resealed; Max-Age=60; Path=/; HttpOnly; SameSite=Strict"
     bearer = FakeBearer(first="abc", set_cookies=[refreshed])
     with proxy_server(make_settings(route(upstream, token="user")), bearer_source=bearer) as (proxy, _, _):
@@ -286,7 +294,8 @@ async def test_the_bearer_sources_cookies_ride_on_the_upstreams_answer_after_its
     ]
 
 
-async def test_the_cookies_of_the_replayed_attempts_bearer_are_the_ones_sent(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_the_cookies_of_the_replayed_attempts_bearer_are_the_ones_sent(upstream: Any) -> None:
     bearer = FakeBearer(set_cookies=["bff=after-refresh; Path=/"])
     with proxy_server(make_settings(route(upstream, token="user")), bearer_source=bearer) as (proxy, _, _):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
@@ -296,7 +305,8 @@ async def test_the_cookies_of_the_replayed_attempts_bearer_are_the_ones_sent(ups
     assert response.headers.get_list("set-cookie") == ["bff=after-refresh; Path=/"]
 
 
-async def test_encoded_bodies_pass_untouched(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_encoded_bodies_pass_untouched(upstream: Any) -> None:
     with proxy_server(make_settings(route(upstream))) as (proxy, _, _):
         status, headers, body = await raw_request(proxy.port, get("/api/gzip"))
     assert status == 200
@@ -305,7 +315,8 @@ async def test_encoded_bodies_pass_untouched(upstream: Any, up: UpstreamApp) -> 
     assert gzip.decompress(body) == b"compressible " * 1000
 
 
-async def test_post_body_and_method_pass_through(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_post_body_and_method_pass_through(upstream: Any) -> None:
     with proxy_server(make_settings(route(upstream))) as (proxy, _, _):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
             response = await client.request(
@@ -325,7 +336,8 @@ async def test_post_body_and_method_pass_through(upstream: Any, up: UpstreamApp)
             assert chunked["body"] == "part1-part2"
             assert headers_of(chunked)["transfer-encoding"] == "chunked"
             head = await client.head("/api/bytes?n=5000")
-            assert head.status_code == 200 and head.content == b""
+            assert head.status_code == 200
+            assert head.content == b""
 
 
 # --- anti-forgery ------------------------------------------------------------------------------
@@ -339,11 +351,14 @@ async def test_missing_anti_forgery_header_is_rejected(upstream: Any, up: Upstre
             assert response.status_code == 403
             assert response.json() == {"error": "csrf_rejected", "detail": "header 'X-CSRF' must be '1'"}
             cross = await client.get("/api/echo", headers={**CSRF, "sec-fetch-site": "cross-site"})
-            assert cross.status_code == 403 and cross.json()["error"] == "origin_rejected"
+            assert cross.status_code == 403
+            assert cross.json()["error"] == "origin_rejected"
             foreign = await client.get("/api/echo", headers={**CSRF, "origin": "https://evil.example"})
-            assert foreign.status_code == 403 and foreign.json()["error"] == "origin_rejected"
+            assert foreign.status_code == 403
+            assert foreign.json()["error"] == "origin_rejected"
             assert (await client.get("/open/echo")).status_code == 200
-    assert up.requests and all(seen["path"] == "/open/echo" for seen in up.requests)
+    assert up.requests
+    assert all(seen["path"] == "/open/echo" for seen in up.requests)
     assert metrics.value("bff_proxy_requests_total", route="/api", status="403") == 3
 
 
@@ -425,7 +440,8 @@ async def test_bearer_errors_become_json_with_their_headers(upstream: Any, up: U
     assert up.requests == []
 
 
-async def test_token_none_routes_never_ask_the_bearer_source(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_token_none_routes_never_ask_the_bearer_source(upstream: Any) -> None:
     bearer = FakeBearer()
     with proxy_server(make_settings(route(upstream)), bearer_source=bearer) as (proxy, _, _):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
@@ -434,7 +450,8 @@ async def test_token_none_routes_never_ask_the_bearer_source(upstream: Any, up: 
     assert bearer.calls == []
 
 
-async def test_bearer_token_is_set_on_the_upstream_request(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_bearer_token_is_set_on_the_upstream_request(upstream: Any) -> None:
     bearer = FakeBearer(first="abc")
     with proxy_server(make_settings(route(upstream, token="client")), bearer_source=bearer) as (proxy, _, _):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
@@ -492,7 +509,8 @@ async def test_upstream_down_gives_502_naming_the_route() -> None:
     assert metrics.value("bff_proxy_requests_total", route="/api", status="502") == 1
 
 
-async def test_slow_upstream_gives_504(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_slow_upstream_gives_504(upstream: Any) -> None:
     with RawServer(silent) as mute:
         settings = make_settings(route(upstream, read_timeout=0.5), route(mute.url, path="/mute", read_timeout=0.5))
         with proxy_server(settings) as (proxy, _, _):
@@ -514,11 +532,10 @@ async def test_upstream_reset_mid_body_aborts_the_browser_connection() -> None:
             client.stream("GET", "/api/download") as response,
         ):
             assert response.status_code == 200
-            received = 0
+            received = bytearray()
             with pytest.raises(httpx.RemoteProtocolError):
-                async for chunk in response.aiter_raw():
-                    received += len(chunk)
-    assert 0 < received < 1000000
+                await read_into(response, received)
+    assert 0 < len(received) < 1000000
     assert metrics.value("bff_proxy_requests_total", route="/api", status="200") == 1
 
 
@@ -556,8 +573,14 @@ async def test_requests_before_start_fail_cleanly(upstream: Any) -> None:
     assert response.status_code == 502
 
 
-async def _unused(scope: Any, receive: Any, send: Any) -> None:
+async def _unused(_scope: Any, _receive: Any, _send: Any) -> None:
     raise AssertionError("fallback called")
+
+
+async def read_into(response: httpx.Response, received: bytearray) -> None:
+    """Read the body into `received` chunk by chunk, so what arrived before a failure is kept."""
+    async for chunk in response.aiter_raw():
+        received.extend(chunk)
 
 
 def _acquired(app: ProxyApp) -> int:
@@ -572,7 +595,8 @@ async def _until(condition: Any, within: float = 5) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_client_disconnect_mid_upload_cancels_the_upstream_request(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_client_disconnect_mid_upload_cancels_the_upstream_request(upstream: Any) -> None:
     with proxy_server(make_settings(route(upstream))) as (proxy, app, metrics):
         _reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         head = "POST /api/count HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nContent-Length: 10000000\r\n\r\n"
@@ -584,7 +608,8 @@ async def test_client_disconnect_mid_upload_cancels_the_upstream_request(upstrea
         await _until(lambda: _acquired(app) == 0)
 
 
-async def test_unexpected_errors_before_the_response_are_json_500(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_unexpected_errors_before_the_response_are_json_500(upstream: Any) -> None:
     bearer = FakeBearer(error=RuntimeError("bug"))
     with proxy_server(make_settings(route(upstream, token="user")), bearer_source=bearer) as (proxy, _, _):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:

@@ -32,7 +32,8 @@ def test_the_token_api_examples_are_complete_configurations(name: str, tmp_path:
     path = tmp_path / "bff.toml"
     path.write_text(readme_block(name), encoding="utf-8")
     settings = load_settings({}, path)
-    assert settings.oidc is None and settings.token_api is not None
+    assert settings.oidc is None
+    assert settings.token_api is not None
     assert settings.token_api.login_url.startswith(README_API_ORIGIN + "/")
     assert [(route.path, route.upstream, route.token) for route in settings.routes] == [
         ("/api", README_API_ORIGIN, "user")

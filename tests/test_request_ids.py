@@ -29,7 +29,8 @@ def test_a_well_formed_id_is_kept_and_the_headers_untouched(value: bytes) -> Non
 )
 def test_anything_else_is_replaced_by_one_new_id(headers: list[tuple[bytes, bytes]]) -> None:
     request_id, replaced = request_id_of(headers)
-    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    assert len(request_id) == 32
+    assert int(request_id, 16) >= 0
     assert replaced is not None
     assert [value for name, value in replaced if name == HEADER] == [request_id.encode()]
 

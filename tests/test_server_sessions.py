@@ -95,7 +95,8 @@ async def test_a_created_session_loads_with_its_claims_and_tokens(store: Store) 
 async def test_every_session_gets_a_new_random_id(store: Store) -> None:
     sessions = manager(store, Clock())
     first, second = await new_session(sessions), await new_session(sessions)
-    assert first.id != second.id and first.key != second.key
+    assert first.id != second.id
+    assert first.key != second.key
     assert len(first.id) == 43
 
 
@@ -138,7 +139,8 @@ async def test_list_for_shows_the_users_live_sessions_newest_use_first(store: St
     assert infos[1].created_at == first.created_at
     assert infos[1].expires_at == first.expires_at
     for info in infos:
-        assert first.id not in repr(info) and second.id not in repr(info)
+        assert first.id not in repr(info)
+        assert second.id not in repr(info)
     assert await sessions.list_for("carol") == []
 
 
@@ -282,7 +284,9 @@ async def test_the_cookie_lives_until_the_absolute_end() -> None:
     session, header = await create(sessions, sub="alice", sid=None, claims={}, user_agent=UA)
     assert header.startswith("__Host-bff=")
     assert f"Max-Age={int(ABSOLUTE)};" in header
-    assert "HttpOnly" in header and "Secure" in header and "SameSite=Strict" in header
+    assert "HttpOnly" in header
+    assert "Secure" in header
+    assert "SameSite=Strict" in header
     assert sessions.clear_cookies() == ["__Host-bff=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict"]
     assert await sessions.destroy(session) == sessions.clear_cookies()
 
@@ -368,7 +372,8 @@ async def test_the_session_repr_holds_no_secret() -> None:
     text = repr(session)
     assert session.id not in text
     assert session.tokens.access_token not in text
-    assert session.tokens.refresh_token is not None and session.tokens.refresh_token not in text
+    assert session.tokens.refresh_token is not None
+    assert session.tokens.refresh_token not in text
     assert session.key in text
     assert "Alice" not in text  # claims stay out of logs too
     assert dataclasses.replace(session, user_agent="x").id == session.id
@@ -391,7 +396,8 @@ async def test_a_failed_slide_does_not_fail_the_request() -> None:
     session = await new_session(sessions)
     clock.now += SLIDE_INTERVAL + 1
     loaded = await sessions.load_id(session.id)
-    assert loaded is not None and loaded.last_used_at == clock.now
+    assert loaded is not None
+    assert loaded.last_used_at == clock.now
 
 
 async def test_a_store_that_cannot_be_read_is_an_error_not_an_anonymous_user() -> None:
@@ -456,10 +462,12 @@ async def test_a_slide_is_loaded_not_the_cached_use_time() -> None:
     assert await sessions.load_id(session.id) is not None
     clock.now += SLIDE_INTERVAL
     slid = await sessions.load_id(session.id)  # writes the new last_used_at
-    assert slid is not None and slid.last_used_at == clock.now
+    assert slid is not None
+    assert slid.last_used_at == clock.now
     clock.now += 1
     loaded = await sessions.load_id(session.id)
-    assert loaded is not None and loaded.last_used_at == slid.last_used_at
+    assert loaded is not None
+    assert loaded.last_used_at == slid.last_used_at
 
 
 async def test_logout_on_another_worker_ends_the_session_at_the_next_request(store: Store) -> None:
@@ -484,7 +492,8 @@ async def test_a_refresh_on_another_worker_is_seen_at_the_next_request(store: St
         refreshed.with_tokens(TokenSet(access_token="from-b", expires_at=1_800_000_900.0)), replacing=session
     )
     loaded = await worker_a.load_id(session.id)
-    assert loaded is not None and loaded.tokens.access_token == "from-b"
+    assert loaded is not None
+    assert loaded.tokens.access_token == "from-b"
 
 
 async def test_back_channel_logout_ends_a_cached_session(store: Store) -> None:
@@ -536,9 +545,11 @@ async def test_the_cache_keeps_at_most_cache_size_sessions() -> None:
     loaded = [await sessions.load_id(session.id) for session in created]
     assert all([await sessions.load_id(created[n].id) is loaded[n] for n in (2, 3, 4)])  # the 3 most recent
     first = await sessions.load_id(created[0].id)  # pushed out: decoded again
-    assert first == created[0] and first is not loaded[0]
+    assert first == created[0]
+    assert first is not loaded[0]
     again = await sessions.load_id(created[2].id)  # now the least recent of three: pushed out by the first
-    assert again == created[2] and again is not loaded[2]
+    assert again == created[2]
+    assert again is not loaded[2]
 
 
 async def test_a_destroyed_session_leaves_the_cache(store: Store) -> None:
@@ -550,4 +561,5 @@ async def test_a_destroyed_session_leaves_the_cache(store: Store) -> None:
     await sessions.destroy(session)
     await store.set(session.key, raw, 60, sub="alice")  # the same bytes back
     back = await sessions.load_id(session.id)
-    assert back == cached and back is not cached  # decoded afresh: the cache let it go
+    assert back == cached
+    assert back is not cached  # decoded afresh: the cache let it go

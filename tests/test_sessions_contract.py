@@ -62,8 +62,10 @@ async def test_a_created_session_loads_from_the_cookies_it_set(kind: str, store:
     created, cookies = await signed_in(sessions)
     loaded = await sessions.load(cookies)
     assert loaded == created
-    assert loaded is not None and dict(loaded.claims) == {"sub": "alice", "name": "Alice"}
-    assert loaded.tokens == created.tokens and loaded.expires_at == clock.now + ABSOLUTE
+    assert loaded is not None
+    assert dict(loaded.claims) == {"sub": "alice", "name": "Alice"}
+    assert loaded.tokens == created.tokens
+    assert loaded.expires_at == clock.now + ABSOLUTE
     assert await sessions.load([]) is None
 
 
@@ -83,7 +85,8 @@ async def test_a_destroyed_session_stays_ended_and_its_cookies_are_cleared(
     loaded = await sessions.load(cookies)
     assert loaded is not None
     cleared = await sessions.destroy(loaded)
-    assert cleared and all("Max-Age=0;" in cookie for cookie in cleared)
+    assert cleared
+    assert all("Max-Age=0;" in cookie for cookie in cleared)
     assert cleared[0].startswith("__Host-bff=;")
     assert await sessions.load(cookies) is None
 
@@ -94,12 +97,14 @@ async def test_the_refresh_lease_yields_the_newest_state(kind: str, store: Store
     stale = await sessions.load(cookies)
     assert stale is not None
     async with sessions.refreshing(stale) as current:
-        assert current is not None and current.tokens.access_token == "at-0"
+        assert current is not None
+        assert current.tokens.access_token == "at-0"
         refreshed = current.with_tokens(TokenSet(access_token="at-1", refresh_token="rt-1"))
         await sessions.save(refreshed, replacing=current)
     # Another request, still carrying the stale state, takes the lease next: it sees the refresh.
     async with sessions.refreshing(stale) as newest:
-        assert newest is not None and newest.tokens.access_token == "at-1"
+        assert newest is not None
+        assert newest.tokens.access_token == "at-1"
         assert newest.tokens.refresh_token == "rt-1"
 
 
@@ -115,7 +120,8 @@ async def test_cookies_for_an_unchanged_session_are_none_and_a_refreshed_one_loa
     await sessions.save(refreshed, replacing=loaded)
     sent = sessions.cookies_for(refreshed, loaded=loaded)
     after = await sessions.load(jar(sent) or cookies)  # server mode: the cookie did not change
-    assert after is not None and after.tokens.access_token == "at-1"
+    assert after is not None
+    assert after.tokens.access_token == "at-1"
 
 
 async def test_idle_and_absolute_ends(kind: str, store: Store, clock: Clock) -> None:

@@ -100,7 +100,8 @@ def test_the_readme_url_forms_read_as_documented() -> None:
             "cluster", urls[2], nodes=(("10.0.0.5", 7000), ("10.0.0.6", 7000), ("10.0.0.7", 7000)), password="password"
         ),
     ]
-    assert SENTINEL_FORM in section and CLUSTER_FORM in section
+    assert SENTINEL_FORM in section
+    assert CLUSTER_FORM in section
     with pytest.raises(ConfigError) as caught:
         parse_redis_url("redis+sentinel://:password@10.0.0.5:26379")
     assert f"\n  {caught.value.problems[0]}\n" in section  # the example message, as printed

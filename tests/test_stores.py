@@ -475,7 +475,8 @@ async def test_redis_cluster_spreads_one_users_records_over_every_primary(redis_
         for node in redis_cluster.nodes:
             async with aioredis.Redis(port=node.port) as client:
                 per_node.append(len(await client.keys("spread-test:r:*")))
-        assert sum(per_node) == 12 and min(per_node) >= 1, per_node
+        assert sum(per_node) == 12, per_node
+        assert min(per_node) >= 1, per_node
         assert await store.delete("k3") is True
         assert sorted(await store.keys_where(sub="carol")) == sorted(set(keys) - {"k3"})
     finally:
@@ -524,7 +525,8 @@ def test_open_store_rejects_unknown_urls_in_one_line_without_the_password(url: s
     with pytest.raises(ConfigError) as caught:
         open_store(url)
     [problem] = caught.value.problems
-    assert problem.startswith("session_store: ") and "pw" not in problem, problem
+    assert problem.startswith("session_store: "), problem
+    assert "pw" not in problem, problem
 
 
 @pytest.mark.parametrize(("ci", "outcome"), [("", "1 skipped"), ("true", "1 error")])

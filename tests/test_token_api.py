@@ -143,7 +143,8 @@ def test_refused_credentials_are_invalid_credentials_without_the_upstream_body(s
     assert type(info.value) is InvalidCredentials
     assert (info.value.status_code, info.value.code) == (401, "invalid_credentials")
     assert str(info.value) == "the login API refused the credentials"
-    assert LEAKED not in str(info.value) and LEAKED.encode() not in info.value.body()
+    assert LEAKED not in str(info.value)
+    assert LEAKED.encode() not in info.value.body()
     assert b"hunter2" not in info.value.body()
 
 
@@ -240,7 +241,8 @@ def test_refused_refresh_token_is_refresh_rejected_without_the_upstream_body(sta
     assert (info.value.status_code, info.value.code) == (401, "session_expired")
     assert (info.value.error, info.value.status) == ("invalid_grant", status)
     assert str(info.value) == "the refresh API refused the refresh token"
-    assert LEAKED.encode() not in info.value.body() and info.value.error_description == ""
+    assert LEAKED.encode() not in info.value.body()
+    assert info.value.error_description == ""
 
 
 def test_throttled_refresh_is_provider_unavailable_with_the_api_retry_after() -> None:

@@ -8,16 +8,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 from starlette.testclient import TestClient
 
-from bff import create_app
-from bff.app import BffApp
 from bff.session import Session
 from bff.token_api_endpoints import MAX_LOGIN_BODY
 from tests.fakes import TOKEN_API, Clock, FakeTokenAPI, token_api_settings_for
+from tests.support.app_clients import app_client, app_of
 from tests.support.upstreams import ServerThread, UpstreamApp
 
 CSRF = {"X-CSRF": "1"}
@@ -32,19 +30,13 @@ def api(clock: Clock) -> FakeTokenAPI:
 
 
 def make_client(api: FakeTokenAPI, clock: Clock, **environ: str) -> TestClient:
-    app = create_app(token_api_settings_for(**environ), clock=clock, idp_transport=httpx.MockTransport(api))
-    return TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return app_client(token_api_settings_for(**environ), clock=clock, idp=api)
 
 
 @pytest.fixture
 def client(api: FakeTokenAPI, clock: Clock) -> Iterator[TestClient]:
     with make_client(api, clock) as client:
         yield client
-
-
-def app_of(client: TestClient) -> BffApp:
-    assert isinstance(client.app, BffApp)
-    return client.app
 
 
 def log_in(client: TestClient, credentials: Any = None, **headers: str) -> httpx2.Response:
@@ -78,7 +70,7 @@ def error(code: str, detail: str) -> dict[str, str]:
 
 
 def test_login_answers_the_user_as_the_user_endpoint_does_and_sets_the_session_cookie(
-    client: TestClient, api: FakeTokenAPI, clock: Clock
+    client: TestClient, clock: Clock
 ) -> None:
     response = log_in(client)
 
@@ -86,7 +78,9 @@ def test_login_answers_the_user_as_the_user_endpoint_does_and_sets_the_session_c
     assert response.headers["cache-control"] == "no-store"
     (set_cookie,) = response.headers.get_list("set-cookie")
     assert set_cookie.startswith(f"{COOKIE}=")
-    assert "; HttpOnly" in set_cookie and "; Secure" in set_cookie and "; SameSite=Strict" in set_cookie
+    assert "; HttpOnly" in set_cookie
+    assert "; Secure" in set_cookie
+    assert "; SameSite=Strict" in set_cookie
     body = response.json()
     assert body == {
         "sub": "42",
@@ -99,7 +93,8 @@ def test_login_answers_the_user_as_the_user_endpoint_does_and_sets_the_session_c
     }
     client.cookies.clear()
     user = client.get("/bff/user", headers=as_user(cookie_of(response)))
-    assert user.status_code == 200 and user.json() == body
+    assert user.status_code == 200
+    assert user.json() == body
     assert app_of(client).metrics.value("bff_logins_total", outcome="success") == 1
 
 
@@ -112,14 +107,16 @@ def test_login_forwards_the_body_as_is_to_the_login_url(client: TestClient, api:
     (request,) = api.requests
     assert (request.method, str(request.url), request.content) == ("POST", f"{TOKEN_API}/api/token/", body)
     assert request.headers["content-type"] == "application/json"
-    assert "cookie" not in request.headers and "authorization" not in request.headers
+    assert "cookie" not in request.headers
+    assert "authorization" not in request.headers
 
 
 def test_no_token_in_the_login_answer_body_or_headers(client: TestClient, api: FakeTokenAPI) -> None:
     response = log_in(client)
 
     tokens = session_of(client, cookie_of(response)).tokens
-    assert tokens.refresh_token is not None and tokens.refresh_token in api.refresh_tokens
+    assert tokens.refresh_token is not None
+    assert tokens.refresh_token in api.refresh_tokens
     answer = response.text + json.dumps(response.headers.multi_items())
     for token in (tokens.access_token, tokens.refresh_token, *tokens.access_token.split(".")):
         assert token not in answer
@@ -129,7 +126,8 @@ def test_no_token_in_the_login_answer_body_or_headers(client: TestClient, api: F
 def test_login_keeps_only_the_configured_claims(api: FakeTokenAPI, clock: Clock) -> None:
     with make_client(api, clock, SESSION__KEEP_CLAIMS='["username"]') as client:
         response = log_in(client)
-    assert response.status_code == 200 and response.json()["claims"] == {"username": "alice"}
+    assert response.status_code == 200
+    assert response.json()["claims"] == {"username": "alice"}
 
 
 # -- a login that fails -----------------------------------------------------------------------
@@ -178,11 +176,12 @@ def test_login_body_that_is_no_json_object_is_400_and_never_reaches_the_api(
 
     response = client.post("/bff/login", content=body, headers=headers)
 
-    assert response.status_code == 400 and response.json() == error("bad_request", detail)
+    assert response.status_code == 400
+    assert response.json() == error("bad_request", detail)
     assert api.requests == []
 
 
-def test_json_with_a_charset_parameter_is_json(client: TestClient, api: FakeTokenAPI) -> None:
+def test_json_with_a_charset_parameter_is_json(client: TestClient) -> None:
     headers = {**CSRF, "content-type": "Application/JSON; charset=utf-8"}
     assert client.post("/bff/login", content=json.dumps(ALICE), headers=headers).status_code == 200
 
@@ -238,7 +237,8 @@ def test_login_while_the_api_is_down_is_503_with_retry_after(
 def test_get_login_does_not_exist_in_token_api_mode(client: TestClient, api: FakeTokenAPI) -> None:
     response = client.get("/bff/login", params={"returnTo": "/app"})
 
-    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
     assert api.requests == []
 
 
@@ -305,9 +305,11 @@ def test_a_route_gets_the_access_token_and_refreshes_it_when_expired(
         seen = authorization_seen(client.get("/api/me", headers=as_user(cookie, **CSRF)))
 
         second = session_of(client, cookie).tokens
-        assert seen == f"Bearer {second.access_token}" and second.access_token != first.access_token
+        assert seen == f"Bearer {second.access_token}"
+        assert second.access_token != first.access_token
         assert api.calls["/api/token/refresh/"] == 1
-        assert second.refresh_token in api.refresh_tokens and first.refresh_token not in api.refresh_tokens
+        assert second.refresh_token in api.refresh_tokens
+        assert first.refresh_token not in api.refresh_tokens
         assert json.loads(api.requests[-1].content) == {"refresh": first.refresh_token}
 
 
@@ -318,17 +320,17 @@ def test_logout_blacklists_the_refresh_token_and_ends_the_session(client: TestCl
 
     response = client.post("/bff/logout", headers=as_user(cookie, **CSRF))
 
-    assert response.status_code == 200 and response.json() == {"logoutUrl": None}
+    assert response.status_code == 200
+    assert response.json() == {"logoutUrl": None}
     (cleared,) = response.headers.get_list("set-cookie")
     assert cleared.startswith(f"{COOKIE}=;")
-    assert api.calls["/api/token/blacklist/"] == 1 and api.blacklisted == [refresh_token]
+    assert api.calls["/api/token/blacklist/"] == 1
+    assert api.blacklisted == [refresh_token]
     assert json.loads(api.requests[-1].content) == {"refresh": refresh_token}
     assert client.get("/bff/user", headers=as_user(cookie)).status_code == 401
 
 
-def test_logs_hold_no_password_token_or_cookie(
-    client: TestClient, api: FakeTokenAPI, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_logs_hold_no_password_token_or_cookie(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
     assert log_in(client, {"username": "alice", "password": "not-the-password-4711"}).status_code == 401
     cookie = cookie_of(log_in(client))
@@ -337,7 +339,8 @@ def test_logs_hold_no_password_token_or_cookie(
     assert client.post("/bff/logout", headers=as_user(cookie, **CSRF)).status_code == 200
 
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.split(".")[0] in ("bff", "httpx"))
-    assert "Login. sub: '42'" in logged and "Login failed. error: 'invalid_credentials'" in logged
+    assert "Login. sub: '42'" in logged
+    assert "Login failed. error: 'invalid_credentials'" in logged
     for secret in (
         "wonderland",
         "not-the-password-4711",
@@ -346,4 +349,5 @@ def test_logs_hold_no_password_token_or_cookie(
         tokens.access_token,
         tokens.refresh_token,
     ):
-        assert secret and secret not in logged
+        assert secret
+        assert secret not in logged

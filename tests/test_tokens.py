@@ -142,10 +142,13 @@ async def test_proactive_refresh_within_the_skew_rotates_the_refresh_token(
     old_refresh = session.tokens.refresh_token
     clock.advance(271)  # 29 s left, skew is 30 s
     token = await worker.token(USER, worker.headers(session))
-    assert token is not None and token != "at-0"
+    assert token is not None
+    assert token != "at-0"
     stored = await worker.current(session)
-    assert stored is not None and stored.tokens.access_token == token
-    assert stored.tokens.refresh_token != old_refresh and stored.tokens.refresh_token in idp.refresh_tokens
+    assert stored is not None
+    assert stored.tokens.access_token == token
+    assert stored.tokens.refresh_token != old_refresh
+    assert stored.tokens.refresh_token in idp.refresh_tokens
     assert old_refresh not in idp.refresh_tokens
     assert worker.metrics.value("bff_token_refreshes_total", outcome="success") == 1
 
@@ -157,7 +160,8 @@ async def test_with_the_skew_off_only_a_rejection_refreshes(idp: FakeIdP, clock:
     assert await worker.token(USER, worker.headers(session)) == "at-0"
     assert idp.calls["/token"] == 0
     token = await worker.token_after_rejection(USER, rejected(session))
-    assert token is not None and token != "at-0"
+    assert token is not None
+    assert token != "at-0"
     assert idp.calls["/token"] == 1
     await worker.stop()
 
@@ -167,7 +171,8 @@ async def test_twenty_concurrent_expired_requests_cause_one_refresh(worker: Work
     clock.advance(600)
     tokens = await asyncio.gather(*(worker.token(USER, worker.headers(session)) for _ in range(20)))
     assert idp.calls["/token"] == 1
-    assert len(set(tokens)) == 1 and tokens[0] != "at-0"
+    assert len(set(tokens)) == 1
+    assert tokens[0] != "at-0"
 
 
 async def test_two_workers_on_one_sqlite_file_refresh_once(
@@ -186,7 +191,8 @@ async def test_two_workers_on_one_sqlite_file_refresh_once(
         calls = [w.token(USER, w.headers(session)) for _ in range(10) for w in (first, second)]
         tokens = await asyncio.gather(*calls)
         assert idp.calls["/token"] == 1
-        assert len(set(tokens)) == 1 and tokens[0] != "at-0"
+        assert len(set(tokens)) == 1
+        assert tokens[0] != "at-0"
         assert (
             second.metrics.value("bff_token_refreshes_total", outcome="shared")
             + first.metrics.value("bff_token_refreshes_total", outcome="shared")
@@ -223,14 +229,16 @@ async def test_rejection_of_a_token_already_replaced_uses_the_new_one(
     first = await worker.token_after_rejection(USER, rejected(session))
     # A request that was still carrying the old token comes back with its 401 later.
     second = await worker.token_after_rejection(USER, rejected(session))
-    assert first == second and first != "at-0"
+    assert first == second
+    assert first != "at-0"
     assert idp.calls["/token"] == 1
 
 
 async def test_rejection_of_the_current_token_refreshes_only_once(worker: Worker, idp: FakeIdP, clock: Clock) -> None:
     session = await worker.login(idp, clock)
     results = await asyncio.gather(*(worker.token_after_rejection(USER, rejected(session)) for _ in range(5)))
-    assert idp.calls["/token"] == 1 and len(set(results)) == 1
+    assert idp.calls["/token"] == 1
+    assert len(set(results)) == 1
     assert await worker.token_after_rejection(USER, rejected(None)) is None  # no session: nothing better
 
 
@@ -264,11 +272,13 @@ async def test_provider_outage_is_503_and_keeps_the_session(
         idp.unreachable = True
     with pytest.raises(ProviderUnavailable) as info:
         await worker.token(USER, worker.headers(session))
-    assert info.value.status_code == 503 and ("retry-after", "5") in info.value.headers
+    assert info.value.status_code == 503
+    assert ("retry-after", "5") in info.value.headers
     assert await worker.current(session) is not None
     idp.token_status, idp.unreachable = None, False
     token = await worker.token(USER, worker.headers(session))
-    assert token is not None and token != "at-0"
+    assert token is not None
+    assert token != "at-0"
 
 
 async def test_provider_outage_during_proactive_refresh_uses_the_still_valid_token(
@@ -291,7 +301,8 @@ async def test_a_cancelled_caller_does_not_cancel_the_refresh(worker: Worker, id
     await asyncio.sleep(0.005)
     first.cancel()
     token = await second
-    assert token != "at-0" and idp.calls["/token"] == 1
+    assert token != "at-0"
+    assert idp.calls["/token"] == 1
 
 
 async def test_without_a_refresh_token_an_expired_session_ends(worker: Worker, idp: FakeIdP, clock: Clock) -> None:
@@ -307,13 +318,16 @@ async def test_without_a_refresh_token_an_expired_session_ends(worker: Worker, i
 
 async def test_client_credentials_token_is_cached_until_near_expiry(worker: Worker, idp: FakeIdP, clock: Clock) -> None:
     tokens = await asyncio.gather(*(worker.token(CLIENT, []) for _ in range(10)))
-    assert len(set(tokens)) == 1 and idp.calls["/token"] == 1
+    assert len(set(tokens)) == 1
+    assert idp.calls["/token"] == 1
     clock.advance(260)
     assert await worker.token(CLIENT, []) == tokens[0]
     clock.advance(20)  # within 30 s of expiry
     renewed = await worker.token(CLIENT, [])
-    assert renewed != tokens[0] and idp.calls["/token"] == 2
+    assert renewed != tokens[0]
+    assert idp.calls["/token"] == 2
     after_401 = await worker.token_after_rejection(CLIENT, rejected(None, renewed or ""))
-    assert after_401 not in (None, renewed) and idp.calls["/token"] == 3
+    assert after_401 not in (None, renewed)
+    assert idp.calls["/token"] == 3
     assert await worker.token_after_rejection(CLIENT, rejected(None, renewed or "")) == after_401
     assert idp.calls["/token"] == 3

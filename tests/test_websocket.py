@@ -23,7 +23,8 @@ def ws_route(upstream: Any, **options: Any) -> RouteSettings:
     return RouteSettings(path=options.pop("path", "/api"), upstream=url, **options)
 
 
-async def test_text_and_binary_messages_are_relayed_both_ways(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_text_and_binary_messages_are_relayed_both_ways(upstream: Any) -> None:
     settings = make_settings(ws_route(upstream, strip_prefix=True))
     with proxy_server(settings) as (proxy, _, _):
         async with (
@@ -42,7 +43,8 @@ async def test_text_and_binary_messages_are_relayed_both_ways(upstream: Any, up:
             assert await ws.receive_str(timeout=5) == "/ws?room=1"
 
 
-async def test_upstream_close_code_and_reason_reach_the_browser(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_upstream_close_code_and_reason_reach_the_browser(upstream: Any) -> None:
     with proxy_server(make_settings(ws_route(upstream))) as (proxy, _, metrics):
         async with aiohttp.ClientSession() as session, session.ws_connect(proxy.url + "/api/ws", headers=ORIGIN) as ws:
             await ws.send_str("close:4001")
@@ -95,7 +97,8 @@ async def test_cross_site_upgrade_gets_403(upstream: Any, up: UpstreamApp, heade
     assert up.websocket_headers == []
 
 
-async def test_allowed_origins_replace_the_default(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_allowed_origins_replace_the_default(upstream: Any) -> None:
     settings = make_settings(ws_route(upstream), allowed_origins=("http://localhost:5173",))
     with proxy_server(settings) as (proxy, _, _):
         async with aiohttp.ClientSession() as session:
@@ -106,7 +109,8 @@ async def test_allowed_origins_replace_the_default(upstream: Any, up: UpstreamAp
                 await session.ws_connect(proxy.url + "/api/ws", headers=ORIGIN)
 
 
-async def test_refused_upgrades_answer_with_the_error_status(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_refused_upgrades_answer_with_the_error_status(upstream: Any) -> None:
     bearer = FakeBearer(error=NotAuthenticated("sign in first"))
     settings = make_settings(
         ws_route(upstream, token="user"), ws_route(f"http://127.0.0.1:{free_port()}", path="/down")
@@ -130,7 +134,8 @@ async def test_routes_without_websocket_leave_upgrades_to_the_fallback(upstream:
     assert up.websocket_headers == []
 
 
-async def test_an_idle_websocket_outlives_the_read_timeout(upstream: Any, up: UpstreamApp) -> None:
+@pytest.mark.usefixtures("up")
+async def test_an_idle_websocket_outlives_the_read_timeout(upstream: Any) -> None:
     with proxy_server(make_settings(ws_route(upstream, read_timeout=0.3))) as (proxy, _, _):
         async with aiohttp.ClientSession() as session, session.ws_connect(proxy.url + "/api/ws", headers=ORIGIN) as ws:
             await asyncio.sleep(0.8)

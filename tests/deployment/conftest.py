@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.deployment.harness import Cluster, running_cluster
 from tests.support.caddy import caddy_or_skip
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_provider import OidcProvider
@@ -22,7 +23,8 @@ def caddy_executable() -> str:
 
 
 @pytest.fixture(scope="session")
-def provider(tmp_path_factory: pytest.TempPathFactory, caddy_executable: str) -> Iterator[OidcProvider]:
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    caddy_or_skip()  # a missing caddy skips (or fails, under CI) before the provider starts
     provider = OidcProvider(tmp_path_factory.mktemp("deployment-provider"), access_ttl=ACCESS_TTL)
     provider.start()
     try:
@@ -47,3 +49,19 @@ def echo() -> Iterator[tuple[ServerThread, UpstreamApp]]:
     app = UpstreamApp()
     with ServerThread(app) as server:
         yield server, app
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    provider: OidcProvider,
+    api: JwtApi,
+    echo: tuple[ServerThread, UpstreamApp],
+) -> Iterator[Cluster]:
+    """Redis, two replicas and Caddy in front (`running_cluster`) for the test module, named after it."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with running_cluster(
+        tmp_path_factory.mktemp(name), name, provider=provider, api=api, echo_url=echo[0].url
+    ) as cluster:
+        yield cluster

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -90,44 +90,41 @@ def running_edge(
         bff.stop()
 
 
+class StartEdge(Protocol):
+    def __call__(self, name: str, *, tls: bool, trusted_proxies: list[str]) -> Edge: ...
+
+
 @pytest.fixture(scope="module")
-def edge(
+def start_edge(
     tmp_path_factory: pytest.TempPathFactory,
     provider: OidcProvider,
     api: JwtApi,
     echo: tuple[ServerThread, UpstreamApp],
-) -> Iterator[Edge]:
+) -> Iterator[StartEdge]:
+    """Starts a `running_edge` on the session's provider, API and echo upstream; each one started
+    stops after the module."""
+    root = tmp_path_factory.mktemp("edge")
+    with contextlib.ExitStack() as started:
+
+        def start(name: str, *, tls: bool, trusted_proxies: list[str]) -> Edge:
+            edge = running_edge(
+                root, name, tls=tls, trusted_proxies=trusted_proxies, provider=provider, api=api, echo_url=echo[0].url
+            )
+            return started.enter_context(edge)
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def edge(start_edge: StartEdge) -> Edge:
     """Caddy with TLS in front of one BFF that trusts Caddy's address (`127.0.0.1`)."""
-    with running_edge(
-        tmp_path_factory.mktemp("edge"),
-        "trusting",
-        tls=True,
-        trusted_proxies=["127.0.0.1"],
-        provider=provider,
-        api=api,
-        echo_url=echo[0].url,
-    ) as edge:
-        yield edge
+    return start_edge("trusting", tls=True, trusted_proxies=["127.0.0.1"])
 
 
 @pytest.fixture(scope="module")
-def untrusting_edge(
-    tmp_path_factory: pytest.TempPathFactory,
-    provider: OidcProvider,
-    api: JwtApi,
-    echo: tuple[ServerThread, UpstreamApp],
-) -> Iterator[Edge]:
+def untrusting_edge(start_edge: StartEdge) -> Edge:
     """Caddy (plain http) in front of a BFF with `trusted_proxies = []`."""
-    with running_edge(
-        tmp_path_factory.mktemp("edge"),
-        "untrusting",
-        tls=False,
-        trusted_proxies=[],
-        provider=provider,
-        api=api,
-        echo_url=echo[0].url,
-    ) as edge:
-        yield edge
+    return start_edge("untrusting", tls=False, trusted_proxies=[])
 
 
 def forwarding_headers(echoed: dict[str, Any]) -> dict[str, list[str]]:
@@ -157,8 +154,10 @@ def test_login_through_caddy_sets_a_host_prefixed_secure_cookie_and_the_api_call
         cookies = {name: attributes for name, (_, attributes) in set_cookies(callback).items()}
         # TLS at Caddy, public_url https: the session cookie is __Host- prefixed and Secure.
         attributes = cookies["__Host-bff"]
-        assert "secure" in attributes and "httponly" in attributes
-        assert attributes["path"] == "/" and "domain" not in attributes
+        assert "secure" in attributes
+        assert "httponly" in attributes
+        assert attributes["path"] == "/"
+        assert "domain" not in attributes
         assert attributes["samesite"].lower() == "strict"
         assert visitor.cookie("__Host-bff")
 
@@ -250,9 +249,7 @@ def test_server_sent_events_through_caddy_and_the_bff_are_not_buffered(
     assert upstream.sse_waited[already:] == [True, True, True, True]
 
 
-def test_cross_site_websocket_upgrade_through_caddy_is_refused_with_403(
-    edge: Edge, echo: tuple[ServerThread, UpstreamApp]
-) -> None:
+def test_cross_site_websocket_upgrade_through_caddy_is_refused_with_403(edge: Edge) -> None:
     context: ssl.SSLContext = edge.caddy.ssl_context()
     url = f"wss://{edge.host}/echo/ws"
     with pytest.raises(InvalidStatus) as refused:

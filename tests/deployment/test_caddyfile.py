@@ -91,7 +91,7 @@ def test_production_sets_the_site_the_replicas_and_the_acme_email(caddy_executab
 
 @pytest.mark.parametrize("tls", [True, False])
 def test_the_deployment_tests_run_it_on_loopback_ports_without_admin_endpoint(
-    caddy_executable: str, tmp_path: Path, tls: bool
+    caddy_executable: str, tmp_path: Path, *, tls: bool
 ) -> None:
     caddy = Caddy(tmp_path, ["127.0.0.1:8001", "127.0.0.1:8002"], port=18443, http_port=18080, tls=tls)
     assert site(adapt(caddy_executable, caddy.environment())) == {

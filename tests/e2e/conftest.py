@@ -39,14 +39,14 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 10_000
 
 
-def require(ok: bool, reason: str) -> None:
+def require(*, ok: bool, reason: str) -> None:
     """Skip (locally) or fail (CI=true) when something the test needs is missing."""
     if not ok:
         missing_tool(f"E2E SKIPPED: {reason}")
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+def pytest_runtest_makereport(item: pytest.Item) -> object:
     report = yield
     if report.when == "call":  # type: ignore[attr-defined]
         item.stash[_FAILED] = report.failed  # type: ignore[attr-defined]
@@ -64,7 +64,7 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="session")
 def chromium() -> Path:
-    require(CHROMIUM.exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    require(ok=CHROMIUM.exists(), reason=f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     return CHROMIUM
 
 
@@ -148,10 +148,10 @@ async def open_tab(browser: Browser, request: pytest.FixtureRequest, artifacts: 
 
 
 def require_node_modules(folder: Path) -> None:
-    require(shutil.which("node") is not None and shutil.which("npx") is not None, "node/npx not installed")
+    require(ok=shutil.which("node") is not None and shutil.which("npx") is not None, reason="node/npx not installed")
     require(
-        (folder / "node_modules").is_dir(),
-        f"{folder.relative_to(REPO)}/node_modules missing (run `npm ci` there, or scripts/install)",
+        ok=(folder / "node_modules").is_dir(),
+        reason=f"{folder.relative_to(REPO)}/node_modules missing (run `npm ci` there, or scripts/install)",
     )
 
 
@@ -160,7 +160,7 @@ def vite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`frontend-demo/` on the Vite dev server, proxying `/bff` and `/api` to a `bff demo` of its own
     that was told (`BFF_PUBLIC_URL`) that the browser sees Vite's origin (see `vite.config.js`)."""
     folder = REPO / "frontend-demo"
-    require((folder / "vite.config.js").is_file(), "frontend-demo/vite.config.js not found")
+    require(ok=(folder / "vite.config.js").is_file(), reason="frontend-demo/vite.config.js not found")
     require_node_modules(folder)
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -342,41 +342,48 @@ async def token_leaks(tab: Tab, tokens: set[str] | None = None) -> list[str]:
     tokens and pieces of them when the provider tells them): document.cookie, localStorage,
     sessionStorage, the cookie jar, and every response the page received (URL, headers, body)."""
     await tab.settle()
-    needles = sorted(tokens or set(), key=len, reverse=True)
+    needles = sorted(tokens or set(), key=len, reverse=True)  # a whole token is named before its pieces
+    places = [*await held_places(tab), *received_places(tab)]
+    return [f"{where}: {token}" for where, text in places if (token := token_in(text, needles))]
 
-    def found(text: str) -> str | None:
-        match = JWT.search(text)
-        if match:
-            return match.group(0)[:40] + "..."
-        for needle in needles:
-            if needle in text:
-                return needle[:12] + "... (a token the provider issued)"
-        return None
 
-    places: list[tuple[str, str]] = []
-    page = tab.page
-    for what, script in (
+def token_in(text: str, needles: list[str]) -> str | None:
+    """The start of a JWT or of a `needles` token found in `text` (never the whole token), or None."""
+    match = JWT.search(text)
+    if match:
+        return match.group(0)[:40] + "..."
+    for needle in needles:
+        if needle in text:
+            return needle[:12] + "... (a token the provider issued)"
+    return None
+
+
+async def held_places(tab: Tab) -> list[tuple[str, str]]:
+    """What the browser holds, as (where, text): document.cookie, the web storages, the cookie jar."""
+    scripts = (
         ("document.cookie", "document.cookie"),
         ("localStorage", "JSON.stringify(Object.entries(localStorage))"),
         ("sessionStorage", "JSON.stringify(Object.entries(sessionStorage))"),
-    ):
-        places.append((what, str(await page.evaluate(script))))
-    for cookie in await tab.context.cookies():
-        places.append((f"cookie {cookie['name']} ({cookie['domain']})", cookie["value"]))
+    )
+    places = [(what, str(await tab.page.evaluate(script))) for what, script in scripts]
+    places.extend(
+        (f"cookie {cookie['name']} ({cookie['domain']})", cookie["value"]) for cookie in await tab.context.cookies()
+    )
+    return places
+
+
+def received_places(tab: Tab) -> list[tuple[str, str]]:
+    """What the page received, as (where, text): each response's URL, headers and body, and each
+    navigation's URL."""
+    places: list[tuple[str, str]] = []
     for response in tab.responses:
         places.append((f"URL {response.url}", response.url))
         headers = "\n".join(f"{name}: {value}" for name, value in response.headers.items())
         places.append((f"headers of {response.url}", headers))
         if response.body is not None:
             places.append((f"body of {response.url}", response.body.decode("utf-8", "replace")))
-    for url in tab.navigation_requests:
-        places.append((f"navigation to {url}", url))
-    leaks = []
-    for where, text in places:
-        token = found(text)
-        if token:
-            leaks.append(f"{where}: {token}")
-    return leaks
+    places.extend((f"navigation to {url}", url) for url in tab.navigation_requests)
+    return places
 
 
 def unread_bodies(tab: Tab) -> list[str]:

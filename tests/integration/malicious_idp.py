@@ -59,7 +59,7 @@ class MaliciousIdP:
         )
         self._server: UvicornThread | None = None
 
-    async def _discovery(self, request: Request) -> Response:
+    async def _discovery(self, _request: Request) -> Response:
         return JSONResponse(
             {
                 "issuer": self.issuer,
@@ -75,7 +75,7 @@ class MaliciousIdP:
             }
         )
 
-    async def _jwks(self, request: Request) -> Response:
+    async def _jwks(self, _request: Request) -> Response:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key()))
         jwk.update({"kid": self._kid, "use": "sig", "alg": "RS256"})
         return JSONResponse({"keys": [jwk]})

@@ -79,7 +79,8 @@ class Run:
         if issuer is None:
             client = self.provider.register_client(f"{name}-{port}", public_url, auth_method=auth_method)
         else:
-            assert client_id is not None and client_secret is not None
+            assert client_id is not None
+            assert client_secret is not None
             client = Client(client_id, client_secret, auth_method, public_url)
         store_url = f"sqlite:///{workdir / 'sessions.db'}" if store == "sqlite" else store
         config = bff_config(

@@ -85,12 +85,12 @@ def secret_fragments(run: Run) -> set[str]:
 
 
 def leaks(haystacks: Iterable[tuple[str, bytes]], needles: set[str]) -> list[str]:
-    found = []
-    for where, data in haystacks:
-        for needle in needles:
-            if needle.encode() in data:
-                found.append(f"{where}: contains {needle[:12]}... ({len(needle)} chars)")
-    return found
+    return [
+        f"{where}: contains {needle[:12]}... ({len(needle)} chars)"
+        for where, data in haystacks
+        for needle in needles
+        if needle.encode() in data
+    ]
 
 
 def concurrent_api_requests(bff: Bff, cookie: str, n: int, *, method: str = "GET") -> list[httpx.Response]:

@@ -48,4 +48,5 @@ def test_check_with_a_provider_that_is_down_says_so_in_one_line(new_bff: Callabl
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bff: provider: "), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bff: provider: "), result.stderr

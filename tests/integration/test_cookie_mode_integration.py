@@ -98,8 +98,11 @@ def test_login_sets_an_encrypted_cookie_in_which_no_issued_token_is_readable(
     callback = browser.login(bff.url, user)
     value, attributes = session_set_cookies(callback, bff)[bff.cookie_name]
     assert value.startswith("1.")
-    assert attributes["samesite"] == "Strict" and attributes["path"] == "/" and "httponly" in attributes
-    assert "secure" not in attributes and "domain" not in attributes
+    assert attributes["samesite"] == "Strict"
+    assert attributes["path"] == "/"
+    assert "httponly" in attributes
+    assert "secure" not in attributes
+    assert "domain" not in attributes
     echo = browser.api("GET", f"{bff.url}/api/hello")
     assert echo.status_code == 200, echo.text
     assert echo.json()["sub"] == user
@@ -186,13 +189,15 @@ def test_the_pre_refresh_cookie_right_after_a_refresh_takes_the_successor_and_do
     assert first.json()["jti"] != warm.json()["jti"]
     assert provider.refresh_count(bff.client.client_id) == refreshes + 1
     refreshed, _ = session_set_cookies(first, bff)[bff.cookie_name]
-    assert refreshed.startswith("1.") and refreshed != stale
+    assert refreshed.startswith("1.")
+    assert refreshed != stale
 
     again = raw_get(bff, "/api/again", stale)  # e.g. a request that set out before the answer came
     assert again.status_code == 200, again.text
     assert again.json()["jti"] == first.json()["jti"]
     successor, _ = session_set_cookies(again, bff)[bff.cookie_name]  # it gets the new cookie too
-    assert successor.startswith("1.") and successor != stale
+    assert successor.startswith("1.")
+    assert successor != stale
     for cookie in (successor, refreshed):
         echo = raw_get(bff, "/api/with-the-new-cookie", cookie)
         assert echo.status_code == 200, echo.text
@@ -298,7 +303,8 @@ def test_a_12_kb_claim_takes_three_chunks_and_a_smaller_session_deletes_them(
         if is_chunk(parse_set_cookie(h)[0], bff) and not is_clearing(*parse_set_cookie(h)[1:])
     ]
     names = [parse_set_cookie(h)[0] for h in headers]
-    assert len(names) >= 3 and names == [name] + [f"{name}-{i}" for i in range(1, len(names))], names
+    assert len(names) >= 3, names
+    assert names == [name] + [f"{name}-{i}" for i in range(1, len(names))], names
     assert all(len(h.encode()) < MAX_SET_COOKIE for h in headers), [len(h) for h in headers]
     assert max(len(h.encode()) for h in headers) > 3000  # the chunks are full, not needlessly many
     assert session_cookie(browser, bff).startswith(f"{len(names)}.")

@@ -354,12 +354,14 @@ def test_the_login_state_cookie_holds_the_key_sealed(dpop_bff: Bff) -> None:
         assert started.status_code == 302
         query = httpx.URL(started.headers["location"]).params
         jkt = query.get("dpop_jkt")
-        assert jkt and len(jkt) == 43
+        assert jkt is not None
+        assert len(jkt) == 43
         login_cookie = [
             value for name, value in browser.cookies_named(dpop_bff.cookie_name).items() if "-login-" in name
         ]
         assert len(login_cookie) == 1
-        assert b'"d"' not in login_cookie[0].encode() and jkt not in login_cookie[0]
+        assert b'"d"' not in login_cookie[0].encode()
+        assert jkt not in login_cookie[0]
     finally:
         browser.close()
 
@@ -376,7 +378,8 @@ def test_a_dpop_session_keeps_working_when_the_api_rotates_its_nonce(
     assert [seen.status for seen in dpop_api.seen_for(nonce_b)] == [401, 200]
 
 
-def test_logs_of_the_dpop_bffs_contain_no_token_no_cookie_value_and_no_key(dpop_run: Run, dpop_bff: Bff) -> None:
+@pytest.mark.usefixtures("dpop_bff")  # after each mode's tests
+def test_logs_of_the_dpop_bffs_contain_no_token_no_cookie_value_and_no_key(dpop_run: Run) -> None:
     logs = [(bff.process.log_file.name, bff.process.log_file.read_bytes()) for bff in dpop_run.bffs]
     assert sum(len(data) for _, data in logs) > 0
     assert PRIVATE_KEYS_SEEN

@@ -59,13 +59,18 @@ def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie
     assert query["code_challenge_method"] == ["S256"]
     assert query["client_id"] == [bff.client.client_id]
     assert query["redirect_uri"] == [f"{bff.url}/bff/callback"]
-    assert query["state"][0] and query["nonce"][0] and query["code_challenge"][0]
+    assert query["state"][0]
+    assert query["nonce"][0]
+    assert query["code_challenge"][0]
     login_state = set_cookies(start)
     assert len(login_state) == 1, login_state
     (state_name, (state_value, state_attrs)) = next(iter(login_state.items()))
-    assert state_value and state_name != bff.cookie_name
+    assert state_value
+    assert state_name != bff.cookie_name
     assert state_attrs.get("samesite", "").lower() == "lax"
-    assert "httponly" in state_attrs and state_attrs.get("path") == "/" and "domain" not in state_attrs
+    assert "httponly" in state_attrs
+    assert state_attrs.get("path") == "/"
+    assert "domain" not in state_attrs
     assert "secure" not in state_attrs  # http public_url: a Secure cookie would never come back
 
     back = browser.provider_sign_in(start, user, stop_at=f"{bff.url}/bff/callback")
@@ -76,7 +81,9 @@ def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie
     value, attrs = cookies[bff.cookie_name]
     assert value
     assert attrs.get("samesite", "").lower() == "strict"
-    assert "httponly" in attrs and attrs.get("path") == "/" and "domain" not in attrs
+    assert "httponly" in attrs
+    assert attrs.get("path") == "/"
+    assert "domain" not in attrs
     assert "secure" not in attrs
     if state_name in cookies:
         assert is_clearing(*cookies[state_name]), "the login-state cookie outlives the login"
@@ -106,8 +113,10 @@ def test_login_with_https_public_url_sets_a_secure_host_prefixed_cookie(
     assert parse_qs(urlsplit(start.headers["location"]).query)["redirect_uri"] == [f"{bff.public_url}/bff/callback"]
     ((_, (_, state_attrs)),) = set_cookies(start).items()
     assert state_attrs.get("samesite", "").lower() == "lax"
-    assert "secure" in state_attrs and "httponly" in state_attrs
-    assert state_attrs.get("path") == "/" and "domain" not in state_attrs
+    assert "secure" in state_attrs
+    assert "httponly" in state_attrs
+    assert state_attrs.get("path") == "/"
+    assert "domain" not in state_attrs
 
     back = browser.provider_sign_in(start, user_name(request), stop_at=f"{bff.public_url}/bff/callback")
     callback = browser.get(urljoin(str(back.url), back.headers["location"]))
@@ -116,9 +125,11 @@ def test_login_with_https_public_url_sets_a_secure_host_prefixed_cookie(
     assert "bff" not in cookies, "over https the session cookie must carry the __Host- prefix"
     value, attrs = cookies["__Host-bff"]
     assert value
-    assert "secure" in attrs and "httponly" in attrs
+    assert "secure" in attrs
+    assert "httponly" in attrs
     assert attrs.get("samesite", "").lower() == "strict"
-    assert attrs.get("path") == "/" and "domain" not in attrs
+    assert attrs.get("path") == "/"
+    assert "domain" not in attrs
     assert browser.api("GET", f"{bff.public_url}/api/hello").status_code == 200
 
 
@@ -231,7 +242,8 @@ def test_grant_revoked_at_the_provider_gives_401_session_expired_and_clears_the_
     assert response.status_code == 401, response.text
     assert response.json()["error"] == "session_expired"
     cookies = set_cookies(response)
-    assert bff.cookie_name in cookies and is_clearing(*cookies[bff.cookie_name]), response.headers
+    assert bff.cookie_name in cookies, response.headers
+    assert is_clearing(*cookies[bff.cookie_name]), response.headers
     assert browser.get(f"{bff.url}/bff/user").status_code == 401
 
 
@@ -301,11 +313,14 @@ def test_logout_revokes_the_refresh_token_at_the_provider_and_ends_the_cookie(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     cookies = set_cookies(response)
-    assert bff.cookie_name in cookies and is_clearing(*cookies[bff.cookie_name])
+    assert bff.cookie_name in cookies
+    assert is_clearing(*cookies[bff.cookie_name])
     end_session = provider.discovery()["end_session_endpoint"]
     [(key, url)] = response.json().items()
-    assert key == "logoutUrl" and url.startswith(end_session + "?"), response.text
-    assert f"client_id={bff.client.client_id}" in url and "id_token_hint" not in url
+    assert key == "logoutUrl", response.text
+    assert url.startswith(end_session + "?"), response.text
+    assert f"client_id={bff.client.client_id}" in url
+    assert "id_token_hint" not in url
 
     assert provider.introspect(refresh_tokens[0], bff.client)["active"] is False
     assert raw_get(bff, "/bff/user", cookie).status_code == 401
@@ -316,7 +331,7 @@ def test_logout_revokes_the_refresh_token_at_the_provider_and_ends_the_cookie(
 
 
 def test_bff_restart_keeps_the_session_on_sqlite(
-    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], request: pytest.FixtureRequest
 ) -> None:
     bff = new_bff("restart", auth_method="client_secret_post")
     browser = logged_in(run, bff, user_name(request))
@@ -336,7 +351,7 @@ def test_bff_restart_keeps_the_session_on_sqlite(
 
 
 def test_sqlite_file_contains_neither_the_session_id_nor_any_token(
-    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, api: JwtApi, request: pytest.FixtureRequest
+    run: Run, new_bff: Callable[..., Bff], provider: OidcProvider, request: pytest.FixtureRequest
 ) -> None:
     bff = new_bff("at-rest")
     browsers = [logged_in(run, bff, user_name(request, f"-{i}")) for i in range(2)]
@@ -354,7 +369,8 @@ def test_sqlite_file_contains_neither_the_session_id_nor_any_token(
         cookie = session_cookie(browser, bff)
         needles |= token_fragments([cookie, session_id_of(cookie)])
     db = bff.process.sqlite_path
-    assert db is not None and db.exists()
+    assert db is not None
+    assert db.exists()
     files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]  # the db, -wal, -shm
     found = leaks(((p.name, p.read_bytes()) for p in files), needles)
     assert not found, "\n".join(found)
@@ -483,7 +499,8 @@ def test_return_to_outside_the_app_is_refused(
     location = final.headers["location"]
     target = urlsplit(urljoin(f"{bff.url}/", location))
     assert f"{target.scheme}://{target.netloc}" == bff.url, f"{return_to!r} led to {location!r}"
-    assert location.startswith("/") and not location.startswith(("//", "/\\")), location
+    assert location.startswith("/"), location
+    assert not location.startswith(("//", "/\\")), location
 
 
 @pytest.fixture(scope="module")
@@ -540,7 +557,8 @@ def test_revoke_others_and_delete_end_exactly_the_right_sessions(
 
     # Another user cannot end this user's session.
     foreign = d.api("DELETE", f"{bff.url}/bff/sessions/{by_agent['device-A']['id']}")
-    assert foreign.status_code == 404 and foreign.json()["error"] == "not_found", foreign.text
+    assert foreign.status_code == 404, foreign.text
+    assert foreign.json()["error"] == "not_found", foreign.text
     assert a.get(f"{bff.url}/bff/user").status_code == 200
 
     deleted = a.api("DELETE", f"{bff.url}/bff/sessions/{by_agent['device-B']['id']}")
@@ -611,7 +629,8 @@ def test_logs_of_the_whole_run_contain_no_token_and_no_cookie_value(
         path: Path = each.process.log_file
         if path.exists():
             logs.append((str(path.relative_to(run.root)), path.read_bytes()))
-    assert logs and sum(len(data) for _, data in logs) > 0
+    assert logs
+    assert sum(len(data) for _, data in logs) > 0
     needles = secret_fragments(run)
     assert len(needles) > 10
     found = leaks(logs, needles)

@@ -77,7 +77,8 @@ class Served:
     def held(self, browser: httpx.Client) -> TokenSet:
         """The tokens the BFF holds for the browser's session."""
         app = self.reader.app
-        assert isinstance(app, BffApp) and self.reader.portal is not None
+        assert isinstance(app, BffApp)
+        assert self.reader.portal is not None
         cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
         session = self.reader.portal.call(app.sessions.load, [(b"cookie", cookie.encode())])
         assert session is not None, "the BFF holds no session for this browser"
@@ -160,7 +161,9 @@ def test_login_answers_the_user_and_no_token(bff: Served) -> None:
         assert body["accessTokenExpiresAt"] == jwt_claims(held.access_token)["exp"]
         answer = response.text + repr(response.headers.multi_items())
         assert not JWT.search(answer.encode())
-        assert held.access_token not in answer and held.refresh_token and held.refresh_token not in answer
+        assert held.access_token not in answer
+        assert held.refresh_token
+        assert held.refresh_token not in answer
         assert [header.split("=", 1)[0] for header in response.headers.get_list("set-cookie")] == [COOKIE]
         assert browser.get("/bff/user").json() == body
         assert bff.me(browser).status_code == 200
@@ -198,12 +201,14 @@ def test_two_transparent_refreshes_in_a_row(bff: Served) -> None:
     if bff.api.flavour.rotates:
         # Each rotated refresh token was used once, and SimpleJWT blacklisted it after that use.
         assert len({first.refresh_token, second.refresh_token, third.refresh_token}) == 3
-        assert first.refresh_token and second.refresh_token
+        assert first.refresh_token
+        assert second.refresh_token
         assert bff.api.refresh(first.refresh_token).status_code == 401
         assert bff.api.refresh(second.refresh_token).status_code == 401
     else:
         assert first.refresh_token == second.refresh_token == third.refresh_token
-        assert first.refresh_token and bff.api.refresh(first.refresh_token).status_code == 200
+        assert first.refresh_token
+        assert bff.api.refresh(first.refresh_token).status_code == 200
 
 
 def test_fifty_concurrent_requests_with_an_expired_token_cause_one_refresh(bff: Served) -> None:
@@ -248,8 +253,10 @@ def test_logout_revokes_the_refresh_token_at_the_api(bff: Served) -> None:
 
         response = browser.post("/bff/logout")
 
-        assert response.status_code == 200 and response.json() == {"logoutUrl": None}
-        assert response.headers["set-cookie"].startswith(f"{COOKIE}=;") and COOKIE not in browser.cookies
+        assert response.status_code == 200
+        assert response.json() == {"logoutUrl": None}
+        assert response.headers["set-cookie"].startswith(f"{COOKIE}=;")
+        assert COOKIE not in browser.cookies
         assert browser.get("/bff/user").status_code == 401
         assert bff.me(browser).status_code == 401
     assert bff.api.counts() == counts(bff, login=1, logout=1)
@@ -300,7 +307,9 @@ def test_the_bff_log_holds_no_token_cookie_or_password(served: Served) -> None:
     """Runs last for each BFF (pytest keeps a module fixture's tests in file order)."""
     log = served.process.log_file.read_bytes()
 
-    assert b"Login. sub: '1'" in log and b"Access token refreshed." in log and b"Login failed." in log
+    assert b"Login. sub: '1'" in log
+    assert b"Access token refreshed." in log
+    assert b"Login failed." in log
     assert not JWT.search(log)
     leaked = [f"{len(secret)} characters from {secret[:4]}" for secret in served.secrets if secret.encode() in log]
     assert leaked == []

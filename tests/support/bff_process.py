@@ -137,7 +137,8 @@ class BffProcess:
         """`kill -9` the whole process group, as a crash or the OOM killer would: no shutdown, no
         goodbye to open connections. Returns the exit status (-9)."""
         process, self._process = self._process, None
-        assert process is not None and process.poll() is None, f"{self.name} is not running"
+        assert process is not None, f"{self.name} is not running"
+        assert process.poll() is None, f"{self.name} is not running"
         os.killpg(process.pid, signal.SIGKILL)
         return process.wait(timeout=10)
 

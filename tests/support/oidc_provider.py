@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import free_port, log_tail, start_logged, stop_process, wait_until_ready
+from tests.support.processes import AnsweringServer, free_port, stop_process
 from tests.support.tools import find_tool, missing_tool
 
 PROVIDER_DIR = Path(__file__).resolve().parent.parent / "oidc_provider"
@@ -51,7 +51,7 @@ class Client:
     """The BFF's public URL this client was registered for."""
 
 
-class OidcProvider:
+class OidcProvider(AnsweringServer):
     """One `provider.mjs` process on `port`, its state kept in `state_dir`."""
 
     def __init__(
@@ -93,22 +93,15 @@ class OidcProvider:
             "OP_API_AUDIENCE": self.api_audience,
             **self.features,
         }
-        command = [self.node, str(PROVIDER_SCRIPT)]
-        self._process = start_logged(command, cwd=PROVIDER_DIR, env=env, log_file=self.log_file, new_session=False)
-        wait_until_ready(
-            self._process,
-            self._answers,
+        self.launch(
+            [self.node, str(PROVIDER_SCRIPT)],
+            cwd=PROVIDER_DIR,
+            env=env,
             name="oidc provider",
-            waiting_for="answer",
+            ready_path="/.well-known/openid-configuration",
             timeout=timeout,
-            stop=self.stop,
-            log_tail=self.log_tail,
+            new_session=False,
         )
-
-    def _answers(self) -> bool:
-        with contextlib.suppress(httpx.TransportError):
-            return self._http.get("/.well-known/openid-configuration").status_code == 200
-        return False
 
     def stop(self) -> None:
         """Stop the process (state kept on disk); the port stops answering at once."""
@@ -118,17 +111,6 @@ class OidcProvider:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def close(self) -> None:
-        self.stop()
-        self._http.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        return log_tail(self.log_file, lines)
 
     # ------------------------------------------------------------------ clients
 

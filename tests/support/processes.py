@@ -2,8 +2,9 @@
 
 `free_port` picks a loopback port for one, `start_logged` starts it (in its own session by
 default, so that `stop_process(..., group=True)` ends its workers too), `wait_until_ready` polls it and fails with
-the end of its log when it exits or stays silent, `log_tail` reads that end. `BffProcess`,
-`Caddy` and `OidcProvider` keep their own commands and readiness checks.
+the end of its log when it exits or stays silent, `log_tail` reads that end. `AnsweringServer` is
+the start-and-wait-for-an-answer of an HTTP server (`OidcProvider`, `TokenApi`); `BffProcess`
+and `Caddy` keep their own readiness checks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+import httpx
 
 
 def free_port() -> int:
@@ -94,3 +97,57 @@ def log_tail(log_file: Path, lines: int) -> str:
         return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
+
+
+class AnsweringServer:
+    """An HTTP server in a child process, its output in `log_file`, ready once `GET ready_path`
+    on `_http` answers 200. Subclasses set the attributes below and say how they `stop`."""
+
+    log_file: Path
+    _process: subprocess.Popen[bytes] | None
+    _http: httpx.Client
+
+    def launch(
+        self,
+        command: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        name: str,
+        ready_path: str,
+        timeout: float,
+        banner: str = "",
+        new_session: bool = True,
+    ) -> None:
+        """`start_logged(command, ...)`, then wait until the server answers (see `wait_until_ready`)."""
+        self._process = start_logged(
+            command, cwd=cwd, env=env, log_file=self.log_file, banner=banner, new_session=new_session
+        )
+        wait_until_ready(
+            self._process,
+            lambda: self._answers(ready_path),
+            name=name,
+            waiting_for="answer",
+            timeout=timeout,
+            stop=self.stop,
+            log_tail=self.log_tail,
+        )
+
+    def _answers(self, path: str) -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return self._http.get(path).status_code == 200
+        return False
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def close(self) -> None:
+        self.stop()
+        self._http.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return log_tail(self.log_file, lines)

@@ -16,7 +16,6 @@ where they fail, because CI must run them (`pip install -e '.[test]'` installs t
 from __future__ import annotations
 
 import base64
-import contextlib
 import importlib.util
 import json
 import os
@@ -32,7 +31,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import httpx
 import pytest
 
-from tests.support.processes import free_port, log_tail, start_logged, stop_process, wait_until_ready
+from tests.support.processes import AnsweringServer, free_port, stop_process
 from tests.support.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +107,7 @@ def packages_or_skip(flavour: Flavour) -> None:
         )
 
 
-class TokenApi:
+class TokenApi(AnsweringServer):
     """One test API process on `port`, its database (SimpleJWT) and log in `state_dir`.
 
     The user is `username` with `password` (random per server unless given: a test fixture)."""
@@ -158,30 +157,19 @@ class TokenApi:
             "TOKEN_API_PASSWORD": self.password,
         }
         command = [sys.executable, "-m", self.flavour.module]
-        banner = f"== {' '.join(command)} on port {self.port}\n"
-        self._process = start_logged(command, cwd=ROOT, env=env, log_file=self.log_file, banner=banner)
-        wait_until_ready(
-            self._process,
-            self._answers,
+        self.launch(
+            command,
+            cwd=ROOT,
+            env=env,
             name=f"{self.flavour.name} test API",
-            waiting_for="answer",
+            ready_path="/test/counts",
             timeout=timeout,
-            stop=self.stop,
-            log_tail=self.log_tail,
+            banner=f"== {' '.join(command)} on port {self.port}\n",
         )
-
-    def _answers(self) -> bool:
-        with contextlib.suppress(httpx.TransportError):
-            return self._http.get("/test/counts").status_code == 200
-        return False
 
     def stop(self) -> None:
         process, self._process = self._process, None
         stop_process(process, group=True)
-
-    def close(self) -> None:
-        self.stop()
-        self._http.close()
 
     @property
     def pid(self) -> int:
@@ -189,13 +177,6 @@ class TokenApi:
         if self._process is None:
             raise RuntimeError(f"the {self.flavour.name} test API is not running")
         return self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        return log_tail(self.log_file, lines)
 
     # ------------------------------------------------------------------ what the API saw
 

@@ -130,7 +130,7 @@ class UpstreamApp:
         else:
             await self._echo(scope, receive, send, query)
 
-    async def _echo(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _echo(self, scope: Scope, receive: Receive, send: Send, _query: dict[str, str]) -> None:
         body = await _read_body(receive)
         seen = {
             "method": scope["method"],
@@ -144,7 +144,7 @@ class UpstreamApp:
         self.requests.append(seen)
         await _json(send, 200, seen)
 
-    async def _bytes(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _bytes(self, _scope: Scope, _receive: Receive, send: Send, query: dict[str, str]) -> None:
         size = int(query.get("n", "1024"))
         headers = [(b"content-type", b"application/octet-stream")]
         if "chunked" not in query:
@@ -157,7 +157,7 @@ class UpstreamApp:
             size -= len(part)
             await send({"type": "http.response.body", "body": part, "more_body": size > 0})
 
-    async def _count(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _count(self, _scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
         received = 0
         digest = hashlib.sha256()
         more = True
@@ -172,7 +172,7 @@ class UpstreamApp:
             more = message.get("more_body", False)
         await _json(send, 200, {"received": received, "sha256": digest.hexdigest()})
 
-    async def _sse(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _sse(self, _scope: Scope, _receive: Receive, send: Send, query: dict[str, str]) -> None:
         """Sends event i, then waits (up to `wait`, 3 s) for the test to say it arrived before event i+1."""
         count = int(query.get("events", "3"))
         wait = float(query.get("wait", "3"))
@@ -186,11 +186,11 @@ class UpstreamApp:
             self.sse_waited.append(await asyncio.to_thread(self.sse_acks[i].wait, wait))
         await send({"type": "http.response.body", "body": b""})
 
-    async def _slow(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _slow(self, _scope: Scope, _receive: Receive, send: Send, query: dict[str, str]) -> None:
         await asyncio.sleep(float(query.get("delay", "5")))
         await _json(send, 200, {"slow": True})
 
-    async def _endless(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _endless(self, _scope: Scope, receive: Receive, send: Send, _query: dict[str, str]) -> None:
         """Streams until the client goes away; sets `disconnected` when it notices."""
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
 
@@ -207,7 +207,7 @@ class UpstreamApp:
         finally:
             watcher.cancel()
 
-    async def _auth(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _auth(self, scope: Scope, receive: Receive, send: Send, _query: dict[str, str]) -> None:
         """401 unless the bearer token is `fresh`; records every attempt."""
         body = await _read_body(receive)
         headers = {name.decode(): value.decode("latin-1") for name, value in scope["headers"]}
@@ -217,7 +217,7 @@ class UpstreamApp:
         else:
             await _json(send, 200, {"ok": True, "length": len(body)})
 
-    async def _cookies(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _cookies(self, _scope: Scope, receive: Receive, send: Send, _query: dict[str, str]) -> None:
         await _read_body(receive)
         headers = [
             (b"content-type", b"text/plain"),
@@ -237,7 +237,7 @@ class UpstreamApp:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    async def _gzip(self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    async def _gzip(self, _scope: Scope, _receive: Receive, send: Send, _query: dict[str, str]) -> None:
         """A gzip-encoded body, whatever the request asked for (the proxy must not touch it)."""
         body = gzip.compress(b"compressible " * 1000)
         headers = [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode())]

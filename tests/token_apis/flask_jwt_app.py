@@ -27,6 +27,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -56,6 +57,18 @@ def requires_jwt(*, refresh: bool = False) -> Callable[[View], View]:
     return decorator
 
 
+@dataclass
+class ApiState:
+    """What the routes of one app share: the password, the claims every token gets, and (under
+    `lock`, waitress serves from many threads) the revoked `jti`s and the request counts."""
+
+    password: str
+    extra_claims: dict[str, str]
+    revoked: set[str] = field(default_factory=set)
+    counts: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 def create_app(environ: Mapping[str, str] = os.environ) -> Flask:
     app = Flask(__name__)
     app.config.update(
@@ -64,53 +77,70 @@ def create_app(environ: Mapping[str, str] = os.environ) -> Flask:
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=int(environ.get("TOKEN_API_ACCESS_LIFETIME", "4"))),
         JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=int(environ.get("TOKEN_API_REFRESH_LIFETIME", "3600"))),
     )
-    password = environ.get("TOKEN_API_PASSWORD", TEST_PASSWORD)
-    extra_claims = {}
-    if (padding := int(environ.get("TOKEN_API_EXTRA_CLAIM_BYTES", "0"))) > 0:
-        extra_claims[PADDING_CLAIM] = "x" * padding
-    jwt = JWTManager(app)
-    revoked: set[str] = set()
-    counts: Counter[str] = Counter()
-    lock = threading.Lock()
+    state = ApiState(password=environ.get("TOKEN_API_PASSWORD", TEST_PASSWORD), extra_claims=padding_claims(environ))
+    add_token_checks(JWTManager(app), state)
+    add_auth_routes(app, state)
+    add_api_and_test_routes(app, state)
+    return app
+
+
+def padding_claims(environ: Mapping[str, str]) -> dict[str, str]:
+    """The padding claim of `TOKEN_API_EXTRA_CLAIM_BYTES` bytes, or none."""
+    padding = int(environ.get("TOKEN_API_EXTRA_CLAIM_BYTES", "0"))
+    return {PADDING_CLAIM: "x" * padding} if padding > 0 else {}
+
+
+def add_token_checks(jwt: JWTManager, state: ApiState) -> None:
+    """The blocklist check that refuses a revoked token, and the `invalid_token` challenge of an
+    expired one (the library calls both with the token's header and payload)."""
 
     @jwt.token_in_blocklist_loader
-    def is_revoked(jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> bool:
-        with lock:
-            return jwt_payload["jti"] in revoked
+    def is_revoked(_jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> bool:
+        with state.lock:
+            return jwt_payload["jti"] in state.revoked
 
     @jwt.expired_token_loader
-    def expired(jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> tuple[Response, int, dict[str, str]]:
+    def expired(_jwt_header: dict[str, Any], _jwt_payload: dict[str, Any]) -> tuple[Response, int, dict[str, str]]:
         return jsonify(msg="Token has expired"), 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
-    @app.before_request
-    def count() -> None:
-        if not request.path.startswith("/test/"):
-            with lock:
-                counts[request.path] += 1
+
+def add_auth_routes(app: Flask, state: ApiState) -> None:
+    """`POST /auth/login`, `POST /auth/refresh`, `DELETE /auth/logout`."""
 
     @app.post("/auth/login")
     def login() -> tuple[Response, int]:
         credentials = request.get_json(silent=True)
         if not isinstance(credentials, dict) or not {"username", "password"} <= credentials.keys():
             return jsonify(msg="username and password required"), 400
-        if credentials["username"] != USERNAME or not hmac.compare_digest(str(credentials["password"]), password):
+        if credentials["username"] != USERNAME or not hmac.compare_digest(str(credentials["password"]), state.password):
             return jsonify(msg="bad credentials"), 401
         return jsonify(
-            access_token=create_access_token(identity=USER_ID, additional_claims=extra_claims),
-            refresh_token=create_refresh_token(identity=USER_ID, additional_claims=extra_claims),
+            access_token=create_access_token(identity=USER_ID, additional_claims=state.extra_claims),
+            refresh_token=create_refresh_token(identity=USER_ID, additional_claims=state.extra_claims),
         ), 200
 
     @app.post("/auth/refresh")
     @requires_jwt(refresh=True)
     def refresh() -> Response:
-        return jsonify(access_token=create_access_token(identity=get_jwt_identity(), additional_claims=extra_claims))
+        identity = get_jwt_identity()
+        return jsonify(access_token=create_access_token(identity=identity, additional_claims=state.extra_claims))
 
     @app.delete("/auth/logout")
     @requires_jwt(refresh=True)
     def logout() -> Response:
-        with lock:
-            revoked.add(get_jwt()["jti"])
+        with state.lock:
+            state.revoked.add(get_jwt()["jti"])
         return jsonify(msg="refresh token revoked")
+
+
+def add_api_and_test_routes(app: Flask, state: ApiState) -> None:
+    """`/api/me`, and the request counting the tests read through `/test/counts` and `/test/reset`."""
+
+    @app.before_request
+    def count() -> None:
+        if not request.path.startswith("/test/"):
+            with state.lock:
+                state.counts[request.path] += 1
 
     @app.route("/api/me", methods=["GET", "POST"])
     @requires_jwt()
@@ -119,16 +149,14 @@ def create_app(environ: Mapping[str, str] = os.environ) -> Flask:
 
     @app.get("/test/counts")
     def test_counts() -> Response:
-        with lock:
-            return jsonify(dict(counts))
+        with state.lock:
+            return jsonify(dict(state.counts))
 
     @app.post("/test/reset")
     def test_reset() -> Response:
-        with lock:
-            counts.clear()
+        with state.lock:
+            state.counts.clear()
         return jsonify({})
-
-    return app
 
 
 def main() -> None:

@@ -1,0 +1,257 @@
+"""The report: the samples' medians per set-up and concurrency (`summarise`), one set-up against
+another (`ratios`, and `COMPARISONS`, the pairs the results file holds), and the table printed
+at the end (`render`), with a ratio table under it for each pair that ran.
+
+The figures come from bench/measure.py; the machine's description from bench/machine.py.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.measure import NOISE_LIMIT_CLIENT, NOISE_LIMIT_PROXY, Sample
+from bench.processes import REQUEST_PATH, RESPONSE_SIZE
+from bench.setups import SETUPS
+
+__all__ = [
+    "COMPARISONS",
+    "COOKIE_CPU_BUDGET",
+    "P99_BUDGET_MS",
+    "TARGET_RATIO",
+    "Column",
+    "Ratio",
+    "Summary",
+    "ratios",
+    "render",
+    "summarise",
+]
+
+TARGET_RATIO = 0.4  # the BFF's req/s must be at least this fraction of Caddy's
+COOKIE_CPU_BUDGET = 1.10  # cookie mode's CPU per request may be at most this multiple of server mode's
+P99_BUDGET_MS = 3.0  # the BFF's p99 may exceed Caddy's by at most this much
+# The results file's ratio lists: key -> (reference, subject).
+COMPARISONS = {
+    "ratios": ("caddy", "bff"),
+    "ratios_user": ("caddy", "bff-user"),
+    "ratios_minimal": ("minimal", "bff"),
+    "ratios_cookie": ("bff-user", "bff-cookie"),
+    "ratios_tokenapi": ("bff-user", "bff-tokenapi"),
+}
+
+
+@dataclass
+class Summary:
+    """Medians of the samples of one set-up at one concurrency."""
+
+    setup: str
+    concurrency: int
+    runs: int
+    rps: float
+    rps_min: float
+    rps_max: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float
+    cpu_percent: float
+    errors: int
+    noise_percent: float  # median of the worse of the two noise figures of each run
+    disturbed: int  # runs still over the noise limits after their attempts
+
+
+@dataclass
+class Ratio:
+    """The BFF against Caddy at one concurrency: the figures the issue's target is stated in."""
+
+    concurrency: int
+    rps_ratio: float
+    cpu_ratio: float
+    p99_delta_ms: float
+    rps_ok: bool
+    p99_ok: bool
+
+
+def summarise(samples: Sequence[Sample]) -> list[Summary]:
+    groups: dict[tuple[int, str], list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault((sample.concurrency, sample.setup), []).append(sample)
+    summaries = []
+    for (concurrency, setup), group in sorted(groups.items(), key=lambda item: (item[0][0], SETUPS.index(item[0][1]))):
+        rps = [s.rps for s in group]
+        summaries.append(
+            Summary(
+                setup=setup,
+                concurrency=concurrency,
+                runs=len(group),
+                rps=statistics.median(rps),
+                rps_min=min(rps),
+                rps_max=max(rps),
+                p50_ms=statistics.median(s.p50_ms for s in group),
+                p99_ms=statistics.median(s.p99_ms for s in group),
+                cpu_us_per_request=statistics.median(s.cpu_us_per_request for s in group),
+                cpu_percent=statistics.median(s.cpu_percent for s in group),
+                errors=sum(s.errors for s in group),
+                noise_percent=statistics.median(max(s.noise_proxy_percent, s.noise_client_percent) for s in group),
+                disturbed=sum(s.disturbed for s in group),
+            )
+        )
+    return summaries
+
+
+def ratios(summaries: Sequence[Summary], reference: str = "caddy", subject: str = "bff") -> list[Ratio]:
+    by_key = {(s.concurrency, s.setup): s for s in summaries}
+    result = []
+    for concurrency in sorted({s.concurrency for s in summaries}):
+        bff, caddy = by_key.get((concurrency, subject)), by_key.get((concurrency, reference))
+        if bff is None or caddy is None or caddy.rps == 0 or caddy.cpu_us_per_request == 0:
+            continue
+        rps_ratio = bff.rps / caddy.rps
+        delta = bff.p99_ms - caddy.p99_ms
+        result.append(
+            Ratio(
+                concurrency=concurrency,
+                rps_ratio=rps_ratio,
+                cpu_ratio=bff.cpu_us_per_request / caddy.cpu_us_per_request,
+                p99_delta_ms=delta,
+                rps_ok=rps_ratio >= TARGET_RATIO,
+                p99_ok=delta <= P99_BUDGET_MS,
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a ratio table: its heading and its cell, as wide as each other."""
+
+    heading: str
+    cell: Callable[[Ratio], str]
+
+
+CONC = Column(f"{'conc':>4} ", lambda r: f"{r.concurrency:>4} ")  # two spaces after it, as in the main table
+RPS = Column(f"{'req/s':>7}", lambda r: f"{r.rps_ratio:>6.2f}x")
+CPU = Column(f"{'CPU us/req':>10}", lambda r: f"{r.cpu_ratio:>9.2f}x")
+CPU_BOUND = Column(f"{'CPU-bound':>9}", lambda r: f"{1 / r.cpu_ratio:>8.2f}x")
+P99 = Column(f"{'p99 delta ms':>12}", lambda r: f"{r.p99_delta_ms:>+12.2f}")
+
+
+def verdict(cell: Callable[[Ratio], str]) -> Column:
+    return Column(" verdict", lambda r: " " + cell(r))
+
+
+def _ratio_table(title: str, rows: Sequence[Ratio], columns: Sequence[Column]) -> list[str]:
+    """A blank line, the title, the headings and a line per row; nothing when there are no rows."""
+    if not rows:
+        return []
+    lines = ["", title, " ".join(column.heading for column in columns)]
+    return lines + [" ".join(column.cell(row) for column in columns) for row in rows]
+
+
+def _caddy_verdict(r: Ratio) -> str:
+    return ", ".join(
+        [
+            "req/s ok" if r.rps_ok else f"req/s BELOW {TARGET_RATIO}x",
+            "p99 ok" if r.p99_ok else "p99 OVER budget",
+        ]
+    )
+
+
+def _caddy_table(summaries: Sequence[Summary], rows: Sequence[Ratio], options: dict[str, Any]) -> list[str]:
+    """The issue's target: the pass-through against Caddy, and how far to trust it."""
+    title = f"BFF / Caddy (target: req/s >= {TARGET_RATIO} x Caddy, p99 <= Caddy p99 + {P99_BUDGET_MS:.0f} ms)"
+    lines = _ratio_table(title, rows, [CONC, RPS, CPU, CPU_BOUND, P99, verdict(_caddy_verdict)])
+    if not lines:
+        return lines
+    lines.append(
+        "CPU-bound = Caddy's CPU us/req / the BFF's: the req/s ratio if each saturated its core (noise-robust)"
+    )
+    disturbed = sum(s.disturbed for s in summaries)
+    if disturbed:
+        lines.append(
+            f"WARNING: {disturbed} of {sum(s.runs for s in summaries)} runs stayed disturbed by other processes "
+            f"after {options['attempts']} attempts (noise % over {NOISE_LIMIT_PROXY:.0f} on the proxy CPU or "
+            f"{NOISE_LIMIT_CLIENT:.0f} on the client CPU): req/s and p99 are distorted, trust CPU us/req and "
+            "the CPU-bound ratio more"
+        )
+    return lines
+
+
+def _user_table(summaries: Sequence[Summary]) -> list[str]:
+    by_key = {(s.concurrency, s.setup): s for s in summaries}
+
+    def extra(r: Ratio) -> str:
+        user, plain = by_key[(r.concurrency, "bff-user")], by_key.get((r.concurrency, "bff"))
+        return f"{user.cpu_us_per_request - plain.cpu_us_per_request:>+6.0f}" if plain else f"{'-':>6}"
+
+    title = 'BFF with token = "user" (logged-in session) / Caddy; "+us" is the token path\'s extra CPU per request'
+    columns = [CONC, RPS, CPU, CPU_BOUND, P99, Column(f"{'+us':>6}", extra)]
+    return _ratio_table(title, ratios(summaries, *COMPARISONS["ratios_user"]), columns)
+
+
+def _cookie_verdict(r: Ratio) -> str:
+    return "ok" if r.cpu_ratio <= COOKIE_CPU_BUDGET else f"OVER {COOKIE_CPU_BUDGET:.2f}x"
+
+
+def _header(machine: dict[str, Any], options: dict[str, Any], loads: Sequence[float]) -> list[str]:
+    packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
+    return [
+        f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, Linux {machine['kernel']}, "
+        f"load {machine['loadavg'][0]:.2f} at start"
+        + (f", {min(loads):.2f}-{max(loads):.2f} during the runs" if loads else ""),
+        f"software: Python {machine['python']}, caddy {machine['caddy']}, wrk {machine['wrk']}, {packages}",
+        f"bff: git {machine['git']}; {machine['time']}",
+        f"method: GET {REQUEST_PATH} -> {RESPONSE_SIZE} B; wrk -t1, {options['runs']} run(s) x {options['duration']} s "
+        f"after {options['warmup']} s warm-up, medians, disturbed runs retried;",
+        f"pinning: wrk + upstream on CPU {options['client_cpus']}, "
+        f"process under test alone on CPU {options['proxy_cpus']}",
+    ]
+
+
+def _summary_table(summaries: Sequence[Summary]) -> list[str]:
+    width = max([10, *(len(s.setup) for s in summaries)])
+    lines = [
+        f"{'conc':>4}  {'set-up':<{width}} {'req/s':>8} {'(min-max)':>15} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'CPU us/req':>10} {'CPU %':>6} {'noise %':>7} {'errors':>6}",
+    ]
+    for s in summaries:
+        spread = f"{s.rps_min:.0f}-{s.rps_max:.0f}"
+        lines.append(
+            f"{s.concurrency:>4}  {s.setup:<{width}} {s.rps:>8.0f} {spread:>15} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} "
+            f"{s.cpu_us_per_request:>10.0f} {s.cpu_percent:>6.0f} {s.noise_percent:>7.0f} {s.errors:>6}"
+        )
+    return lines
+
+
+def render(
+    machine: dict[str, Any],
+    options: dict[str, Any],
+    summaries: Sequence[Summary],
+    ratio_rows: Sequence[Ratio],
+    failures: dict[str, str],
+    loads: Sequence[float] = (),
+) -> str:
+    cookie_title = (
+        f'Cookie mode (token_storage = "cookie") / server mode, token = "user" '
+        f"(target: CPU us/req <= {COOKIE_CPU_BUDGET:.2f}x server mode's)"
+    )
+    tokenapi_title = 'Token-API mode ([token_api], POST /bff/login) / OIDC login, both token = "user", server mode'
+    minimal_title = "BFF / minimal raw-ASGI aiohttp proxy (the stack's ceiling; the rest is the BFF's own work)"
+    lines = [
+        *_header(machine, options, loads),
+        "",
+        *_summary_table(summaries),
+        *_caddy_table(summaries, ratio_rows, options),
+        *_user_table(summaries),
+        *_ratio_table(
+            cookie_title,
+            ratios(summaries, *COMPARISONS["ratios_cookie"]),
+            [CONC, RPS, CPU, P99, verdict(_cookie_verdict)],
+        ),
+        *_ratio_table(tokenapi_title, ratios(summaries, *COMPARISONS["ratios_tokenapi"]), [CONC, RPS, CPU, P99]),
+        *_ratio_table(minimal_title, ratios(summaries, *COMPARISONS["ratios_minimal"]), [CONC, RPS, CPU, P99]),
+    ]
+    for name, reason in failures.items():
+        lines += ["", f"{name}: NOT MEASURED: {reason}"]
+    return "\n".join(lines)

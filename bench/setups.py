@@ -1,0 +1,236 @@
+"""The set-ups: what each one starts, and the table of them (`STARTERS`, in table order).
+
+`upstream` (bench/upstream.py) comes first, since every other set-up proxies to it; then `caddy`
+(bench/Caddyfile.template), `bff` (`bff serve`, `token = "none"`), the logged-in `bff-user` and
+`bff-cookie` (a session at bench/idp.py, server mode and cookie mode), `bff-tokenapi` (a session
+from README.md's `[token_api]` at the tests' flask-jwt-extended API) and `minimal`
+(bench/minimal_proxy.py). Each start function returns its `Target`, with `failure` set when it
+did not come up.
+
+The login flows are bench/login.py's; the processes, bench/processes.py's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+import string
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.login import log_in, token_api_log_in
+from bench.processes import BENCH_DIR, CSRF_HEADER, REQUEST_PATH, RESPONSE_SIZE, Target, pin_threads, spawn, wait_ready
+from tests.support.bff_process import to_toml as to_toml  # re-exported: the tests read the bench TOML
+from tests.support.processes import free_port
+
+__all__ = [
+    "BENCH_KEY",
+    "DEFAULT_SETUPS",
+    "SETUPS",
+    "STARTERS",
+    "Context",
+    "bff_settings",
+    "start_bff",
+    "start_bff_logged_in",
+    "start_bff_token_api",
+    "start_caddy",
+    "start_minimal",
+    "start_plain_bff",
+    "start_server",
+    "start_upstream",
+    "token_api_settings",
+]
+
+DEFAULT_SETUPS = ("upstream", "caddy", "bff")  # the others are opt-in (see bench/README.md)
+BENCH_KEY = "bench-only-secret-not-for-production-0123456789"  # the BFF's `secret_keys`: throwaway, bench only
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every set-up's start function gets."""
+
+    workdir: Path
+    env: dict[str, str]
+    client_cpus: set[int]
+    proxy_cpus: set[int]
+    upstream_port: int
+
+
+def start_server(
+    name: str, port: int, argv: Sequence[str], workdir: Path, env: dict[str, str], cpus: set[int]
+) -> Target:
+    """`argv` on `cpus`, its output in `workdir/NAME.log`, once it answers the 1 KiB on `port`."""
+    log = workdir / f"{name}.log"
+    target = Target(name, f"http://127.0.0.1:{port}{REQUEST_PATH}", log=log)
+    target.process = spawn(argv, cpus=cpus, log=log, cwd=workdir, env=env)
+    wait_ready(target)
+    return target
+
+
+def start_upstream(workdir: Path, env: dict[str, str], cpus: set[int]) -> Target:
+    port = free_port()
+    argv = [sys.executable, str(BENCH_DIR / "upstream.py"), "--port", str(port), "--size", str(RESPONSE_SIZE)]
+    return start_server("upstream", port, argv, workdir, env, cpus)
+
+
+def start_caddy(ctx: Context) -> Target:
+    port = free_port()
+    template = string.Template((BENCH_DIR / "Caddyfile.template").read_text(encoding="utf-8"))
+    caddyfile = ctx.workdir / "Caddyfile"
+    caddyfile.write_text(template.substitute(port=port, upstream_port=ctx.upstream_port), encoding="utf-8")
+    argv = ["caddy", "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    return start_server("caddy", port, argv, ctx.workdir, ctx.env, ctx.proxy_cpus)
+
+
+def start_minimal(ctx: Context) -> Target:
+    port = free_port()
+    argv = [sys.executable, str(BENCH_DIR / "minimal_proxy.py"), "--port", str(port)]
+    argv += ["--upstream", f"http://127.0.0.1:{ctx.upstream_port}"]
+    return start_server("minimal", port, argv, ctx.workdir, ctx.env, ctx.proxy_cpus)
+
+
+def bff_settings(port: int, upstream_port: int, oidc: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The BFF under test: one route `/api` to the bench upstream, `token = "none"` (or, with an
+    `[oidc]` section, `token = "user"`), sessions in memory; `extra` adds top-level settings
+    (`token_storage = "cookie"`)."""
+    mode = "user" if oidc else "none"
+    return {
+        "secret_keys": [BENCH_KEY],
+        "public_url": f"http://127.0.0.1:{port}",
+        "session_store": "memory://",
+        **extra,
+        **({"oidc": oidc} if oidc else {}),
+        "routes": [{"path": "/api", "upstream": f"http://127.0.0.1:{upstream_port}", "token": mode}],
+    }
+
+
+def token_api_settings(port: int, upstream_port: int, api_url: str) -> dict[str, Any]:
+    """README.md's flask-jwt-extended configuration (`<!-- config: flask_jwt -->`: its `[session]`
+    and `[token_api]` as they are, the API at `api_url`), with what `bff-user` has of its own: the
+    bench's secret and address, sessions in memory, and the same `token = "user"` route to the
+    bench upstream (the JWT API is only where the session comes from)."""
+    from tests.support.readme_configs import readme_config
+
+    settings = readme_config("flask_jwt", api_url=api_url)
+    settings.update(
+        secret_keys=[BENCH_KEY],
+        public_url=f"http://127.0.0.1:{port}",
+        session_store="memory://",
+        routes=[{"path": "/api", "upstream": f"http://127.0.0.1:{upstream_port}", "token": "user"}],
+    )
+    return settings
+
+
+def start_bff(
+    name: str,
+    workdir: Path,
+    env: dict[str, str],
+    cpus: set[int],
+    settings: dict[str, Any],
+    port: int,
+) -> Target:
+    """`bff serve --config FILE --port PORT`; waits for `/healthz`, and for the proxied answer
+    only when every route is `token = "none"` (a `token = "user"` route answers 401 until someone
+    logs in)."""
+    log = workdir / f"{name}.log"
+    target = Target(name, f"http://127.0.0.1:{port}{REQUEST_PATH}", log=log)
+    argv = [sys.executable, "-m", "bff", "serve", "--port", str(port), "--log-level", "warning"]
+    config = workdir / f"{name}.toml"
+    config.write_text("# Generated by bench/setups.py.\n" + to_toml(settings), encoding="utf-8")
+    argv += ["--config", str(config)]
+    target.process = spawn(argv, cpus=cpus, log=log, cwd=workdir, env=env)
+    health = Target(name, f"http://127.0.0.1:{port}/healthz", process=target.process, headers=[])
+    wait_ready(health, expect_size=None)
+    target.failure = health.failure
+    if target.failure is None and {route["token"] for route in settings["routes"]} <= {"none"}:
+        wait_ready(target)  # the proxied 1 KiB answer itself (the others wait for a login)
+    return target
+
+
+def start_plain_bff(ctx: Context) -> Target:
+    """`bff`: the pass-through, a `token = "none"` route."""
+    port = free_port()
+    return start_bff("bff", ctx.workdir, ctx.env, ctx.proxy_cpus, bff_settings(port, ctx.upstream_port), port)
+
+
+def start_bff_logged_in(ctx: Context, name: str, extra: dict[str, Any]) -> Target:
+    """The opt-in logged-in set-ups (`bff-user`, `bff-cookie`): a `token = "user"` route, a session
+    logged in at `bench/idp.py` (the development provider, on the client CPU), its cookie sent by
+    wrk; `extra` are further settings (`token_storage`)."""
+    port, idp_port = free_port(), free_port()
+    secret = secrets.token_urlsafe(24)
+    idp_log = ctx.workdir / f"{name}-idp.log"
+    idp_argv = [sys.executable, str(BENCH_DIR / "idp.py"), "--port", str(idp_port), "--client-secret", secret]
+    idp_argv += ["--redirect-uri", f"http://127.0.0.1:{port}/bff/callback"]
+    idp = spawn(idp_argv, cpus=ctx.client_cpus, log=idp_log, cwd=ctx.workdir, env=ctx.env)
+    issuer = f"http://127.0.0.1:{idp_port}/idp"
+    discovery = Target("idp", f"{issuer}/.well-known/openid-configuration", process=idp, headers=[], log=idp_log)
+    wait_ready(discovery, expect_size=None)
+    if discovery.failure is not None:
+        return Target(name, "", process=idp, failure=f"identity provider: {discovery.failure}", log=idp_log)
+    oidc = {"issuer": issuer, "client_id": "bench-bff", "client_secret": secret}
+    settings = bff_settings(port, ctx.upstream_port, oidc, **extra)
+    target = start_bff(name, ctx.workdir, ctx.env, ctx.proxy_cpus, settings, port)
+    target.helpers.append(idp)
+    if target.failure is None:
+        try:
+            cookie = log_in(f"http://127.0.0.1:{port}")
+        except (OSError, ValueError, KeyError) as exc:
+            target.failure = f"login failed: {exc}"
+            return target
+        target.headers = [CSRF_HEADER, ("Cookie", cookie)]
+        wait_ready(target)
+    return target
+
+
+def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
+    """`bff-tokenapi`: the flask-jwt-extended API of tests/token_apis/, started by the tests' own
+    `TokenApi` (waitress, moved to the client CPU), the BFF with README's `[token_api]` for it, a
+    session logged in through `POST /bff/login`, its cookie sent by wrk. The API's access tokens
+    live an hour, so no refresh falls into the runs: the proxied path alone is measured."""
+    from tests.support.token_apis import FLASK_JWT, TokenApi
+
+    missing = [module for module in FLASK_JWT.requires if importlib.util.find_spec(module) is None]
+    if missing:
+        return Target(name, "", failure=f"{', '.join(missing)} not installed (pip install -e '.[test]')")
+    api = TokenApi(FLASK_JWT, ctx.workdir / f"{name}-api", access_lifetime=3600)
+    try:
+        api.start()
+    except RuntimeError as exc:
+        api.close()
+        return Target(name, "", failure=f"token API: {exc}", log=api.log_file)
+    pin_threads(api.pid, ctx.client_cpus)
+    port = free_port()
+    settings = token_api_settings(port, ctx.upstream_port, api.url)
+    target = start_bff(name, ctx.workdir, ctx.env, ctx.proxy_cpus, settings, port)
+    target.closers.append(api.close)
+    if target.failure is None:
+        try:
+            cookie = token_api_log_in(f"http://127.0.0.1:{port}", api.username, api.password)
+        except (OSError, ValueError) as exc:
+            target.failure = f"login failed: {exc}"
+            return target
+        target.headers = [CSRF_HEADER, ("Cookie", cookie)]
+        wait_ready(target)
+    return target
+
+
+def _logged_in(name: str, extra: dict[str, Any]) -> Callable[[Context], Target]:
+    def start(ctx: Context) -> Target:
+        return start_bff_logged_in(ctx, name, extra)
+
+    return start
+
+
+STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstream`, in table order
+    "caddy": start_caddy,
+    "bff": start_plain_bff,
+    "bff-user": _logged_in("bff-user", {}),
+    "bff-cookie": _logged_in("bff-cookie", {"token_storage": "cookie"}),
+    "bff-tokenapi": start_bff_token_api,
+    "minimal": start_minimal,
+}
+SETUPS = ("upstream", *STARTERS)  # in table order
