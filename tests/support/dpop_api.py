@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from bff.dpop import access_token_hash, jwk_thumbprint
 from tests.support.processes import free_port
-from tests.support.server_thread import UvicornThread
+from tests.support.server_thread import ServedApp
 
 IAT_WINDOW = 60  # seconds either side of now
 ASYMMETRIC = ["ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"]
@@ -62,7 +62,9 @@ class Refused(Exception):
         self.reason = reason
 
 
-class DPoPApi:
+class DPoPApi(ServedApp):
+    server_name = "the DPoP API"
+
     def __init__(self, token_claims: Callable[[str], dict[str, Any]], *, port: int | None = None) -> None:
         """`token_claims` verifies an access token and returns its claims (raises `jwt.PyJWTError`)."""
         self.token_claims = token_claims
@@ -77,7 +79,6 @@ class DPoPApi:
         self._lock = threading.Lock()
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
-        self._server: UvicornThread | None = None
 
     # ------------------------------------------------------------------ what it saw
 
@@ -188,18 +189,6 @@ class DPoPApi:
         if error == USE_DPOP_NONCE:
             headers["DPoP-Nonce"] = self.nonce
         return JSONResponse({"error": error}, status_code=401, headers=headers)
-
-    # ------------------------------------------------------------------ server
-
-    def start(self) -> None:
-        self._server = UvicornThread(
-            self.app, port=self.port, name="the DPoP API", log_level="warning", ws="none", lifespan="off"
-        )
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
 
 
 def provider_token_claims(issuer: str, audience: str) -> Callable[[str], dict[str, Any]]:
