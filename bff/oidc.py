@@ -9,7 +9,8 @@ client credentials, revocation (RFC 7009), the end-session URL. Leaves to others
 messages is built and parsed, PKCE/state/nonce (`oidc_messages`), the discovery document
 itself (`discovery`), the JWKS and ID- and logout-token validation (`idtokens`, reached through
 `validate_id_token` and `validate_logout_token`), where tokens are kept (`session`), when to
-refresh (`tokens`), replay of logout-token `jti`s (`endpoints`, through the store).
+refresh (`tokens`), replay of logout-token `jti`s (`endpoints`, through the store), DPoP proofs
+and the provider's nonce on the token requests of a session with a key (`dpop_sending`, `dpop`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The OpenID provider's messages, pure: the login request (state, nonce, PKCE verifier, DPoP key), the
-authorization and end-session URLs, each token-endpoint request as an `httpx.Request`, and the
-parse of a token-endpoint answer into a `TokenSet`. No sockets, no clock: `bff.oidc.OIDCClient`
+"""The OpenID provider's messages, pure: the login request (state, nonce, PKCE verifier, DPoP
+key), the authorization and end-session URLs, each token-endpoint request as an `httpx.Request`,
+and the parse of a token-endpoint answer into a `TokenSet`. No sockets, no clock: `bff.oidc.OIDCClient`
 sends what these build and parses with `parse_token_response` (build → send → parse, after
 oauth4webapi), so the protocol logic is tested without a provider.
 
