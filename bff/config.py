@@ -96,6 +96,10 @@ class OIDCSettings:
     """Timeout of each call to the provider. Default: `10s`."""
     retry_after: Duration = 5
     """`Retry-After` sent with the 503 when the provider cannot be reached. Default: `5s`."""
+    dpop: bool = False
+    """DPoP (RFC 9449): each session gets its own ES256 key; the token requests carry proofs, the
+    access tokens are bound to the key, and `token = "user"` routes send `Authorization: DPoP`
+    with a fresh proof per request. Default: `false`."""
 
 
 @dataclass(frozen=True)

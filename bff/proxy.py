@@ -43,6 +43,7 @@ from bff.responses import UpstreamAborted, respond
 from bff.routes import ProxyRoute
 from bff.streams import OpenStreams
 from bff.tokens import Bearer, BearerSource
+from bff.upstream_auth import authorized, replacement
 from bff.websocket import CLIENT_CLOSED
 
 __all__ = ["ProxyApp"]
@@ -171,18 +172,18 @@ class ProxyApp:
         if length and not isinstance(data, bytes):  # streamed: the upstream still learns its length
             forwarded.append(("content-length", str(length)))
 
-        attempt = forwarded if bearer is None else [*forwarded, ("authorization", "Bearer " + bearer.token)]
+        attempt = forwarded if bearer is None else authorized(forwarded, bearer, method, url)
         response = await self._request(route, method, url, attempt, data, body)
-        if response.status == 401 and replayable and bearer is not None and self._bearer is not None:
+        if response.status == 401 and replayable and bearer is not None:
             try:
-                fresh = await self._bearer.bearer_after_rejection(route.settings, bearer)
+                fresh = await replacement(self._bearer, route.settings, bearer, url, response.headers)
             except BaseException:
                 response.close()
                 raise
             if fresh is not None:
                 response.release()
                 bearer = fresh
-                attempt = [*forwarded, ("authorization", "Bearer " + bearer.token)]
+                attempt = authorized(forwarded, bearer, method, url)
                 response = await self._request(route, method, url, attempt, data, body)
         if bearer is None:
             return await respond(route, response, receive, send, body, ())
@@ -263,9 +264,9 @@ class ProxyApp:
             await websocket.deny(scope, receive, send, exc)
             return
         forwarded, _, _ = route.ws_filter.apply(headers, _client_host(scope))
-        if bearer is not None:
-            forwarded.append(("authorization", "Bearer " + bearer.token))
         url = route.upstream_url(path, scope.get("query_string", b""), websocket=True)
+        if bearer is not None:
+            forwarded = authorized(forwarded, bearer, "GET", url)  # the upgrade is a GET
         if route.session is None:
             self._metrics.proxied(route.path, UpstreamUnavailable.status_code)
             await websocket.deny(scope, receive, send, UpstreamUnavailable(f"route {route.path!r}: proxy not started"))

@@ -27,7 +27,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from bff.config import RouteSettings
@@ -59,6 +59,9 @@ class Bearer:
     """The session the token belongs to (None for a client-credentials token)."""
     loaded: Session | None = None
     """That session as the browser's cookie held it."""
+    token_type: str = "Bearer"
+    """The scheme the token goes with: "Bearer", or "DPoP" with a proof of `dpop_key` (`bff.upstream_auth`)."""
+    dpop_key: str | None = field(default=None, repr=False)
 
 
 class BearerSource(Protocol):
@@ -127,7 +130,8 @@ class TokenManager:
 
     def _bearer_of(self, session: Session, loaded: Session) -> Bearer:
         cookies = self._sessions.cookies_for(session, loaded=loaded)
-        return Bearer(session.tokens.access_token, cookies, session, loaded)
+        tokens = session.tokens
+        return Bearer(tokens.access_token, cookies, session, loaded, tokens.token_type, tokens.dpop_key)
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -175,12 +179,11 @@ class TokenManager:
             if session.tokens.access_token != stale.tokens.access_token:
                 self._metrics.refreshed("shared")  # another worker refreshed it meanwhile
                 return session
-            refresh_token = session.tokens.refresh_token
-            if not refresh_token:
+            if not session.tokens.refresh_token:
                 return self._without_refresh_token(session)
             start = time.perf_counter()
             try:
-                tokens = await self._source.refresh(refresh_token)
+                tokens = await self._source.refresh(session.tokens)
             except RefreshRejected as exc:
                 self._metrics.refreshed("rejected")
                 cleared = await self._sessions.destroy(session)
