@@ -85,26 +85,8 @@ class AccessLog:
             scope["headers"] = headers
         record = AccessRecord(request_id, scope.get("method", "GET"), scope["path"])
         token = current.set(record)
-        id_header = (HEADER, request_id.encode("ascii"))
-
-        async def send_with_id(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.body":
-                record.bytes += len(message.get("body", b""))
-            elif kind == "http.response.start" or kind == "websocket.http.response.start":
-                record.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
-            elif kind == "websocket.http.response.body":
-                record.bytes += len(message.get("body", b""))
-            elif kind == "websocket.accept":
-                record.status = 101
-                message["headers"] = [*message.get("headers", ()), id_header]
-            elif kind == "websocket.close" and not record.status:
-                record.status = 403  # closed before the handshake: the server answers 403
-            await send(message)
-
         try:
-            await self._app(scope, receive, send_with_id)
+            await self._app(scope, receive, _recording_send(send, record))
         except BaseException:
             if not record.status:
                 record.status = 500  # what the server answers for an app that failed
@@ -119,3 +101,27 @@ class AccessLog:
                 line = AccessLine(record, time.perf_counter() - record.start)
                 log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None))
             current.reset(token)
+
+
+def _recording_send(send: Send, record: AccessRecord) -> Send:
+    """`send` that notes the response's status and bytes in `record` and adds the request id
+    header to the response (or the WebSocket accept)."""
+    id_header = (HEADER, record.request_id.encode("ascii"))
+
+    async def send_with_id(message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            record.bytes += len(message.get("body", b""))
+        elif kind == "http.response.start" or kind == "websocket.http.response.start":
+            record.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), id_header]
+        elif kind == "websocket.http.response.body":
+            record.bytes += len(message.get("body", b""))
+        elif kind == "websocket.accept":
+            record.status = 101
+            message["headers"] = [*message.get("headers", ()), id_header]
+        elif kind == "websocket.close" and not record.status:
+            record.status = 403  # closed before the handshake: the server answers 403
+        await send(message)
+
+    return send_with_id

@@ -180,7 +180,7 @@ class BffApp:
         await self.store.close()
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         await self.start()
         try:
             yield
@@ -188,7 +188,7 @@ class BffApp:
             await self.stop()
 
 
-async def _render_error(request: Request, exc: Exception) -> Response:
+async def _render_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BffError)
     response = Response(exc.body(), status_code=exc.status_code)
     response.raw_headers = exc.raw_headers()

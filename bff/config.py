@@ -103,6 +103,10 @@ class OIDCSettings:
     """Timeout of each call to the provider. Default: `10s`."""
     retry_after: Duration = 5
     """`Retry-After` sent with the 503 when the provider cannot be reached. Default: `5s`."""
+    dpop: bool = False
+    """DPoP (RFC 9449): each session gets its own ES256 key; the token requests carry proofs, the
+    access tokens are bound to the key, and `token = "user"` routes send `Authorization: DPoP`
+    with a fresh proof per request. Default: `false`."""
 
 
 @dataclass(frozen=True)
@@ -261,11 +265,7 @@ def load_settings(environ: Mapping[str, str], config_file: str | Path | None = N
 
 
 def _check_consistency(settings: Settings, problems: list[str]) -> None:
-    if not settings.secret_keys:
-        problems.append("secret_keys: at least one key is required")
-    for i, secret in enumerate(settings.secret_keys):
-        if len(str(secret)) < 32:
-            problems.append(f"secret_keys[{i}]: must be at least 32 characters")
+    _check_secret_keys(settings.secret_keys, problems)
     if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", settings.prefix):
         problems.append(f"prefix: {settings.prefix!r} must be a path such as /bff")
     if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", settings.csrf_header):
@@ -285,19 +285,28 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
     seen: set[str] = set()
     for i, route in enumerate(settings.routes):
-        if route is None:  # already reported while reading it
-            continue
-        key = f"routes[{i}]"
-        if not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", route.path):
-            problems.append(f"{key}.path: {route.path!r} must be a path prefix such as /api (no trailing slash)")
-        if route.path == settings.prefix or route.path.startswith(settings.prefix + "/"):
-            problems.append(f"{key}.path: {route.path!r} overlaps the BFF's own prefix {settings.prefix!r}")
-        if route.path in seen:
-            problems.append(f"{key}.path: {route.path!r} is configured twice")
-        seen.add(route.path)
-        if route.token == "client" and settings.oidc is None:
-            problems.append(f"{key}.token: 'client' needs an [oidc] section (client credentials)")
-        elif route.token != "none" and settings.oidc is None and settings.token_api is None:
-            problems.append(f"{key}.token: {route.token!r} needs a login source, an [oidc] or a [token_api] section")
-        if route.max_connections < 1:
-            problems.append(f"{key}.max_connections: must be at least 1")
+        if route is not None:  # None: already reported while reading it
+            _check_route(f"routes[{i}]", route, settings, seen, problems)
+
+
+def _check_secret_keys(keys: tuple[Secret, ...], problems: list[str]) -> None:
+    if not keys:
+        problems.append("secret_keys: at least one key is required")
+    too_short = (i for i, key in enumerate(keys) if len(str(key)) < 32)
+    problems.extend(f"secret_keys[{i}]: must be at least 32 characters" for i in too_short)
+
+
+def _check_route(key: str, route: RouteSettings, settings: Settings, seen: set[str], problems: list[str]) -> None:
+    if not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", route.path):
+        problems.append(f"{key}.path: {route.path!r} must be a path prefix such as /api (no trailing slash)")
+    if route.path == settings.prefix or route.path.startswith(settings.prefix + "/"):
+        problems.append(f"{key}.path: {route.path!r} overlaps the BFF's own prefix {settings.prefix!r}")
+    if route.path in seen:  # the paths of the routes before this one
+        problems.append(f"{key}.path: {route.path!r} is configured twice")
+    seen.add(route.path)
+    if route.token == "client" and settings.oidc is None:
+        problems.append(f"{key}.token: 'client' needs an [oidc] section (client credentials)")
+    elif route.token != "none" and settings.oidc is None and settings.token_api is None:
+        problems.append(f"{key}.token: {route.token!r} needs a login source, an [oidc] or a [token_api] section")
+    if route.max_connections < 1:
+        problems.append(f"{key}.max_connections: must be at least 1")

@@ -41,7 +41,7 @@ from bff.headers import RawHeaders
 from bff.login import LoginResult
 from bff.sealing import Sealer
 from bff.server_sessions import DECODED_CACHE_SIZE, SLIDE_INTERVAL
-from bff.session import Session, new_session, session_key
+from bff.session import Session, new_session, session_from_fields, session_key
 from bff.stores import Store
 from bff.stores.common import require_criterion
 from bff.tokenset import TokenSet
@@ -275,17 +275,6 @@ def _decode(plaintext: bytes) -> Session | None:
         data = json.loads(plaintext)
         if data.get("v") != 1:
             return None
-        return Session(
-            id=data["id"],
-            key=session_key(data["id"]),
-            sub=data["sub"],
-            sid=data["sid"],
-            claims=data["claims"],
-            tokens=TokenSet.from_dict(data["tokens"]),
-            created_at=data["created_at"],
-            last_used_at=data["last_used_at"],
-            expires_at=data["expires_at"],
-            user_agent=data["user_agent"],
-        )
+        return session_from_fields(data["id"], session_key(data["id"]), data, data)
     except (AttributeError, KeyError, TypeError, ValueError, UnicodeError):
         return None

@@ -62,7 +62,7 @@ class AntiForgery:
                 cross_site = value.strip().lower() == b"cross-site"
         if not found:
             raise CSRFRejected(self._detail)
-        self._check_origin(origin, cross_site)
+        self._check_origin(origin, cross_site=cross_site)
 
     def check_websocket(self, headers: RawHeaders) -> None:
         """The upgrade's `Origin` must be allowed (a missing `Origin` is a non-browser client)."""
@@ -73,9 +73,9 @@ class AntiForgery:
                 origin = value
             elif name == b"sec-fetch-site":
                 cross_site = value.strip().lower() == b"cross-site"
-        self._check_origin(origin, cross_site)
+        self._check_origin(origin, cross_site=cross_site)
 
-    def _check_origin(self, origin: bytes | None, cross_site: bool) -> None:
+    def _check_origin(self, origin: bytes | None, *, cross_site: bool) -> None:
         if cross_site:
             raise OriginRejected("cross-site request (Sec-Fetch-Site: cross-site)")
         if (

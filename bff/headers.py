@@ -51,8 +51,10 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
         b"proxy-connection",
     }
 )
-# Forwarding headers a client could forge; kept only when the peer is a trusted proxy.
-_FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
+# Forwarding headers a client could forge. X-Forwarded-For is believed (and extended) only from a
+# trusted proxy, X-Forwarded-Proto/-Host always come from `public_url`, and these two pass through
+# only from a trusted proxy:
+_FORWARDED_BY_TRUSTED = frozenset({b"forwarded", b"x-real-ip"})
 # Set by the WebSocket client library on the upstream handshake itself.
 WEBSOCKET_HANDSHAKE: frozenset[bytes] = frozenset(
     {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
@@ -145,7 +147,15 @@ class RequestHeaderFilter:
     length of the body it sends.
     """
 
-    __slots__ = ("_cookie_base", "_drop", "_forward_cookies", "_preserve_host", "_proto", "_public_host", "_trusted")
+    __slots__ = (
+        "_cookie_base",
+        "_drop_trusted",
+        "_drop_untrusted",
+        "_preserve_host",
+        "_proto",
+        "_public_host",
+        "_trusted",
+    )
 
     def __init__(
         self,
@@ -158,10 +168,15 @@ class RequestHeaderFilter:
         public_host: str,
         extra_drop: Iterable[bytes] = (),
     ) -> None:
-        # `expect` was answered by the server already; the caller frames the body itself.
-        self._drop = HOP_BY_HOP | {b"authorization", b"expect", b"host", b"content-length"} | frozenset(extra_drop)
+        # `expect` was answered by the server already; the caller frames the body itself. Every
+        # rule that depends only on the route is in these sets, so a header costs one lookup.
+        drop = HOP_BY_HOP | {b"authorization", b"expect", b"host", b"content-length"} | frozenset(extra_drop)
+        drop |= {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+        if not forward_cookies:
+            drop |= {b"cookie"}
+        self._drop_trusted = drop
+        self._drop_untrusted = drop | _FORWARDED_BY_TRUSTED
         self._cookie_base = cookie_base
-        self._forward_cookies = forward_cookies
         self._preserve_host = preserve_host
         self._trusted = trusted_proxies
         self._proto = public_scheme
@@ -172,13 +187,13 @@ class RequestHeaderFilter:
         out: list[tuple[str, str]] = []
         length: int | None = None
         chunked = False
-        drop = self._drop
         trusted = client_host in self._trusted
+        drop = self._drop_trusted if trusted else self._drop_untrusted
         forwarded_for: list[str] = []
         named: set[bytes] | None = None
         host: bytes | None = None
         for name, value in headers:
-            if name in drop:
+            if name in drop:  # dropped; some are still read
                 if name == b"content-length":
                     length = _content_length(value, length)
                 elif name == b"connection":  # each line counts (RFC 9110 §5.3): they are one list
@@ -187,21 +202,26 @@ class RequestHeaderFilter:
                     host = value
                 elif name == b"transfer-encoding":
                     chunked = True  # RFC 9112 §6.3: it overrides any Content-Length
+                elif name == b"x-forwarded-for" and trusted:
+                    forwarded_for.append(value.decode("latin-1"))
                 continue
-            if name in _FORWARDING:
-                if name == b"x-forwarded-for":
-                    if trusted:
-                        forwarded_for.append(value.decode("latin-1"))
-                    continue
-                if not trusted or (name != b"forwarded" and name != b"x-real-ip"):
-                    continue  # X-Forwarded-Proto/-Host come from public_url below
-            elif name == b"cookie":
-                if not self._forward_cookies:
-                    continue
+            if name == b"cookie":  # with forward_cookies: the browser's other cookies
                 value = filter_cookie_header(value, self._cookie_base)
                 if not value:
                     continue
             out.append((name.decode("latin-1"), value.decode("latin-1")))
+        return self._finish(out, named, forwarded_for, client_host, host), None if chunked else length, chunked
+
+    def _finish(
+        self,
+        out: list[tuple[str, str]],
+        named: set[bytes] | None,
+        forwarded_for: list[str],
+        client_host: str | None,
+        host: bytes | None,
+    ) -> list[tuple[str, str]]:
+        """`out` without the headers `Connection` named, with the forwarding headers and the
+        preserved `Host` added."""
         if named:
             named -= {b"close", b"keep-alive"}
             if named:
@@ -214,7 +234,7 @@ class RequestHeaderFilter:
         out.append(("x-forwarded-host", self._public_host))
         if self._preserve_host and host is not None:
             out.append(("host", host.decode("latin-1")))
-        return out, None if chunked else length, chunked
+        return out
 
 
 def _content_length(value: bytes, previous: int | None) -> int:

@@ -34,10 +34,10 @@ class HealthParts(Protocol):
 
 
 def build_health_routes(parts: HealthParts) -> list[BaseRoute]:
-    async def healthz(request: Request) -> Response:
+    async def healthz(_request: Request) -> Response:
         return _json({"status": "ok"}, 200)
 
-    async def readyz(request: Request) -> Response:
+    async def readyz(_request: Request) -> Response:
         if parts.draining:  # SIGTERM: out of the load balancer's rotation at once
             return _json({"status": "shutting_down"}, 503)
         checks: dict[str, str] = {}
@@ -55,7 +55,7 @@ def build_health_routes(parts: HealthParts) -> list[BaseRoute]:
         ready = all(value == "ok" for value in checks.values())
         return _json({"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503)
 
-    async def metrics(request: Request) -> Response:
+    async def metrics(_request: Request) -> Response:
         return Response(parts.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return [

@@ -48,10 +48,12 @@ class LoginSource(Protocol):
     timeout: float
     """How long one call to the source may take (the refresh lease outlives it)."""
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
-        """New tokens. Raises `RefreshRejected` when the refresh token is dead (the session ends),
-        `ProviderUnavailable` when the source is down or answers 5xx (the session is kept),
-        `IdPError` for any other refusal."""
+    async def refresh(self, tokens: TokenSet) -> TokenSet:
+        """New tokens for `tokens` (the session's; the caller checked its `refresh_token` is set).
+        Its DPoP key, if any, signs the request and stays with the result. Raises
+        `RefreshRejected` when the refresh token is dead (the session ends), `ProviderUnavailable`
+        when the source is down or answers 5xx (the session is kept), `IdPError` for any other
+        refusal."""
 
     async def end(self, tokens: TokenSet) -> str | None:
         """Revoke or blacklist the grant at logout, best effort (a failure is logged, never

@@ -10,7 +10,8 @@ the client's keys and authentication, loaded once. Leaves to others: how each of
 is built and parsed, PKCE/state/nonce (`oidc_messages`, `par`, `client_auth`), the discovery document
 itself (`discovery`), the JWKS and ID- and logout-token validation (`idtokens`, reached through
 `validate_id_token` and `validate_logout_token`), where tokens are kept (`session`), when to
-refresh (`tokens`), replay of logout-token `jti`s (`endpoints`, through the store).
+refresh (`tokens`), replay of logout-token `jti`s (`endpoints`, through the store), DPoP proofs
+and the provider's nonce on the token requests of a session with a key (`dpop_sending`, `dpop`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from bff.client_auth import ClientAuthentication, client_authentication
 from bff.client_keys import ClientKey, load_client_keys
 from bff.config import OIDCSettings, Settings
 from bff.discovery import ProviderMetadata, parse_discovery
+from bff.dpop import DPoPKey, nonces
+from bff.dpop_sending import send_with_proof
 from bff.errors import BffError, IdPError, ProviderUnavailable
 from bff.idtokens import TokenValidator
 from bff.login import send_to_source
@@ -107,24 +110,22 @@ class OIDCClient:
         request = build_code_exchange_request(
             provider, self.settings, self.client_auth, code=code, code_verifier=login.code_verifier
         )
-        tokens = self._parse_tokens(await self._send(request))
+        tokens = await self._token_call(request, login.dpop_key)
         if not tokens.id_token:
             raise IdPError('token response has no "id_token" (is the "openid" scope configured?)')
         claims = await self.validate_id_token(tokens.id_token, nonce=login.nonce)
         return tokens, claims
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
-        """Raises RefreshRejected on `invalid_grant`, ProviderUnavailable when unreachable or 5xx."""
+    async def refresh(self, tokens: TokenSet) -> TokenSet:
+        """New tokens for `tokens`' refresh token, with a proof of its DPoP key when it has one.
+        Raises RefreshRejected on `invalid_grant`, ProviderUnavailable when unreachable or 5xx."""
         provider = await self.discover()
-        return self._parse_tokens(
-            await self._send(build_refresh_request(provider, self.config, self.client_auth, refresh_token))
-        )
+        request = build_refresh_request(provider, self.config, self.client_auth, tokens.refresh_token or "")
+        return await self._token_call(request, tokens.dpop_key)
 
     async def client_credentials(self) -> TokenSet:
         provider = await self.discover()
-        return self._parse_tokens(
-            await self._send(build_client_credentials_request(provider, self.config, self.client_auth))
-        )
+        return await self._token_call(build_client_credentials_request(provider, self.config, self.client_auth), None)
 
     async def revoke(self, token: str, token_type_hint: str = "refresh_token") -> bool:  # noqa: S107
         """RFC 7009; False when the provider has no revocation endpoint."""
@@ -167,8 +168,13 @@ class OIDCClient:
         """Back-Channel Logout 1.0 §2.6, but for `jti` replay, which needs the store."""
         return await self._validator.validate_logout_token(logout_token)
 
-    def _parse_tokens(self, response: httpx.Response) -> TokenSet:
-        return parse_token_response(response, now=self._clock(), retry_after=self.config.retry_after)
+    async def _token_call(self, request: httpx.Request, dpop_key: str | None) -> TokenSet:
+        """Send a token-endpoint request (with a DPoP proof of `dpop_key`, if any) and parse the answer."""
+        if dpop_key is None:
+            response = await self._send(request)
+        else:
+            response = await send_with_proof(self._send, request, DPoPKey.from_jwk(dpop_key), nonces)
+        return parse_token_response(response, now=self._clock(), retry_after=self.config.retry_after, dpop_key=dpop_key)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         return await send_to_source(self._http, request, who="provider", retry_after=self.config.retry_after)

@@ -62,7 +62,7 @@ class OIDCEndpoints:
 
     async def login(self, request: Request) -> Response:
         return_to = check_return_to(request.query_params.get("returnTo"))
-        login = new_login_request(return_to)
+        login = new_login_request(return_to, dpop=self.oidc.config.dpop)
         url = await self.oidc.authorization_url(login)
         response = redirect(url)
         sealed = self.cookies.seal(login.to_dict(), purpose=LOGIN_PURPOSE)

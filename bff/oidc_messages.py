@@ -1,13 +1,13 @@
-"""The OpenID provider's messages, pure: the login request (state, nonce, PKCE verifier), the
-authorization and end-session URLs, each token-endpoint request as an `httpx.Request`, and the
-parse of a token-endpoint answer into a `TokenSet`. No sockets, no clock: `bff.oidc.OIDCClient`
+"""The OpenID provider's messages, pure: the login request (state, nonce, PKCE verifier, DPoP
+key), the authorization and end-session URLs, each token-endpoint request as an `httpx.Request`,
+and the parse of a token-endpoint answer into a `TokenSet`. No sockets, no clock: `bff.oidc.OIDCClient`
 sends what these build and parses with `parse_token_response` (build → send → parse, after
 oauth4webapi), so the protocol logic is tested without a provider.
 
 Owns the wire format of authorization, code exchange, refresh, client credentials, revocation
 (RFC 7009) and RP-initiated logout; leaves client authentication to `bff.client_auth`, pushing
 the authorization request to `bff.par`, discovery to `bff.discovery`, ID tokens to
-`bff.idtokens` and all sending to `bff.oidc`.
+`bff.idtokens`, DPoP keys and proofs to `bff.dpop` and all sending to `bff.oidc`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import httpx
 from bff.client_auth import ClientAuthentication
 from bff.config import OIDCSettings, Settings
 from bff.discovery import ProviderMetadata
+from bff.dpop import DPoPKey
 from bff.errors import IdPError, ProviderUnavailable, RefreshRejected
 from bff.tokenset import TokenSet, jwt_exp
 
@@ -54,13 +55,22 @@ class LoginRequest:
     nonce: str
     code_verifier: str
     return_to: str
+    dpop_key: str | None = dataclasses.field(default=None, repr=False)
+    """The session's DPoP private JWK (`oidc.dpop`), made at login so that `dpop_jkt` binds the code to it."""
 
     def to_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
+        return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoginRequest:
-        return cls(**{f.name: str(data[f.name]) for f in dataclasses.fields(cls)})
+        """Optional fields (those with a default) only when `data` has them."""
+        return cls(
+            **{
+                f.name: str(data[f.name])
+                for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING or data.get(f.name) is not None
+            }
+        )
 
 
 def random_token() -> str:
@@ -74,8 +84,15 @@ def pkce_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def new_login_request(return_to: str) -> LoginRequest:
-    return LoginRequest(state=random_token(), nonce=random_token(), code_verifier=random_token(), return_to=return_to)
+def new_login_request(return_to: str, *, dpop: bool = False) -> LoginRequest:
+    """A login's secrets; with `dpop`, the new session's DPoP key too."""
+    return LoginRequest(
+        state=random_token(),
+        nonce=random_token(),
+        code_verifier=random_token(),
+        return_to=return_to,
+        dpop_key=DPoPKey.generate().private_jwk() if dpop else None,
+    )
 
 
 def redirect_uri(settings: Settings) -> str:
@@ -98,6 +115,7 @@ def build_authorization_params(settings: Settings, oidc: OIDCSettings, login: Lo
     # OIDC Core §11: some providers ignore offline_access without prompt=consent; that is a
     # choice for `extra_authorize_params`, since it makes others ask for consent at every login.
     _add_resource(params, oidc)
+    _add_dpop_jkt(params, login)
     return params
 
 
@@ -162,9 +180,12 @@ def build_end_session_url(
     return provider.end_session_endpoint + separator + urlencode(params, quote_via=quote)
 
 
-def parse_token_response(response: httpx.Response, *, now: float, retry_after: float) -> TokenSet:
+def parse_token_response(
+    response: httpx.Response, *, now: float, retry_after: float, dpop_key: str | None = None
+) -> TokenSet:
     """Token endpoint answer → TokenSet. Raises RefreshRejected on `invalid_grant` (the grant is
-    gone for good), ProviderUnavailable on 5xx, IdPError on anything else that is not a token."""
+    gone for good), ProviderUnavailable on 5xx, IdPError on anything else that is not a token.
+    `dpop_key` is the key whose proof the request carried: a DPoP-bound token needs one."""
     if response.status_code >= 500:
         raise ProviderUnavailable(
             f"token endpoint answered {response.status_code}", retry_after=retry_after, status=response.status_code
@@ -183,9 +204,7 @@ def parse_token_response(response: httpx.Response, *, now: float, retry_after: f
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise IdPError('token response has no "access_token"', status=response.status_code)
-    token_type = str(data.get("token_type", "Bearer"))
-    if token_type.lower() not in ("bearer", "dpop"):
-        raise IdPError(f'token response "token_type" is {token_type!r}, expected "Bearer"')
+    token_type = _token_type(data.get("token_type", "Bearer"), dpop=dpop_key is not None)
     expires_in = data.get("expires_in")
     if isinstance(expires_in, str) and expires_in.isdigit():
         expires_in = int(expires_in)  # some providers send a string
@@ -199,8 +218,9 @@ def parse_token_response(response: httpx.Response, *, now: float, retry_after: f
         refresh_token=data.get("refresh_token") or None,
         id_token=data.get("id_token") or None,
         expires_at=expires_at,
-        token_type="Bearer",  # noqa: S106 (a token type, not a secret)
+        token_type=token_type,
         scope=data.get("scope"),
+        dpop_key=dpop_key,
     )
 
 
@@ -215,6 +235,22 @@ def error_answer(
         error_description=str(data.get("error_description", "")),
         status=response.status_code,
     )
+
+
+def _token_type(value: object, *, dpop: bool) -> str:
+    """RFC 6749 §5.1's `token_type`, case-insensitive, as "Bearer" or "DPoP" (RFC 9449 §5)."""
+    token_type = {"bearer": "Bearer", "dpop": "DPoP"}.get(str(value).lower())
+    if token_type is None:
+        raise IdPError(f'token response "token_type" is {value!r}, expected "Bearer" or "DPoP"')
+    if token_type == "DPoP" and not dpop:
+        raise IdPError('token response "token_type" is "DPoP", but the request carried no DPoP proof')
+    return token_type
+
+
+def _add_dpop_jkt(params: dict[str, str], login: LoginRequest) -> None:
+    """RFC 9449 §10: bind the authorization code to the session's DPoP key."""
+    if login.dpop_key is not None:
+        params["dpop_jkt"] = DPoPKey.from_jwk(login.dpop_key).jkt
 
 
 def _add_resource(params: dict[str, str], oidc: OIDCSettings) -> None:

@@ -20,14 +20,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 import aiohttp
 from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
 from bff import request_ids, websocket
-from bff.config import RouteSettings, Settings
+from bff.config import Settings
 from bff.csrf import AntiForgery
 from bff.errors import (
     BadRequest,
@@ -37,31 +36,19 @@ from bff.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from bff.headers import RawHeaders
 from bff.metrics import Metrics
 from bff.paths import normalise_path
 from bff.request_body import LARGE_BYTES, ClientGone, RequestBody, read_up_to, slices
 from bff.responses import UpstreamAborted, respond
 from bff.routes import ProxyRoute
 from bff.streams import OpenStreams
-from bff.tokens import Bearer
+from bff.tokens import Bearer, BearerSource
+from bff.upstream_auth import authorized, replacement
 from bff.websocket import CLIENT_CLOSED
 
-__all__ = ["BearerSource", "ProxyApp"]
+__all__ = ["ProxyApp"]
 
 logger = logging.getLogger("bff.proxy")
-
-
-class BearerSource(Protocol):
-    async def bearer(self, route: RouteSettings, headers: RawHeaders) -> Bearer | None:
-        """Access token for this request (None: forward without Authorization), with the
-        `Set-Cookie` values the response must carry. Raises NotAuthenticated,
-        SessionExpired/RefreshRejected (with a clearing Set-Cookie in .headers),
-        ProviderUnavailable, StoreUnavailable."""
-
-    async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
-        """The upstream answered 401 to `rejected`: refresh once (single flight) and return the new
-        token, or None when there is nothing better to try."""
 
 
 class ProxyApp:
@@ -149,7 +136,7 @@ class ProxyApp:
             status = exc.status
             raise  # uvicorn closes the connection: a truncated body must not look complete
         except Exception:
-            if body.started:
+            if body.response_started:
                 raise
             logger.exception("Proxy error. route: %r", route.path)
             status = 500
@@ -161,7 +148,7 @@ class ProxyApp:
         self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send, path: str, body: RequestBody
     ) -> int:
         """Send the request upstream and stream the answer back; return the status sent.
-        Raises `BffError` only before the response has started (`body.started`)."""
+        Raises `BffError` only before the response has started (`body.response_started`)."""
         headers = scope["headers"]
         if route.settings.csrf:
             self._anti_forgery.check(headers)
@@ -179,40 +166,45 @@ class ProxyApp:
         url = route.upstream_url(path, scope.get("query_string", b""))
         method: str = scope["method"]
 
-        data: bytes | AsyncIterator[bytes] | None = None
-        replayable = False
-        if chunked or length:
-            if bearer is not None and (length is None or length <= self._max_replay):
-                buffered, more = await read_up_to(receive, self._max_replay, body)
-                if more or len(buffered) > self._max_replay:
-                    data = body.stream(receive, buffered, more)  # over the replay limit: sent once
-                else:
-                    data, replayable = buffered, True
-            else:
-                data = body.stream(receive)
-            if length is not None and not isinstance(data, bytes):
-                forwarded.append(("content-length", str(length)))
-        else:
-            body.done = replayable = True
+        data, replayable = await self._outgoing_body(
+            receive, body, length, chunked=chunked, with_token=bearer is not None
+        )
+        if length and not isinstance(data, bytes):  # streamed: the upstream still learns its length
+            forwarded.append(("content-length", str(length)))
 
-        attempt = forwarded if bearer is None else [*forwarded, ("authorization", "Bearer " + bearer.token)]
+        attempt = forwarded if bearer is None else authorized(forwarded, bearer, method, url)
         response = await self._request(route, method, url, attempt, data, body)
-        if response.status == 401 and replayable and bearer is not None and self._bearer is not None:
+        if response.status == 401 and replayable and bearer is not None:
             try:
-                fresh = await self._bearer.bearer_after_rejection(route.settings, bearer)
+                fresh = await replacement(self._bearer, route.settings, bearer, url, response.headers)
             except BaseException:
                 response.close()
                 raise
             if fresh is not None:
                 response.release()
                 bearer = fresh
-                attempt = [*forwarded, ("authorization", "Bearer " + bearer.token)]
+                attempt = authorized(forwarded, bearer, method, url)
                 response = await self._request(route, method, url, attempt, data, body)
         if bearer is None:
             return await respond(route, response, receive, send, body, ())
         return await respond(
             route, response, receive, send, body, bearer.set_cookies, streams=self._streams, session=bearer.session
         )
+
+    async def _outgoing_body(
+        self, receive: Receive, body: RequestBody, length: int | None, *, chunked: bool, with_token: bool
+    ) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+        """The body to send upstream and whether it can be sent again: a replay after a refresh
+        needs it whole in memory, so only a request with a token buffers it, up to `max_replay_body`."""
+        if not chunked and not length:
+            body.done = True
+            return None, True
+        if with_token and (length is None or length <= self._max_replay):
+            buffered, more = await read_up_to(receive, self._max_replay, body)
+            if not more and len(buffered) <= self._max_replay:
+                return buffered, True
+            return body.stream(receive, first=buffered, more=more), False  # over the replay limit: sent once
+        return body.stream(receive), False
 
     async def _request(
         self,
@@ -272,9 +264,9 @@ class ProxyApp:
             await websocket.deny(scope, receive, send, exc)
             return
         forwarded, _, _ = route.ws_filter.apply(headers, _client_host(scope))
-        if bearer is not None:
-            forwarded.append(("authorization", "Bearer " + bearer.token))
         url = route.upstream_url(path, scope.get("query_string", b""), websocket=True)
+        if bearer is not None:
+            forwarded = authorized(forwarded, bearer, "GET", url)  # the upgrade is a GET
         if route.session is None:
             self._metrics.proxied(route.path, UpstreamUnavailable.status_code)
             await websocket.deny(scope, receive, send, UpstreamUnavailable(f"route {route.path!r}: proxy not started"))

@@ -30,16 +30,16 @@ class RequestBody:
     """State of one exchange's request body (read by the error mapping after aiohttp gives up)
     and whether the response has started."""
 
-    __slots__ = ("client_gone", "done", "limit", "started", "too_large")
+    __slots__ = ("client_gone", "done", "limit", "response_started", "too_large")
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
-        self.started = False  # the response has started: errors can no longer be answered
+        self.response_started = False  # errors can no longer be answered
         self.client_gone = False
         self.too_large = False
         self.done = False
 
-    async def stream(self, receive: Receive, first: bytes = b"", more: bool = True) -> AsyncIterator[bytes]:
+    async def stream(self, receive: Receive, *, first: bytes = b"", more: bool = True) -> AsyncIterator[bytes]:
         received = len(first)
         if first:
             yield first

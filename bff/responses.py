@@ -52,37 +52,53 @@ async def respond(
 ) -> int:
     """Send `response` to the browser; return its status (499 when the browser left)."""
     status = response.status
-    body.started = True
+    body.response_started = True
     headers = route.response_filter.apply(response.raw_headers)
     if set_cookies:
         # The session changed on the way (cookie mode: refreshed): its cookie rides on this answer.
         headers.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in set_cookies)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     content = response.content
-    watch: DisconnectWatch | None = None
-    stream: Stream | None = None
+    try:
+        chunk = await content.readany()
+        if content.at_eof():  # the whole body arrived at once: no disconnect watcher needed
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            return status
+        return await _stream_rest(response, chunk, receive, send, body, streams, session)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        logger.warning("Upstream failed mid-response. route: %r, error: %s", route.path, type(exc).__name__)
+        raise UpstreamAborted(f"route {route.path!r}: the upstream failed mid-response", status) from None
+    finally:
+        if content.at_eof():
+            response.release()
+        else:
+            response.close()  # unread body: the connection cannot go back to the pool
+
+
+async def _stream_rest(
+    response: aiohttp.ClientResponse,
+    chunk: bytes,
+    receive: Receive,
+    send: Send,
+    body: RequestBody,
+    streams: OpenStreams | None,
+    session: Session | None,
+) -> int:
+    """Send the body from `chunk` on as it arrives; return the status (499 when the browser left).
+    A failing upstream raises, unless `OpenStreams` ended the stream on purpose."""
+    content = response.content
     with contextlib.ExitStack() as tracking:
+        stream: Stream | None = None
+        if streams is not None and session is not None and response.content_type == EVENT_STREAM:
+            # Ending it closes the upstream response: the read below fails, the body ends cleanly.
+            stream = tracking.enter_context(streams.open("sse", session.key, session.expires_at, on_end=response.close))
+        # Watch for the browser leaving only once its request body is read (else the body
+        # stream is the one receiving, and it notices).
+        watch = DisconnectWatch(receive) if body.done else None
         try:
-            chunk = await content.readany()
-            if content.at_eof():  # the whole body arrived at once: no disconnect watcher needed
-                await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                return status
-            if streams is not None and session is not None and response.content_type == EVENT_STREAM:
-                # Ending it closes the upstream response: the read below fails, the body ends cleanly.
-                stream = tracking.enter_context(
-                    streams.open("sse", session.key, session.expires_at, on_end=response.close)
-                )
-            # Watch for the browser leaving only once its request body is read (else the body
-            # stream is the one receiving, and it notices).
-            watch = DisconnectWatch(receive) if body.done else None
             while chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 chunk = await content.readany()
-            if watch is not None:
-                watch.stop()
-                watch = None
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return status
         except asyncio.CancelledError:
             if watch is not None and watch.gone:
                 task = asyncio.current_task()
@@ -90,19 +106,11 @@ async def respond(
                     task.uncancel()
                 return CLIENT_CLOSED
             raise
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if stream is not None and stream.ended:
-                if watch is not None:
-                    watch.stop()
-                    watch = None
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return status
-            logger.warning("Upstream failed mid-response. route: %r, error: %s", route.path, type(exc).__name__)
-            raise UpstreamAborted(f"route {route.path!r}: the upstream failed mid-response", status) from None
+        except (TimeoutError, aiohttp.ClientError):
+            if stream is None or not stream.ended:
+                raise
         finally:
             if watch is not None:
                 watch.stop()
-            if content.at_eof():
-                response.release()
-            else:
-                response.close()  # unread body: the connection cannot go back to the pool
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return response.status

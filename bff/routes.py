@@ -28,7 +28,7 @@ _NO_CONTENT_TYPE: CIMultiDict[None] = CIMultiDict({"Content-Type": None})
 
 
 class _BareRequest(aiohttp.ClientRequest):
-    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+    def update_auto_headers(self, _skip_auto_headers: Iterable[str] | None) -> None:
         self._skip_auto_headers = _NO_CONTENT_TYPE  # read again when the body is set and sent
 
 

@@ -127,7 +127,7 @@ class ServerSessions:
         async with self.store.lock(f"refresh:{stale.key}", ttl=self._lease_ttl, wait=self._lease_ttl):
             yield await self.load_id(stale.id)
 
-    async def save(self, session: Session, *, replacing: Session) -> None:
+    async def save(self, session: Session, *, replacing: Session) -> None:  # noqa: ARG002 (the Sessions protocol's keyword)
         now = self._clock()
         ttl = self._ttl(session, now)
         if ttl <= 0:
@@ -137,7 +137,7 @@ class ServerSessions:
         if not written:
             log.info("Session not saved: it ended meanwhile. sub: '%s', session: '%s'", session.sub, session.key[:12])
 
-    def cookies_for(self, session: Session, *, loaded: Session) -> list[str]:
+    def cookies_for(self, session: Session, *, loaded: Session) -> list[str]:  # noqa: ARG002 (Sessions protocol; the cookie only names the record)
         return []
 
     async def destroy(self, session: Session) -> list[str]:
@@ -146,7 +146,7 @@ class ServerSessions:
             log.info("Session ended. session: '%s'", session.key[:12])
         return self.clear_cookies(session)
 
-    def clear_cookies(self, session: Session | None = None) -> list[str]:
+    def clear_cookies(self, session: Session | None = None) -> list[str]:  # noqa: ARG002 (Sessions protocol; one cookie whoever it held)
         return [self._cookies.session_clear_cookie()]
 
     async def destroy_where(self, *, sub: str | None = None, sid: str | None = None) -> int:

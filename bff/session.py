@@ -22,7 +22,16 @@ from bff.headers import RawHeaders
 from bff.login import LoginResult
 from bff.tokenset import TokenSet
 
-__all__ = ["MAX_USER_AGENT", "Devices", "Session", "SessionInfo", "Sessions", "new_session", "session_key"]
+__all__ = [
+    "MAX_USER_AGENT",
+    "Devices",
+    "Session",
+    "SessionInfo",
+    "Sessions",
+    "new_session",
+    "session_from_fields",
+    "session_key",
+]
 
 MAX_USER_AGENT = 512
 """Characters of the browser's `User-Agent` a session keeps: enough to tell devices apart, and a
@@ -81,6 +90,27 @@ def new_session(login: LoginResult, headers: RawHeaders, *, now: float, lifetime
         last_used_at=now,
         expires_at=now + lifetime,
         user_agent=user_agent[:MAX_USER_AGENT],
+    )
+
+
+def session_from_fields(
+    session_id: str, key: str, fields: Mapping[str, Any], secret_fields: Mapping[str, Any]
+) -> Session:
+    """A session read back from where it was kept (a store record, a sealed cookie): `fields`
+    has `sub`, `sid`, the three times and `user_agent`, `secret_fields` the `claims` and the
+    `tokens` (one mapping may hold both). Raises KeyError, TypeError or ValueError when they are
+    not all there, or not of their kind."""
+    return Session(
+        id=session_id,
+        key=key,
+        sub=fields["sub"],
+        sid=fields["sid"],
+        claims=secret_fields["claims"],
+        tokens=TokenSet.from_dict(secret_fields["tokens"]),
+        created_at=fields["created_at"],
+        last_used_at=fields["last_used_at"],
+        expires_at=fields["expires_at"],
+        user_agent=fields["user_agent"],
     )
 
 

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bff.sealing import Sealer
-from bff.session import Session
-from bff.tokenset import TokenSet
+from bff.session import Session, session_from_fields
 
 __all__ = ["decode_record", "encode_record", "record_metadata", "restamp"]
 
@@ -60,19 +59,7 @@ def decode_record(raw: bytes, session_id: str, key: str) -> Session | None:
         opened = _box(session_id).open(box, _box_aad(key, meta))
         if opened is None:
             raise ValueError("does not decrypt")
-        secret = json.loads(opened)
-        return Session(
-            id=session_id,
-            key=key,
-            sub=meta["sub"],
-            sid=meta["sid"],
-            claims=secret["claims"],
-            tokens=TokenSet.from_dict(secret["tokens"]),
-            created_at=meta["created_at"],
-            last_used_at=meta["last_used_at"],
-            expires_at=meta["expires_at"],
-            user_agent=meta["user_agent"],
-        )
+        return session_from_fields(session_id, key, meta, json.loads(opened))
     except (KeyError, TypeError, ValueError):
         log.warning("Session record does not decrypt. session: '%s'", key[:12])
         return None

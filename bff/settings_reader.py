@@ -12,7 +12,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
@@ -122,9 +122,7 @@ def build_dataclass(cls: type[Any], raw: Any, where: str, problems: list[str]) -
         return None
     hints = get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            problems.append(f"{_join(where, key)}: unknown key")
+    problems.extend(f"{_join(where, key)}: unknown key" for key in raw if key not in fields)
     values: dict[str, Any] = {}
     for name, spec in fields.items():
         key = _join(where, name)
@@ -142,47 +140,69 @@ def build_dataclass(cls: type[Any], raw: Any, where: str, problems: list[str]) -
 
 
 def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
-    origin = get_origin(hint)
-    if origin is Annotated:
-        base, marker = get_args(hint)[:2]
-        try:
-            if marker == "duration":
-                return parse_duration(value)
-            if marker == "bytesize":
-                return parse_bytesize(value)
-            if marker == "url":
-                if not isinstance(value, str):  # reported by the str check; no URL to look at
-                    return _convert(base, value, key, problems)
-                return _check_url(value)
-        except ValueError as exc:
-            problems.append(f"{key}: {exc}")
-            return None
-    if origin in (Union, types.UnionType):
-        options = [arg for arg in get_args(hint) if arg is not type(None)]
-        return _convert(options[0], value, key, problems)
-    if origin is Literal:
-        choices = get_args(hint)
-        # Case-insensitive, answering the choice as declared: "Lax" is `lax`, "delete" is `DELETE`.
-        folded = {choice.lower(): choice for choice in choices if isinstance(choice, str)}
-        text = folded.get(value.lower(), value) if isinstance(value, str) else value
-        if text not in choices:
-            problems.append(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
-        return text
-    if origin is tuple:
-        item_type = get_args(hint)[0]
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list):
-            problems.append(f"{key}: expected a list, got {_describe(value)}")
-            return ()
-        return tuple(_convert(item_type, item, f"{key}[{i}]", problems) for i, item in enumerate(value))
-    if origin is Mapping:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            problems.append(f"{key}: expected a table of strings")
-            return {}
-        return dict(value)
+    """`value` as the type `hint` says; on a problem (appended) a placeholder of that type."""
+    convert_kind = _CONVERTERS.get(get_origin(hint))
+    if convert_kind is not None:
+        return convert_kind(hint, value, key, problems)
     if dataclasses.is_dataclass(hint):
         return build_dataclass(typing.cast(type[Any], hint), value, key, problems)
+    return _convert_scalar(hint, value, key, problems)
+
+
+def _convert_marked(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    """`Duration`, `ByteSize`, `URL`: parsed by their marker."""
+    base, marker = get_args(hint)[:2]
+    try:
+        if marker == "duration":
+            return parse_duration(value)
+        if marker == "bytesize":
+            return parse_bytesize(value)
+        if marker == "url":
+            if not isinstance(value, str):  # reported by the str check; no URL to look at
+                return _convert(base, value, key, problems)
+            return _check_url(value)
+    except ValueError as exc:
+        problems.append(f"{key}: {exc}")
+        return None
+    raise TypeError(f"no converter for {hint!r}")  # a programming error in this module
+
+
+def _convert_optional(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    """`X | None`: a value written is an `X` (None is only ever the default)."""
+    options = [arg for arg in get_args(hint) if arg is not type(None)]
+    return _convert(options[0], value, key, problems)
+
+
+def _convert_choice(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    choices = get_args(hint)
+    # Case-insensitive, answering the choice as declared: "Lax" is `lax`, "delete" is `DELETE`.
+    folded = {choice.lower(): choice for choice in choices if isinstance(choice, str)}
+    text = folded.get(value.lower(), value) if isinstance(value, str) else value
+    if text not in choices:
+        problems.append(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+    return text
+
+
+def _convert_list(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    """`tuple[X, ...]`: a TOML list, or a comma-separated string (as environment variables write it)."""
+    item_type = get_args(hint)[0]
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        problems.append(f"{key}: expected a list, got {_describe(value)}")
+        return ()
+    return tuple(_convert(item_type, item, f"{key}[{i}]", problems) for i, item in enumerate(value))
+
+
+def _convert_string_table(_hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    """`Mapping[str, str]`."""
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        problems.append(f"{key}: expected a table of strings")
+        return {}
+    return dict(value)
+
+
+def _convert_scalar(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
     if hint is Secret:
         if not isinstance(value, str):
             problems.append(f"{key}: expected a string")
@@ -201,6 +221,17 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
             problems.append(f"{key}: expected a string, got {_describe(value)}")
         return value
     raise TypeError(f"no converter for {hint!r}")  # a programming error in this module
+
+
+# The converter of each generic kind of annotation, by `get_origin` (plain types have none).
+_CONVERTERS: dict[Any, Callable[[Any, Any, str, list[str]], Any]] = {
+    Annotated: _convert_marked,
+    Union: _convert_optional,
+    types.UnionType: _convert_optional,
+    Literal: _convert_choice,
+    tuple: _convert_list,
+    Mapping: _convert_string_table,
+}
 
 
 def _check_url(value: str) -> str:

@@ -201,9 +201,9 @@ class TokenAPIClient:
         sub, claims = login_claims(self.config, tokens, userinfo)
         return LoginResult(sub=sub, provider_sid=None, claims=claims, tokens=tokens)
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
+    async def refresh(self, tokens: TokenSet) -> TokenSet:
         """Raises RefreshRejected when the token is dead, ProviderUnavailable when unreachable, 429 or 5xx."""
-        response = await self._send(build_refresh_request(self.config, refresh_token))
+        response = await self._send(build_refresh_request(self.config, tokens.refresh_token or ""))
         return parse_refresh_response(response, self.config, now=self._clock(), retry_after=self.config.retry_after)
 
     async def end(self, tokens: TokenSet) -> str | None:

@@ -1,7 +1,7 @@
 """TokenManager: the access token for each proxied request, refreshed when due, one refresh at a time.
 
 The proxy asks `bearer()` before forwarding and `bearer_after_rejection()` after an upstream 401
-(the `BearerSource` protocol of docs/architecture.md). For `user` routes the token comes from the
+(the `BearerSource` protocol, below and in docs/architecture.md). For `user` routes the token comes from the
 session named by the cookie; for `client` routes it is the BFF's own client-credentials token.
 
 Single flight, because with refresh-token rotation a second refresh with the same (now used)
@@ -27,8 +27,8 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from bff.config import RouteSettings
 from bff.errors import BffError, IdPError, NotAuthenticated, ProviderUnavailable, RefreshRejected, SessionExpired
@@ -39,7 +39,7 @@ from bff.request_ids import note_session
 from bff.session import Session, Sessions
 from bff.tokenset import TokenSet
 
-__all__ = ["CLIENT_TOKEN_SKEW", "Bearer", "TokenManager"]
+__all__ = ["CLIENT_TOKEN_SKEW", "Bearer", "BearerSource", "TokenManager"]
 
 log = logging.getLogger("bff.tokens")
 
@@ -59,6 +59,23 @@ class Bearer:
     """The session the token belongs to (None for a client-credentials token)."""
     loaded: Session | None = None
     """That session as the browser's cookie held it."""
+    token_type: str = "Bearer"
+    """The scheme the token goes with: "Bearer", or "DPoP" with a proof of `dpop_key` (`bff.upstream_auth`)."""
+    dpop_key: str | None = field(default=None, repr=False)
+
+
+class BearerSource(Protocol):
+    """What `bff.proxy.ProxyApp` asks for the token of a proxied request; `TokenManager` is one."""
+
+    async def bearer(self, route: RouteSettings, headers: RawHeaders) -> Bearer | None:
+        """Access token for this request (None: forward without Authorization), with the
+        `Set-Cookie` values the response must carry. Raises NotAuthenticated,
+        SessionExpired/RefreshRejected (with a clearing Set-Cookie in .headers),
+        ProviderUnavailable, StoreUnavailable."""
+
+    async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
+        """The upstream answered 401 to `rejected`: refresh once (single flight) and return the new
+        token, or None when there is nothing better to try."""
 
 
 class TokenManager:
@@ -113,7 +130,8 @@ class TokenManager:
 
     def _bearer_of(self, session: Session, loaded: Session) -> Bearer:
         cookies = self._sessions.cookies_for(session, loaded=loaded)
-        return Bearer(session.tokens.access_token, cookies, session, loaded)
+        tokens = session.tokens
+        return Bearer(tokens.access_token, cookies, session, loaded, tokens.token_type, tokens.dpop_key)
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -161,12 +179,11 @@ class TokenManager:
             if session.tokens.access_token != stale.tokens.access_token:
                 self._metrics.refreshed("shared")  # another worker refreshed it meanwhile
                 return session
-            refresh_token = session.tokens.refresh_token
-            if not refresh_token:
+            if not session.tokens.refresh_token:
                 return self._without_refresh_token(session)
             start = time.perf_counter()
             try:
-                tokens = await self._source.refresh(refresh_token)
+                tokens = await self._source.refresh(session.tokens)
             except RefreshRejected as exc:
                 self._metrics.refreshed("rejected")
                 cleared = await self._sessions.destroy(session)

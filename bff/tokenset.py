@@ -23,7 +23,10 @@ class TokenSet:
     expires_at: float | None = None
     """Unix time the access token expires, from `expires_in` or the JWT's `exp`; None when unknown."""
     token_type: str = "Bearer"
+    """How the access token is presented: "Bearer" (RFC 6750) or "DPoP" (RFC 9449, with a proof of `dpop_key`)."""
     scope: str | None = None
+    dpop_key: str | None = field(default=None, repr=False)
+    """The private JWK (`bff.dpop.DPoPKey`) the tokens are bound to; None without DPoP."""
 
     def merged_with(self, newer: TokenSet) -> TokenSet:
         """`newer`, keeping this set's refresh and ID tokens where a refresh response left them out
@@ -32,6 +35,7 @@ class TokenSet:
             newer,
             refresh_token=newer.refresh_token or self.refresh_token,
             id_token=newer.id_token or self.id_token,
+            dpop_key=newer.dpop_key or self.dpop_key,
         )
 
     def expires_within(self, seconds: float, now: float) -> bool:

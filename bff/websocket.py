@@ -108,27 +108,35 @@ async def relay(
         if streams is not None and owner is not None:
             tracking = streams.open("websocket", owner.key, owner.expires_at)
         with tracking as stream:
-            to_client = asyncio.ensure_future(_upstream_to_client(upstream, send))
-            to_upstream = asyncio.ensure_future(_client_to_upstream(receive, upstream))
-            waiting: list[asyncio.Future[Any]] = [to_client, to_upstream]
-            if stream is not None:
-                waiting.append(stream.ending)
-            try:
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (to_client, to_upstream):
-                    if not task.done():
-                        task.cancel()
-                # Collect both (their errors only end the relay); a cancellation of this task still
-                # propagates out of gather.
-                await asyncio.gather(to_client, to_upstream, return_exceptions=True)
-            if stream is not None and stream.ended and to_client.cancelled() and to_upstream.cancelled():
-                code = stream.ending.result()
-                await send({"type": "websocket.close", "code": code, "reason": REASONS.get(code, "")})
-                await upstream.close(code=GOING_AWAY)
+            await _relay_messages(upstream, receive, send, stream)
         return 101
     finally:
         await upstream.close()
+
+
+async def _relay_messages(
+    upstream: aiohttp.ClientWebSocketResponse, receive: Receive, send: Send, stream: Stream | None
+) -> None:
+    """Copy messages both ways until either side closes, or until `stream` is ended: then close
+    both sides, the browser's with the code it was ended with."""
+    to_client = asyncio.ensure_future(_upstream_to_client(upstream, send))
+    to_upstream = asyncio.ensure_future(_client_to_upstream(receive, upstream))
+    waiting: list[asyncio.Future[Any]] = [to_client, to_upstream]
+    if stream is not None:
+        waiting.append(stream.ending)
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (to_client, to_upstream):
+            if not task.done():
+                task.cancel()
+        # Collect both (their errors only end the relay); a cancellation of this task still
+        # propagates out of gather.
+        await asyncio.gather(to_client, to_upstream, return_exceptions=True)
+    if stream is not None and stream.ended and to_client.cancelled() and to_upstream.cancelled():
+        code = stream.ending.result()
+        await send({"type": "websocket.close", "code": code, "reason": REASONS.get(code, "")})
+        await upstream.close(code=GOING_AWAY)
 
 
 async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: Send) -> None:

@@ -29,6 +29,7 @@ from bff.config import RouteSettings, Settings, TokenAPISettings, load_settings
 from bff.errors import StoreUnavailable
 from bff.stores.memory import MemoryStore
 from bff.tokens import Bearer
+from bff.tokenset import TokenSet
 
 ISSUER = "https://idp.example"
 CLIENT_ID = "bff"
@@ -400,11 +401,14 @@ class FakeBearer:
         after: str | None = "fresh",
         error: Exception | None = None,
         set_cookies: Sequence[str] = (),
+        dpop_key: str | None = None,
     ) -> None:
+        """With `dpop_key` (a private JWK) the tokens are DPoP-bound to it."""
         self.first = first
         self.after = after
         self.error = error
         self.set_cookies = tuple(set_cookies)
+        self.dpop_key = dpop_key
         self.calls: list[str] = []
         self.rejected: list[str] = []
 
@@ -413,12 +417,17 @@ class FakeBearer:
         self.calls.append(route.path)
         if self.error is not None:
             raise self.error
-        return None if self.first is None else Bearer(self.first, self.set_cookies)
+        return None if self.first is None else self._bearer(self.first)
 
     async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
         del route  # BearerSource's signature: the fake answers the same on every route
         self.rejected.append(rejected.token)
-        return None if self.after is None else Bearer(self.after, self.set_cookies)
+        return None if self.after is None else self._bearer(self.after)
+
+    def _bearer(self, token: str) -> Bearer:
+        if self.dpop_key is None:
+            return Bearer(token, self.set_cookies)
+        return Bearer(token, self.set_cookies, token_type="DPoP", dpop_key=self.dpop_key)
 
 
 # -- stores -----------------------------------------------------------------------------------
@@ -530,3 +539,8 @@ class DownStore(HookedStore):
     def before(self, _operation: str, /) -> None:  # refuses them all alike
         if self.down:
             raise StoreUnavailable(self.message)
+
+
+def holding(refresh_token: str) -> TokenSet:
+    """A session's tokens holding `refresh_token` (what `LoginSource.refresh` is handed)."""
+    return TokenSet(access_token="at-0", refresh_token=refresh_token)

@@ -70,7 +70,7 @@ def set_cookies(response: httpx2.Response) -> list[str]:
 # -- login ------------------------------------------------------------------------------------
 
 
-def test_login_callback_user(client: TestClient, idp: FakeIdP) -> None:
+def test_login_then_callback_creates_a_session_and_user_shows_its_claims(client: TestClient, idp: FakeIdP) -> None:
     response = start_login(client, "/app?tab=2")
     location = response.headers["location"]
     assert location.startswith(f"{ISSUER}/authorize?")

@@ -15,7 +15,7 @@ from bff.login import LoginSource
 from bff.oidc import OIDCClient
 from bff.token_api import TokenAPIClient
 from bff.tokenset import TokenSet
-from tests.fakes import Clock, FakeIdP, FakeTokenAPI, settings_for, token_api_settings
+from tests.fakes import Clock, FakeIdP, FakeTokenAPI, holding, settings_for, token_api_settings
 
 
 @dataclass
@@ -53,7 +53,7 @@ async def issuer(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[
 
 async def test_refresh_gives_a_new_access_token_and_rotates(issuer: Issuer, clock: Clock) -> None:
     old = issuer.grant()
-    tokens = await issuer.source.refresh(old)
+    tokens = await issuer.source.refresh(holding(old))
     assert tokens.access_token
     assert tokens.expires_at is not None
     assert tokens.expires_at > clock()
@@ -65,7 +65,7 @@ async def test_refresh_gives_a_new_access_token_and_rotates(issuer: Issuer, cloc
 
 async def test_a_dead_refresh_token_is_refresh_rejected(issuer: Issuer) -> None:
     with pytest.raises(RefreshRejected) as caught:
-        await issuer.source.refresh("not-a-live-refresh-token")
+        await issuer.source.refresh(holding("not-a-live-refresh-token"))
     assert (caught.value.status_code, caught.value.code, caught.value.error) == (
         401,
         "session_expired",
@@ -77,7 +77,7 @@ async def test_a_source_that_is_down_is_unavailable_and_never_rejects(issuer: Is
     live = issuer.grant()
     issuer.go_down()
     with pytest.raises(ProviderUnavailable) as caught:
-        await issuer.source.refresh(live)
+        await issuer.source.refresh(holding(live))
     assert caught.value.status_code == 503
     assert caught.value.headers[0][0] == "retry-after"
     with pytest.raises(ProviderUnavailable):

@@ -17,7 +17,7 @@ from bff.errors import BadRequest, IdPError, LoginFailed, ProviderUnavailable, R
 from bff.idtokens import JWKS_REFETCH_INTERVAL
 from bff.oidc import OIDCClient
 from bff.oidc_messages import new_login_request, parse_token_response, pkce_challenge
-from tests.fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, Clock, FakeIdP, settings_for
+from tests.fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, Clock, FakeIdP, holding, settings_for
 
 
 def make_client(idp: FakeIdP, clock: Clock, **environ: str) -> OIDCClient:
@@ -201,11 +201,11 @@ async def test_concurrent_validations_fetch_the_jwks_once(idp: FakeIdP, clock: C
 async def test_refresh_rotates_and_a_used_refresh_token_is_invalid_grant(idp: FakeIdP, clock: Clock) -> None:
     client = make_client(idp, clock)
     old = idp.issue_refresh_token()
-    tokens = await client.refresh(old)
+    tokens = await client.refresh(holding(old))
     assert tokens.refresh_token
     assert tokens.refresh_token != old
     with pytest.raises(RefreshRejected) as info:
-        await client.refresh(old)
+        await client.refresh(holding(old))
     assert info.value.error == "invalid_grant"
     assert info.value.status_code == 401
 
@@ -216,12 +216,12 @@ async def test_refresh_during_provider_5xx_is_provider_unavailable(idp: FakeIdP,
     await client.discover()
     idp.token_status = status
     with pytest.raises(ProviderUnavailable) as info:
-        await client.refresh(idp.issue_refresh_token())
+        await client.refresh(holding(idp.issue_refresh_token()))
     assert info.value.status_code == 503
     assert info.value.status == status
 
 
-def test_parse_token_response_variants() -> None:
+def test_a_token_answer_takes_its_expiry_from_expires_in_or_the_jwt_and_refuses_what_is_not_a_token() -> None:
     request = httpx.Request("POST", f"{ISSUER}/token")
     jwt_access = jwt.encode({"exp": 2_000}, "k" * 32, algorithm="HS256")
     parsed = parse_token_response(
@@ -249,7 +249,9 @@ def test_parse_token_response_variants() -> None:
         parse_token_response(httpx.Response(200, text="<html>", request=request), now=0, retry_after=5)
 
 
-async def test_revoke_and_end_session_url(idp: FakeIdP, clock: Clock) -> None:
+async def test_revocation_posts_the_token_and_the_end_session_url_carries_client_id_and_return(
+    idp: FakeIdP, clock: Clock
+) -> None:
     client = make_client(idp, clock)
     token = idp.issue_refresh_token()
     assert await client.revoke(token) is True

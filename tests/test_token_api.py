@@ -27,7 +27,7 @@ from bff.token_api import (
     parse_userinfo_response,
 )
 from bff.tokenset import TokenSet
-from tests.fakes import TOKEN_API, TOKEN_API_KEY, Clock, FakeTokenAPI, token_api_settings
+from tests.fakes import TOKEN_API, TOKEN_API_KEY, Clock, FakeTokenAPI, holding, token_api_settings
 
 NOW = 1_000_000.0
 # What a careless API might put into an error body; it must never reach a message.
@@ -481,11 +481,11 @@ async def test_refresh_rotates_and_a_used_refresh_token_is_rejected(api: FakeTok
     client = make_client(api, clock)
     old = api.issue_refresh_token()
     clock.advance(100)
-    tokens = await client.refresh(old)
+    tokens = await client.refresh(holding(old))
     assert tokens.refresh_token in api.refresh_tokens
     assert tokens.expires_at == clock() + api.access_ttl
     with pytest.raises(RefreshRejected) as info:
-        await client.refresh(old)
+        await client.refresh(holding(old))
     assert (info.value.error, info.value.status) == ("invalid_grant", 401)
     assert api.calls["/api/token/refresh/"] == 2
 
@@ -494,17 +494,17 @@ async def test_refresh_without_rotation_keeps_the_old_refresh_token(clock: Clock
     api = FakeTokenAPI(clock=clock, rotate_refresh_tokens=False)
     client = make_client(api, clock)
     first = TokenSet(access_token="at-0", refresh_token=api.issue_refresh_token())
-    newer = await client.refresh(first.refresh_token or "")
+    newer = await client.refresh(first)
     assert newer.refresh_token is None
     merged = first.merged_with(newer)
     assert merged.refresh_token == first.refresh_token
-    assert (await client.refresh(merged.refresh_token or "")).refresh_token is None
+    assert (await client.refresh(merged)).refresh_token is None
 
 
 async def test_rotation_always_against_an_api_that_does_not_rotate_is_idp_error(clock: Clock) -> None:
     api = FakeTokenAPI(clock=clock, rotate_refresh_tokens=False)
     with pytest.raises(IdPError) as info:
-        await make_client(api, clock, rotation="always").refresh(api.issue_refresh_token())
+        await make_client(api, clock, rotation="always").refresh(holding(api.issue_refresh_token()))
     assert type(info.value) is IdPError
 
 
@@ -513,7 +513,7 @@ async def test_refresh_and_logout_reach_the_api_with_each_placement(
     api: FakeTokenAPI, clock: Clock, placement: str
 ) -> None:
     client = make_client(api, clock, refresh_token_in=placement, logout_token_in=placement)
-    tokens = await client.refresh(api.issue_refresh_token())
+    tokens = await client.refresh(holding(api.issue_refresh_token()))
     assert tokens.refresh_token is not None
     assert await client.end(tokens) is None
     assert api.blacklisted == [tokens.refresh_token]
@@ -525,7 +525,7 @@ async def test_logout_blacklists_the_refresh_token_so_it_cannot_refresh(api: Fak
     assert await client.end(result.tokens) is None
     assert api.calls["/api/token/blacklist/"] == 1
     with pytest.raises(RefreshRejected):
-        await client.refresh(result.tokens.refresh_token or "")
+        await client.refresh(result.tokens)
 
 
 async def test_logout_without_a_logout_url_calls_nothing(api: FakeTokenAPI, clock: Clock) -> None:

@@ -4,6 +4,7 @@ rotation, `invalid_grant`, provider outages and the client-credentials cache."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from bff import create_app
 from bff.app import BffApp
 from bff.config import RouteSettings
+from bff.dpop import DPoPKey
 from bff.errors import NotAuthenticated, ProviderUnavailable, RefreshRejected, SessionExpired
 from bff.login import LoginResult
 from bff.metrics import Metrics
@@ -121,7 +123,9 @@ async def worker(idp: FakeIdP, clock: Clock, storage: str) -> AsyncIterator[Work
     await worker.stop()
 
 
-async def test_anonymous_requests(worker: Worker) -> None:
+async def test_without_a_session_user_routes_refuse_and_optional_and_none_routes_forward_no_token(
+    worker: Worker,
+) -> None:
     with pytest.raises(NotAuthenticated):
         await worker.token(USER, [])
     assert await worker.token(OPTIONAL, []) is None
@@ -331,3 +335,23 @@ async def test_client_credentials_token_is_cached_until_near_expiry(worker: Work
     assert idp.calls["/token"] == 3
     assert await worker.token_after_rejection(CLIENT, rejected(None, renewed or "")) == after_401
     assert idp.calls["/token"] == 3
+
+
+async def test_a_dpop_bound_session_keeps_its_key_in_the_store_or_cookie_and_the_bearer_carries_it(
+    worker: Worker, idp: FakeIdP, clock: Clock
+) -> None:
+    key = DPoPKey.generate().private_jwk()
+    tokens = TokenSet(
+        access_token="at-dpop", refresh_token=idp.issue_refresh_token(), expires_at=clock() + 300, token_type="DPoP"
+    )
+    session = await worker.create(dataclasses.replace(tokens, dpop_key=key), sid="sid-1")
+    loaded = await worker.current(session)
+    assert loaded is not None
+    assert (loaded.tokens.token_type, loaded.tokens.dpop_key) == ("DPoP", key)
+    bearer = await worker.tokens.bearer(USER, worker.headers(session))
+    assert bearer is not None
+    assert (bearer.token, bearer.token_type, bearer.dpop_key) == ("at-dpop", "DPoP", key)
+    assert key not in repr(bearer)
+    client = await worker.tokens.bearer(CLIENT, [])
+    assert client is not None
+    assert (client.token_type, client.dpop_key) == ("Bearer", None)  # client credentials stay Bearer

@@ -212,7 +212,7 @@ class DemoAPI:
             await asyncio.sleep(self._tick)
 
 
-async def _invalid_token(request: Request, exc: Exception) -> Response:
+async def _invalid_token(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidToken)
     return exc.response()
 

@@ -146,10 +146,10 @@ class DevIdentityProvider:
 
     # -- endpoints -----------------------------------------------------------------------------
 
-    async def _discovery(self, request: Request) -> Response:
+    async def _discovery(self, _request: Request) -> Response:
         return JSONResponse(self.metadata())
 
-    async def _jwks(self, request: Request) -> Response:
+    async def _jwks(self, _request: Request) -> Response:
         return JSONResponse({"keys": [self.key.public_jwk()]}, headers={"Cache-Control": "max-age=300"})
 
     async def _authorize(self, request: Request) -> Response:

@@ -264,5 +264,5 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _not_found(request: Request) -> Response:
+async def _not_found(_request: Request) -> Response:
     return PlainTextResponse("Not Found", status_code=404)

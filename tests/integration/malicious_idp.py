@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tests.support.processes import free_port
-from tests.support.server_thread import UvicornThread
+from tests.support.server_thread import ServedApp
 
 MODES = ("good", "alg_none", "wrong_aud", "wrong_nonce", "expired", "wrong_key")
 
@@ -38,7 +38,9 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-class MaliciousIdP:
+class MaliciousIdP(ServedApp):
+    server_name = "the malicious IdP"
+
     def __init__(self, client_id: str) -> None:
         self.client_id = client_id
         self.port = free_port()
@@ -57,7 +59,6 @@ class MaliciousIdP:
                 Route("/token", self._token, methods=["POST"]),
             ]
         )
-        self._server: UvicornThread | None = None
 
     async def _discovery(self, _request: Request) -> Response:
         return JSONResponse(
@@ -129,13 +130,3 @@ class MaliciousIdP:
             header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
             return f"{header}.{_b64(json.dumps(claims).encode())}."
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self._kid})
-
-    def start(self) -> None:
-        self._server = UvicornThread(
-            self.app, port=self.port, name="the malicious IdP", log_level="warning", ws="none", lifespan="off"
-        )
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()

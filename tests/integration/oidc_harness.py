@@ -9,7 +9,7 @@ of the whole run for tokens and cookie values.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,9 +68,11 @@ class Run:
         client_secret: str | None = None,
         token_storage: str = "server",
         log_format: str = "text",
-        pushed_authorization: str = "auto",
         start: bool = True,
+        api_url: str | None = None,
+        oidc_extra: Mapping[str, Any] | None = None,
     ) -> Bff:
+        """`api_url`: where the `/api` route goes (default: the run's JWT API); `oidc_extra`: more `[oidc]` keys."""
         port = free_port()
         workdir = self.root / f"{name}-{port}"
         workdir.mkdir(parents=True)
@@ -89,11 +91,11 @@ class Run:
             client_id=client.client_id,
             client_secret=client.client_secret,
             auth_method=auth_method,
-            api_url=self.api.url,
+            api_url=api_url or self.api.url,
             store=store_url,
             secret_keys=secret_keys,
             refresh_skew=refresh_skew,
-            oidc_extra={"pushed_authorization": pushed_authorization},
+            oidc_extra=oidc_extra,
             extra={"token_storage": token_storage, "log_format": log_format},
         )
         process = BffProcess(workdir=workdir, config=config, port=port, workers=workers, name="bff")

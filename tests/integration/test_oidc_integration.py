@@ -47,7 +47,7 @@ pytestmark = pytest.mark.integration
 def test_without_par_the_authorization_url_carries_pkce_state_and_nonce(
     run: Run, new_bff: Callable[..., Bff], provider: OidcProvider
 ) -> None:
-    bff = new_bff("plain-url", pushed_authorization="off")
+    bff = new_bff("plain-url", oidc_extra={"pushed_authorization": "off"})
     start = run.new_browser(bff).start_login(bff.url, "/app")
     assert start.status_code in (302, 303), start.text
     authorize = urlsplit(start.headers["location"])
@@ -119,7 +119,7 @@ def test_login_through_the_providers_pages_sets_a_strict_httponly_session_cookie
 def test_login_with_https_public_url_sets_a_secure_host_prefixed_cookie(
     run: Run, new_bff: Callable[..., Bff], request: pytest.FixtureRequest
 ) -> None:
-    bff = new_bff("https", https=True, pushed_authorization="off")  # `redirect_uri` in the URL
+    bff = new_bff("https", https=True, oidc_extra={"pushed_authorization": "off"})  # `redirect_uri` in the URL
     assert bff.cookie_name == "__Host-bff"
     browser = run.new_browser(bff)
 

@@ -21,7 +21,7 @@
 //   GET  /test/counters          grants, refreshes, back-channel logouts... counted per client
 //   POST /test/counters/reset
 //   POST /test/clients           register or replace a client (JSON metadata)
-//   GET  /test/issued?client_id= every token response (access, refresh and ID tokens) so far
+//   GET  /test/issued?client_id= every token response (token type, access, refresh and ID tokens)
 //   GET  /test/grants?account=   the grants of an account with their refresh tokens
 //   POST /test/revoke-grant      {"grantId"} or {"account","clientId"}: revoke grants and tokens
 //   POST /test/token-delay       {"ms"}: hold each token request that long (0: off; not kept)
@@ -302,6 +302,7 @@ provider.on('grant.success', (ctx) => {
   issued.push({
     clientId,
     grantType: ctx.oidc.params.grant_type,
+    token_type: body.token_type,
     access_token: body.access_token,
     refresh_token: body.refresh_token,
     id_token: body.id_token,

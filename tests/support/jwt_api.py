@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.processes import free_port
-from tests.support.server_thread import UvicornThread
+from tests.support.server_thread import ServedApp
 
 
 @dataclass
@@ -46,7 +46,9 @@ class Seen:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class JwtApi:
+class JwtApi(ServedApp):
+    server_name = "the JWT API"
+
     def __init__(self, issuer: str, audience: str, *, port: int | None = None) -> None:
         self.issuer = issuer
         self.audience = audience
@@ -58,7 +60,6 @@ class JwtApi:
         self.app = Starlette(
             routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])]
         )
-        self._server: UvicornThread | None = None
 
     # ------------------------------------------------------------------ what it saw
 
@@ -136,18 +137,6 @@ class JwtApi:
                 "client_id": claims.get("client_id"),
             }
         )
-
-    # ------------------------------------------------------------------ server
-
-    def start(self) -> None:
-        self._server = UvicornThread(
-            self.app, port=self.port, name="the JWT API", log_level="warning", ws="none", lifespan="off"
-        )
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
 
 
 def wait_for_expiry(exp: float, *, margin: float = 0.5) -> None:

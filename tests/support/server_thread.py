@@ -2,7 +2,8 @@
 
 The thread runs its own event loop (uvicorn installs no signal handlers outside the main thread),
 so a synchronous test or a fixture can start a real server next to its own loop. Used by the
-proxy tests' `ServerThread` (`upstreams.py`), the JWT API and the malicious provider.
+proxy tests' `ServerThread` (`upstreams.py`) and, through `ServedApp`, the JWT API, the DPoP API
+and the malicious provider.
 """
 
 from __future__ import annotations
@@ -33,3 +34,23 @@ class UvicornThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+class ServedApp:
+    """A test's Starlette app on its own port: `start()` serves it in a `UvicornThread` (no
+    WebSockets, no lifespan), `stop()` ends that. Subclasses set `app`, `port` and `server_name`."""
+
+    app: ASGIApp
+    port: int
+    server_name: str
+    _server: UvicornThread | None = None
+
+    def start(self) -> None:
+        self._server = UvicornThread(
+            self.app, port=self.port, name=self.server_name, log_level="warning", ws="none", lifespan="off"
+        )
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
