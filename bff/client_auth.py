@@ -25,8 +25,8 @@ import jwt
 from starlette.datastructures import Secret
 
 from bff.client_keys import ClientAuthMethod, ClientKey
-from bff.config import OIDCSettings
 from bff.discovery import ProviderMetadata
+from bff.oidc_settings import OIDCSettings
 
 __all__ = [
     "ASSERTION_LIFETIME",
@@ -110,5 +110,7 @@ def client_authentication(
         method=oidc.token_endpoint_auth_method,
         client_secret=oidc.client_secret,
         signing_key=keys[0] if keys else None,
+        # FAPI 2.0 §5.3.2.1: the issuer identifier, as a string; elsewhere OIDC Core §9's token endpoint.
+        audience="issuer" if oidc.profile == "fapi2" else "token_endpoint",
         clock=clock,
     )

@@ -13,8 +13,6 @@ assertion to `bff.client_auth` and serving the JWKS to `bff.endpoints`. A proble
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from bff.dpop import jwk_thumbprint
 from bff.errors import ConfigError
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "PrivateKey",
     "client_credential_problems",
     "generate_private_jwk",
-    "jwk_thumbprint",
     "load_client_keys",
     "public_jwks",
 ]
@@ -96,13 +94,6 @@ def client_credential_problems(
 def public_jwks(keys: Sequence[ClientKey]) -> dict[str, list[dict[str, str]]]:
     """The JWKS a provider verifies the assertions with: public members, `kid`, `alg`, `use`."""
     return {"keys": [dict(key.public_jwk) for key in keys]}
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """RFC 7638 SHA-256 thumbprint of a (public or private) RSA or EC JWK, base64url."""
-    members = {name: jwk[name] for name in _PUBLIC_MEMBERS[str(jwk["kty"])]}
-    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode("ascii")
 
 
 def generate_private_jwk(alg: ClientAssertionAlg) -> dict[str, str]:

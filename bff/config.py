@@ -8,6 +8,7 @@ Nothing here opens a socket: reaching the provider is `bff check`'s business.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 import typing
@@ -19,13 +20,12 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Secret
 
-from bff.client_keys import ClientAssertionAlg, ClientAuthMethod, client_credential_problems
 from bff.errors import ConfigError
+from bff.oidc_settings import OIDCSettings, apply_profile, oidc_problems
 from bff.settings_reader import URL, ByteSize, Duration, build_dataclass, merge_environment
 from bff.stores import check_store_url
 
 __all__ = [
-    "OIDCSettings",
     "RouteSettings",
     "SessionSettings",
     "Settings",
@@ -60,53 +60,6 @@ class SessionSettings:
     keep_claims: tuple[str, ...] = ()
     """The user claims a session keeps (and `/bff/user` shows); `sub` is always kept. Trims a
     cookie-mode session that would not fit its cookies. Default: all of them."""
-
-
-@dataclass(frozen=True)
-class OIDCSettings:
-    """The OpenID provider and this BFF's client registration there."""
-
-    issuer: URL
-    """Issuer URL; discovery reads `<issuer>/.well-known/openid-configuration`. Required."""
-    client_id: str
-    """Client id of the BFF at the provider. Required."""
-    client_secret: Secret = field(default_factory=lambda: Secret(""))
-    """Client secret (confidential client). Required, but with `private_key_jwt`."""
-    token_endpoint_auth_method: ClientAuthMethod = "client_secret_basic"
-    """How the client authenticates at the token, PAR and revocation endpoints. Default: `client_secret_basic`."""
-    client_keys: tuple[str, ...] = ()
-    """`private_key_jwt` key files (PEM, JWK, JWKS): the first signs, all are published. Default: none."""
-    client_assertion_alg: ClientAssertionAlg | None = None
-    """`RS256`, `PS256` or `ES256`. Default: the JWK's `alg`, else `RS256` (RSA), `ES256` (P-256)."""
-    pushed_authorization: Literal["auto", "required", "off"] = "auto"
-    """RFC 9126 pushed authorization requests: `auto` (when listed), `required`, `off`. Default: `auto`."""
-    scopes: tuple[str, ...] = ("openid", "profile", "offline_access")
-    """Scopes asked for at login. Default: `openid profile offline_access`."""
-    client_scopes: tuple[str, ...] = ()
-    """Scopes asked for with the client-credentials grant (`token = "client"` routes). Default: none."""
-    resource: str | None = None
-    """RFC 8707 resource indicator sent at authorize, token and refresh. Default: none."""
-    audience: str | None = None
-    """`audience` parameter some providers (Auth0) want instead of `resource`. Default: none."""
-    extra_authorize_params: Mapping[str, str] = field(default_factory=dict)
-    """Extra query parameters for the authorization request. Default: none."""
-    post_logout_redirect_uri: URL | None = None
-    """Where the provider sends the browser after logout. Default: `public_url` + `/`."""
-    logout_id_token_hint: bool = False
-    """Put the ID token as `id_token_hint` into the end-session URL that logout hands the browser
-    (some providers require it); otherwise the URL carries `client_id`. Default: `false`."""
-    leeway: Duration = 30
-    """Clock-skew allowance when checking ID-token and logout-token times. Default: `30s`."""
-    refresh_skew: Duration = 30
-    """Refresh an access token this long before it expires. `0` turns proactive refresh off. Default: `30s`."""
-    timeout: Duration = 10
-    """Timeout of each call to the provider. Default: `10s`."""
-    retry_after: Duration = 5
-    """`Retry-After` sent with the 503 when the provider cannot be reached. Default: `5s`."""
-    dpop: bool = False
-    """DPoP (RFC 9449): each session gets its own ES256 key; the token requests carry proofs, the
-    access tokens are bound to the key, and `token = "user"` routes send `Authorization: DPoP`
-    with a fresh proof per request. Default: `false`."""
 
 
 @dataclass(frozen=True)
@@ -256,12 +209,19 @@ def load_settings(environ: Mapping[str, str], config_file: str | Path | None = N
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
             raise ConfigError([f"config file {str(config_file)!r}: {exc}"]) from None
     merge_environment(raw, environ, problems, prefix=_ENV_PREFIX, ignore=_NOT_SETTINGS)
-    settings = build_dataclass(Settings, raw, "", problems)
-    if settings is not None:
-        _check_consistency(typing.cast(Settings, settings), problems)
+    built = build_dataclass(Settings, raw, "", problems)
+    if built is None:
+        raise ConfigError(problems)
+    settings = typing.cast(Settings, built)
+    if settings.oidc is not None:
+        # A profile fills in what it requires where the file is silent, so it must see what was said.
+        section = raw.get("oidc")
+        said = set(section) if isinstance(section, dict) else set()
+        settings = dataclasses.replace(settings, oidc=apply_profile(settings.oidc, said, problems))
+    _check_consistency(settings, problems)
     if problems:
         raise ConfigError(problems)
-    return typing.cast(Settings, settings)
+    return settings
 
 
 def _check_consistency(settings: Settings, problems: list[str]) -> None:
@@ -278,9 +238,8 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.extend(error.problems)
     if settings.session.idle_timeout <= 0 or settings.session.absolute_timeout <= 0:
         problems.append("session: idle_timeout and absolute_timeout must be positive")
-    if (oidc := settings.oidc) is not None:
-        method, client_secret = oidc.token_endpoint_auth_method, str(oidc.client_secret)
-        problems.extend(client_credential_problems(method, client_secret, oidc.client_keys, oidc.client_assertion_alg))
+    if settings.oidc is not None:
+        problems.extend(oidc_problems(settings.oidc))
     if settings.oidc is not None and settings.token_api is not None:
         problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
     seen: set[str] = set()
@@ -304,8 +263,13 @@ def _check_route(key: str, route: RouteSettings, settings: Settings, seen: set[s
     if route.path in seen:  # the paths of the routes before this one
         problems.append(f"{key}.path: {route.path!r} is configured twice")
     seen.add(route.path)
-    if route.token == "client" and settings.oidc is None:
+    oidc = settings.oidc
+    if route.token == "client" and oidc is None:
         problems.append(f"{key}.token: 'client' needs an [oidc] section (client credentials)")
+    elif route.token == "client" and oidc is not None and oidc.profile == "fapi2":
+        problems.append(
+            f"{key}.token: 'client' contradicts profile = \"fapi2\" (client-credentials tokens stay Bearer)"
+        )
     elif route.token != "none" and settings.oidc is None and settings.token_api is None:
         problems.append(f"{key}.token: {route.token!r} needs a login source, an [oidc] or a [token_api] section")
     if route.max_connections < 1:

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import jwt
 
-from bff.config import OIDCSettings
 from bff.discovery import ProviderMetadata, json_or_unavailable
 from bff.errors import BadRequest, IdPError, LoginFailed
+from bff.oidc_settings import FAPI2_ALGORITHMS, OIDCSettings
 
 __all__ = [
     "BACKCHANNEL_LOGOUT_EVENT",
@@ -126,8 +126,11 @@ class TokenValidator:
         except jwt.PyJWTError:
             raise error(f"{what} is not a JWT") from None
         alg = header.get("alg")
-        if alg not in provider.algorithms:
-            raise error(f"{what} algorithm {alg!r} is not one of {provider.algorithms}")
+        allowed = provider.algorithms
+        if self.config.profile == "fapi2":
+            allowed = [name for name in allowed if name in FAPI2_ALGORITHMS]
+        if alg not in allowed:
+            raise error(f"{what} algorithm {alg!r} is not one of {allowed}")
         jwk = await self._signing_key(header.get("kid"), alg)
         if jwk is None:
             raise error(f"{what} is signed with an unknown key")

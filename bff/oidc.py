@@ -26,7 +26,7 @@ import httpx
 
 from bff.client_auth import ClientAuthentication, client_authentication
 from bff.client_keys import ClientKey, load_client_keys
-from bff.config import OIDCSettings, Settings
+from bff.config import Settings
 from bff.discovery import ProviderMetadata, parse_discovery
 from bff.dpop import DPoPKey, nonces
 from bff.dpop_sending import send_with_proof
@@ -44,6 +44,7 @@ from bff.oidc_messages import (
     build_revocation_request,
     parse_token_response,
 )
+from bff.oidc_settings import OIDCSettings
 from bff.par import build_par_request, parse_par_response, pushed_authorization_url, should_push
 from bff.tokenset import TokenSet
 
@@ -107,10 +108,12 @@ class OIDCClient:
     async def exchange_code(self, code: str, login: LoginRequest) -> tuple[TokenSet, dict[str, Any]]:
         """Code → tokens, and the validated ID-token claims."""
         provider = await self.discover()
-        request = build_code_exchange_request(
-            provider, self.settings, self.client_auth, code=code, code_verifier=login.code_verifier
+        tokens = await self._token_call(
+            lambda: build_code_exchange_request(
+                provider, self.settings, self.client_auth, code=code, code_verifier=login.code_verifier
+            ),
+            login.dpop_key,
         )
-        tokens = await self._token_call(request, login.dpop_key)
         if not tokens.id_token:
             raise IdPError('token response has no "id_token" (is the "openid" scope configured?)')
         claims = await self.validate_id_token(tokens.id_token, nonce=login.nonce)
@@ -120,12 +123,16 @@ class OIDCClient:
         """New tokens for `tokens`' refresh token, with a proof of its DPoP key when it has one.
         Raises RefreshRejected on `invalid_grant`, ProviderUnavailable when unreachable or 5xx."""
         provider = await self.discover()
-        request = build_refresh_request(provider, self.config, self.client_auth, tokens.refresh_token or "")
-        return await self._token_call(request, tokens.dpop_key)
+        refresh_token = tokens.refresh_token or ""
+        return await self._token_call(
+            lambda: build_refresh_request(provider, self.config, self.client_auth, refresh_token), tokens.dpop_key
+        )
 
     async def client_credentials(self) -> TokenSet:
         provider = await self.discover()
-        return await self._token_call(build_client_credentials_request(provider, self.config, self.client_auth), None)
+        return await self._token_call(
+            lambda: build_client_credentials_request(provider, self.config, self.client_auth), None
+        )
 
     async def revoke(self, token: str, token_type_hint: str = "refresh_token") -> bool:  # noqa: S107
         """RFC 7009; False when the provider has no revocation endpoint."""
@@ -168,13 +175,19 @@ class OIDCClient:
         """Back-Channel Logout 1.0 §2.6, but for `jti` replay, which needs the store."""
         return await self._validator.validate_logout_token(logout_token)
 
-    async def _token_call(self, request: httpx.Request, dpop_key: str | None) -> TokenSet:
-        """Send a token-endpoint request (with a DPoP proof of `dpop_key`, if any) and parse the answer."""
+    async def _token_call(self, build: Callable[[], httpx.Request], dpop_key: str | None) -> TokenSet:
+        """Send the token-endpoint request `build` makes (with a DPoP proof of `dpop_key`, if any)
+        and parse the answer."""
         if dpop_key is None:
-            response = await self._send(request)
+            response = await self._send(build())
         else:
-            response = await send_with_proof(self._send, request, DPoPKey.from_jwk(dpop_key), nonces)
-        return parse_token_response(response, now=self._clock(), retry_after=self.config.retry_after, dpop_key=dpop_key)
+            response = await send_with_proof(self._send, build, DPoPKey.from_jwk(dpop_key), nonces)
+        tokens = parse_token_response(
+            response, now=self._clock(), retry_after=self.config.retry_after, dpop_key=dpop_key
+        )
+        if dpop_key is not None and tokens.token_type != "DPoP" and self.config.profile == "fapi2":
+            raise IdPError('the provider issued a Bearer token; profile "fapi2" requires DPoP-bound tokens')
+        return tokens
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         return await send_to_source(self._http, request, who="provider", retry_after=self.config.retry_after)

@@ -27,7 +27,7 @@ from bff.errors import BadRequest, BffError, IdPError, LoginFailed, NotAvailable
 from bff.idtokens import LOGOUT_TOKEN_MAX_AGE
 from bff.login import LoginResult, check_return_to, user_claims
 from bff.oidc import OIDCClient
-from bff.oidc_messages import LoginRequest, new_login_request
+from bff.oidc_messages import LoginRequest, check_issuer_parameter, new_login_request
 
 __all__ = [
     "JWKS_MAX_AGE",
@@ -117,12 +117,7 @@ class OIDCEndpoints:
         if login.state != state:
             raise LoginFailed('callback parameter "state" does not match')
         provider = await self.oidc.discover()
-        issuer = params.get("iss")
-        # RFC 9207: when sent, `iss` must be our provider (mix-up attacks).
-        if issuer is not None and issuer != provider.issuer:
-            raise LoginFailed(f'callback parameter "iss" is {issuer[:200]!r}, expected {provider.issuer!r}')
-        if issuer is None and provider.authorization_response_iss_parameter_supported:
-            raise LoginFailed('callback parameter "iss" is missing')
+        check_issuer_parameter(params.get("iss"), provider, profile=self.oidc.config.profile)
         marker = "login-state:" + hashlib.sha256(state.encode()).hexdigest()
         if not await self.parts.store.add_if_absent(marker, b"1", self.login_timeout):
             raise LoginFailed('callback parameter "state" was already used')

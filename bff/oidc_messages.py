@@ -23,10 +23,11 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from bff.client_auth import ClientAuthentication
-from bff.config import OIDCSettings, Settings
+from bff.config import Settings
 from bff.discovery import ProviderMetadata
 from bff.dpop import DPoPKey
-from bff.errors import IdPError, ProviderUnavailable, RefreshRejected
+from bff.errors import IdPError, LoginFailed, ProviderUnavailable, RefreshRejected
+from bff.oidc_settings import OIDCSettings
 from bff.tokenset import TokenSet, jwt_exp
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "build_end_session_url",
     "build_refresh_request",
     "build_revocation_request",
+    "check_issuer_parameter",
     "error_answer",
     "new_login_request",
     "parse_token_response",
@@ -258,3 +260,12 @@ def _add_resource(params: dict[str, str], oidc: OIDCSettings) -> None:
         params["resource"] = oidc.resource
     if oidc.audience:
         params["audience"] = oidc.audience
+
+
+def check_issuer_parameter(issuer: str | None, provider: ProviderMetadata, *, profile: str) -> None:
+    """RFC 9207 (mix-up attacks): the callback's `iss`, when sent, must be our provider's; it must be
+    sent when the provider promises it, and always under FAPI 2.0 (§5.3.2.2). Raises LoginFailed."""
+    if issuer is not None and issuer != provider.issuer:
+        raise LoginFailed(f'callback parameter "iss" is {issuer[:200]!r}, expected {provider.issuer!r}')
+    if issuer is None and (provider.authorization_response_iss_parameter_supported or profile == "fapi2"):
+        raise LoginFailed('callback parameter "iss" is missing')

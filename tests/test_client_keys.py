@@ -14,10 +14,10 @@ from bff.client_keys import (
     ClientAssertionAlg,
     client_credential_problems,
     generate_private_jwk,
-    jwk_thumbprint,
     load_client_keys,
     public_jwks,
 )
+from bff.dpop import jwk_thumbprint
 from bff.errors import ConfigError
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}

@@ -206,14 +206,22 @@ class TokenEndpoint:
 
 async def test_a_token_request_asked_for_a_nonce_is_retried_once_with_it_and_the_nonce_is_remembered() -> None:
     endpoint, memory, key = TokenEndpoint(), NonceMemory(), DPoPKey.generate()
-    request = httpx.Request("POST", TOKEN_ENDPOINT + "?x=1", data={"grant_type": "refresh_token"})
-    response = await send_with_proof(endpoint.send, request, key, memory)
+    built: list[httpx.Request] = []
+
+    def build() -> httpx.Request:
+        built.append(httpx.Request("POST", TOKEN_ENDPOINT + "?x=1", data={"grant_type": "refresh_token"}))
+        return built[-1]
+
+    response = await send_with_proof(endpoint.send, build, key, memory)
     assert response.status_code == 200
     assert [proof.get("nonce") for proof in endpoint.proofs] == [None, "nonce-1"]
     assert {(proof["htm"], proof["htu"]) for proof in endpoint.proofs} == {("POST", TOKEN_ENDPOINT)}
     assert memory.get(ISSUER) == "nonce-1"
+    # The retry is a new request (a private_key_jwt assertion in it may be used only once).
+    assert len(built) == 2
+    assert built[0] is not built[1]
 
-    again = await send_with_proof(endpoint.send, httpx.Request("POST", TOKEN_ENDPOINT), key, memory)
+    again = await send_with_proof(endpoint.send, lambda: httpx.Request("POST", TOKEN_ENDPOINT), key, memory)
     assert again.status_code == 200
     assert len(endpoint.proofs) == 3  # the remembered nonce: no second round trip
 
@@ -225,7 +233,9 @@ async def test_a_nonce_refused_twice_is_the_providers_answer_not_a_loop() -> Non
         endpoint.nonce += "x"  # a new nonce every time: never satisfied
         return await endpoint.send(request)
 
-    response = await send_with_proof(rotating, httpx.Request("POST", TOKEN_ENDPOINT), DPoPKey.generate(), memory)
+    response = await send_with_proof(
+        rotating, lambda: httpx.Request("POST", TOKEN_ENDPOINT), DPoPKey.generate(), memory
+    )
     assert response.status_code == 400
     assert len(endpoint.proofs) == 2
     assert memory.get(ISSUER) == endpoint.nonce
@@ -238,7 +248,8 @@ async def test_an_error_that_is_not_use_dpop_nonce_is_not_retried() -> None:
         calls.append(request)
         return httpx.Response(400, json={"error": "invalid_dpop_proof"}, headers={"DPoP-Nonce": "n"}, request=request)
 
-    response = await send_with_proof(refusing, httpx.Request("POST", TOKEN_ENDPOINT), DPoPKey.generate(), NonceMemory())
+    token_request = httpx.Request("POST", TOKEN_ENDPOINT)
+    response = await send_with_proof(refusing, lambda: token_request, DPoPKey.generate(), NonceMemory())
     assert response.status_code == 400
     assert len(calls) == 1
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from bff.config import OIDCSettings, RouteSettings, SessionSettings, Settings, TokenAPISettings, load_settings
+from bff.client_keys import generate_private_jwk
+from bff.config import RouteSettings, SessionSettings, Settings, TokenAPISettings, load_settings
+from bff.oidc_settings import OIDCSettings
 from tests.support.caddy import CADDYFILE
 from tests.support.readme_configs import README_API_ORIGIN, readme_block
 
@@ -38,6 +41,17 @@ def test_the_token_api_examples_are_complete_configurations(name: str, tmp_path:
     assert [(route.path, route.upstream, route.token) for route in settings.routes] == [
         ("/api", README_API_ORIGIN, "user")
     ]
+
+
+def test_the_fapi2_example_is_a_complete_configuration(tmp_path: Path) -> None:
+    key = tmp_path / "client-key.jwk"
+    key.write_text(json.dumps(generate_private_jwk("ES256")))
+    path = tmp_path / "bff.toml"
+    path.write_text(readme_block("fapi2").replace("/etc/bff/client-key.jwk", str(key)), encoding="utf-8")
+    oidc = load_settings({}, path).oidc
+    assert oidc is not None
+    assert (oidc.profile, oidc.pushed_authorization, oidc.dpop, oidc.leeway) == ("fapi2", "required", True, 10)
+    assert oidc.token_endpoint_auth_method == "private_key_jwt"
 
 
 TEST_COMMAND = "./scripts/install && ./scripts/check && ./scripts/test"

@@ -44,12 +44,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from bff.app import BffApp, create_app
-from bff.config import OIDCSettings, RouteSettings, Settings
+from bff.config import RouteSettings, Settings
 from bff.demo.api import DemoAPI
 from bff.demo.idp import DevIdentityProvider
 from bff.demo.keys import SigningKey
 from bff.demo.oauth import DemoClient
 from bff.errors import ConfigError
+from bff.oidc_settings import OIDCSettings
 from bff.server import serve
 
 __all__ = [

@@ -71,14 +71,19 @@ class Run:
         start: bool = True,
         api_url: str | None = None,
         oidc_extra: Mapping[str, Any] | None = None,
+        registration: Mapping[str, Any] | None = None,
     ) -> Bff:
-        """`api_url`: where the `/api` route goes (default: the run's JWT API); `oidc_extra`: more `[oidc]` keys."""
+        """`api_url`: where the `/api` route goes (default: the run's JWT API); `oidc_extra`: more
+        `[oidc]` keys; `registration`: more client metadata (`jwks` for `private_key_jwt`, whose
+        BFF then has no secret)."""
         port = free_port()
         workdir = self.root / f"{name}-{port}"
         workdir.mkdir(parents=True)
         public_url = f"https://127.0.0.1:{port}" if https else f"http://127.0.0.1:{port}"
         if issuer is None:
-            client = self.provider.register_client(f"{name}-{port}", public_url, auth_method=auth_method)
+            client = self.provider.register_client(
+                f"{name}-{port}", public_url, auth_method=auth_method, metadata=registration
+            )
         else:
             assert client_id is not None
             assert client_secret is not None
@@ -89,7 +94,7 @@ class Run:
             public_url=public_url,
             issuer=issuer or self.provider.issuer,
             client_id=client.client_id,
-            client_secret=client.client_secret,
+            client_secret=client.client_secret if auth_method != "private_key_jwt" else "",
             auth_method=auth_method,
             api_url=api_url or self.api.url,
             store=store_url,

@@ -55,6 +55,12 @@ const fapiProfile = process.env.OP_FAPI || '';
 // ---------------------------------------------------------------- persistent state
 
 const state = loadState();
+// A PS256 key beside the RS256 one, for clients registered with PS256 ID tokens (FAPI 2.0 allows
+// PS256, ES256 and EdDSA, not RS256); RS256 stays the default.
+if (!state.jwks.keys.some((key) => key.alg === 'PS256')) {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  state.jwks.keys.push({ ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'PS256' });
+}
 
 function loadState() {
   if (fs.existsSync(stateFile)) {
@@ -405,7 +411,7 @@ const callback = provider.callback();
 const server = http.createServer({ maxHeaderSize: 64 * 1024 }, (req, res) => {
   const url = new URL(req.url, issuer);
   if (url.pathname.startsWith('/test/')) {
-    testRoutes(req, res, url).catch((err) => send(res, 500, { error: String(err) }));
+    testRoutes(req, res, url).catch((err) => send(res, 500, { error: String(err), error_description: err.error_description }));
     return;
   }
   callback(req, res);
