@@ -347,7 +347,16 @@ def test_the_private_key_is_not_readable_in_a_redis_dump(
         bff.process.stop()
 
 
-def test_the_login_state_cookie_holds_the_key_sealed(dpop_bff: Bff) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_the_login_state_cookie_holds_the_key_sealed(dpop_run: Run, dpop_api: DPoPApi, mode: str) -> None:
+    # Without PAR, so that the browser's URL shows the parameters (a pushed request carries the
+    # same ones: oidc_messages.build_authorization_params).
+    dpop_bff = dpop_run.new_bff(
+        f"dpop-plain-url-{mode}",
+        token_storage=mode,
+        api_url=dpop_api.url,
+        oidc_extra={"dpop": True, "pushed_authorization": "off"},
+    )
     browser = Browser()
     try:
         started = browser.start_login(dpop_bff.url)
@@ -364,6 +373,7 @@ def test_the_login_state_cookie_holds_the_key_sealed(dpop_bff: Bff) -> None:
         assert jkt not in login_cookie[0]
     finally:
         browser.close()
+        dpop_bff.process.stop()
 
 
 def test_a_dpop_session_keeps_working_when_the_api_rotates_its_nonce(
