@@ -1,6 +1,7 @@
 """Logging the logged-in set-ups in: the authorization-code flow at the development provider
 (`log_in`, for `bff-user` and `bff-cookie`) and `POST /bff/login` in token-API mode
-(`token_api_log_in`, for `bff-tokenapi`). Each returns the `Cookie` header value wrk then sends.
+(`token_api_log_in`, for `bff-tokenapi`), and the sign-in and consent pages of the tests' real
+provider (`provider_log_in`, for `bff-oidc` and `bff-dpop`). Each returns the `Cookie` header value wrk then sends.
 
 Starting the BFF and its provider is bench/setups.py's.
 """
@@ -14,8 +15,9 @@ import re
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from bench.processes import CSRF_HEADER
+from tests.support.oidc_browser import Browser as ProviderBrowser
 
-__all__ = ["Browser", "log_in", "token_api_log_in"]
+__all__ = ["Browser", "log_in", "provider_log_in", "token_api_log_in"]
 
 
 class Browser:
@@ -101,3 +103,18 @@ def token_api_log_in(base: str, username: str, password: str) -> str:
     if response.status != 200 or not cookies:
         raise ValueError(f"POST /bff/login answered {response.status}: {text[:200]}")
     return "; ".join(cookies)
+
+
+def provider_log_in(base: str, user: str = "bench-user") -> str:
+    """The tests' own browser stand-in (`tests.support.oidc_browser`) signs in at the real
+    provider's pages and consents; the `Cookie` header value of the BFF's session cookies (the
+    jar holds the provider's too: same host, other port)."""
+    browser = ProviderBrowser(user_agent="bench")
+    try:
+        browser.login(base, user, return_to="/")
+        cookies = browser.cookies_named("bff")
+    finally:
+        browser.close()
+    if not cookies:
+        raise ValueError("no session cookie after the login")
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())

@@ -24,6 +24,7 @@ __all__ = [
     "Column",
     "Ratio",
     "Summary",
+    "extra_cpu",
     "ratios",
     "render",
     "summarise",
@@ -39,6 +40,7 @@ COMPARISONS = {
     "ratios_minimal": ("minimal", "bff"),
     "ratios_cookie": ("bff-user", "bff-cookie"),
     "ratios_tokenapi": ("bff-user", "bff-tokenapi"),
+    "ratios_dpop": ("bff-oidc", "bff-dpop"),
 }
 
 
@@ -178,16 +180,30 @@ def _caddy_table(summaries: Sequence[Summary], rows: Sequence[Ratio], options: d
     return lines
 
 
-def _user_table(summaries: Sequence[Summary]) -> list[str]:
+def extra_cpu(summaries: Sequence[Summary], subject: str, baseline: str) -> Column:
+    """`+us`: the CPU µs per request `subject` spends over `baseline` at the row's concurrency."""
     by_key = {(s.concurrency, s.setup): s for s in summaries}
 
-    def extra(r: Ratio) -> str:
-        user, plain = by_key[(r.concurrency, "bff-user")], by_key.get((r.concurrency, "bff"))
-        return f"{user.cpu_us_per_request - plain.cpu_us_per_request:>+6.0f}" if plain else f"{'-':>6}"
+    def cell(r: Ratio) -> str:
+        more, base = by_key[(r.concurrency, subject)], by_key.get((r.concurrency, baseline))
+        return f"{more.cpu_us_per_request - base.cpu_us_per_request:>+6.0f}" if base else f"{'-':>6}"
 
+    return Column(f"{'+us':>6}", cell)
+
+
+def _user_table(summaries: Sequence[Summary]) -> list[str]:
     title = 'BFF with token = "user" (logged-in session) / Caddy; "+us" is the token path\'s extra CPU per request'
-    columns = [CONC, RPS, CPU, CPU_BOUND, P99, Column(f"{'+us':>6}", extra)]
+    columns = [CONC, RPS, CPU, CPU_BOUND, P99, extra_cpu(summaries, "bff-user", "bff")]
     return _ratio_table(title, ratios(summaries, *COMPARISONS["ratios_user"]), columns)
+
+
+def _dpop_table(summaries: Sequence[Summary]) -> list[str]:
+    title = (
+        "DPoP (oidc.dpop = true: Authorization: DPoP and a fresh ES256 proof per request) / Bearer, both at "
+        'oidc-provider; "+us" is what the proof costs per request'
+    )
+    columns = [CONC, RPS, CPU, P99, extra_cpu(summaries, "bff-dpop", "bff-oidc")]
+    return _ratio_table(title, ratios(summaries, *COMPARISONS["ratios_dpop"]), columns)
 
 
 def _cookie_verdict(r: Ratio) -> str:
@@ -250,6 +266,7 @@ def render(
             [CONC, RPS, CPU, P99, verdict(_cookie_verdict)],
         ),
         *_ratio_table(tokenapi_title, ratios(summaries, *COMPARISONS["ratios_tokenapi"]), [CONC, RPS, CPU, P99]),
+        *_dpop_table(summaries),
         *_ratio_table(minimal_title, ratios(summaries, *COMPARISONS["ratios_minimal"]), [CONC, RPS, CPU, P99]),
     ]
     for name, reason in failures.items():

@@ -12,8 +12,10 @@ A small GET (1 KiB response) in three set-ups, all in the same run:
 and, opt-in with --setups: `bff-user` (a `token = "user"` route with a session logged in at the
 development provider, bench/idp.py), `bff-cookie` (the same with `token_storage = "cookie"`: the
 session sealed into the cookie), `bff-tokenapi` (the same route with a session logged in through
-`POST /bff/login` at the flask-jwt-extended API of tests/token_apis/, README's `[token_api]`) and
-`minimal` (bench/minimal_proxy.py, the stack's ceiling).
+`POST /bff/login` at the flask-jwt-extended API of tests/token_apis/, README's `[token_api]`),
+`bff-oidc` and `bff-dpop` (the route with a session at the tests' real OpenID provider, Bearer
+and with `oidc.dpop = true`: a DPoP proof per request) and `minimal` (bench/minimal_proxy.py,
+the stack's ceiling).
 
 wrk and the upstream share CPU 0; the process under test (Caddy or the BFF) runs alone on CPU 1.
 For each measurement the harness reads the CPU time of the process under test (user + system,

@@ -7,7 +7,8 @@ from README.md's `[token_api]` at the tests' flask-jwt-extended API) and `minima
 (bench/minimal_proxy.py). Each start function returns its `Target`, with `failure` set when it
 did not come up.
 
-The login flows are bench/login.py's; the processes, bench/processes.py's.
+The login flows are bench/login.py's; the real provider, bench/provider.py's; the processes,
+bench/processes.py's.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.login import log_in, token_api_log_in
+import httpx
+
+from bench.login import log_in, provider_log_in, token_api_log_in
 from bench.processes import BENCH_DIR, CSRF_HEADER, REQUEST_PATH, RESPONSE_SIZE, Target, pin_threads, spawn, wait_ready
+from bench.provider import check_upstream, start_provider
 from tests.support.bff_process import to_toml as to_toml  # re-exported: the tests read the bench TOML
 from tests.support.processes import free_port
 
@@ -33,8 +37,10 @@ __all__ = [
     "STARTERS",
     "Context",
     "bff_settings",
+    "provider_settings",
     "start_bff",
     "start_bff_logged_in",
+    "start_bff_provider",
     "start_bff_token_api",
     "start_caddy",
     "start_minimal",
@@ -150,6 +156,34 @@ def start_bff(
     return target
 
 
+def provider_settings(port: int, upstream_port: int, oidc: dict[str, Any], *, dpop: bool) -> dict[str, Any]:
+    """`bff-oidc` and `bff-dpop`: README's minimal `[oidc]` (issuer, client id and secret; `oidc`
+    has just these) and, for `bff-dpop`, `dpop = true`; the rest as `bff-user`."""
+    return bff_settings(port, upstream_port, {**oidc, "dpop": True} if dpop else oidc)
+
+
+def _with_session(
+    target: Target,
+    log_in: Callable[[], str],
+    errors: tuple[type[Exception], ...],
+    check: Callable[[], str | None] = lambda: None,
+) -> Target:
+    """Once the BFF answers: log in (`errors` are a failed login), have wrk send the session's
+    cookie, `check` (None: all is well) and wait for the proxied answer."""
+    if target.failure is not None:
+        return target
+    try:
+        cookie = log_in()
+    except errors as exc:
+        target.failure = f"login failed: {exc}"
+        return target
+    target.headers = [CSRF_HEADER, ("Cookie", cookie)]
+    target.failure = check()
+    if target.failure is None:
+        wait_ready(target)
+    return target
+
+
 def start_plain_bff(ctx: Context) -> Target:
     """`bff`: the pass-through, a `token = "none"` route."""
     port = free_port()
@@ -175,15 +209,7 @@ def start_bff_logged_in(ctx: Context, name: str, extra: dict[str, Any]) -> Targe
     settings = bff_settings(port, ctx.upstream_port, oidc, **extra)
     target = start_bff(name, ctx.workdir, ctx.env, ctx.proxy_cpus, settings, port)
     target.helpers.append(idp)
-    if target.failure is None:
-        try:
-            cookie = log_in(f"http://127.0.0.1:{port}")
-        except (OSError, ValueError, KeyError) as exc:
-            target.failure = f"login failed: {exc}"
-            return target
-        target.headers = [CSRF_HEADER, ("Cookie", cookie)]
-        wait_ready(target)
-    return target
+    return _with_session(target, lambda: log_in(f"http://127.0.0.1:{port}"), (OSError, ValueError, KeyError))
 
 
 def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
@@ -207,30 +233,49 @@ def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
     settings = token_api_settings(port, ctx.upstream_port, api.url)
     target = start_bff(name, ctx.workdir, ctx.env, ctx.proxy_cpus, settings, port)
     target.closers.append(api.close)
-    if target.failure is None:
-        try:
-            cookie = token_api_log_in(f"http://127.0.0.1:{port}", api.username, api.password)
-        except (OSError, ValueError) as exc:
-            target.failure = f"login failed: {exc}"
-            return target
-        target.headers = [CSRF_HEADER, ("Cookie", cookie)]
-        wait_ready(target)
-    return target
+
+    def login() -> str:
+        return token_api_log_in(f"http://127.0.0.1:{port}", api.username, api.password)
+
+    return _with_session(target, login, (OSError, ValueError))
 
 
-def _logged_in(name: str, extra: dict[str, Any]) -> Callable[[Context], Target]:
-    def start(ctx: Context) -> Target:
-        return start_bff_logged_in(ctx, name, extra)
-
-    return start
+def start_bff_provider(ctx: Context, name: str, *, dpop: bool) -> Target:
+    """`bff-oidc` and `bff-dpop`: the tests' panva oidc-provider (node, on the client CPU; RS256
+    JWT access tokens of an hour, so no refresh falls into the runs; DPoP offered for `bff-dpop`),
+    the BFF registered there with `provider_settings`, a session logged in through the provider's
+    sign-in and consent pages, its cookie sent by wrk. One request first checks what the upstream
+    gets: `Authorization: Bearer`, or `Authorization: DPoP` and a `DPoP` proof."""
+    provider = start_provider(ctx.workdir / f"{name}-provider", ctx.client_cpus, dpop=dpop)
+    if isinstance(provider, str):
+        return Target(name, "", failure=provider)
+    port = free_port()
+    try:
+        client = provider.register_client("bench-bff", f"http://127.0.0.1:{port}")
+    except httpx.HTTPError as exc:
+        provider.close()
+        return Target(name, "", failure=f"client registration at the provider failed: {exc}", log=provider.log_file)
+    oidc = {"issuer": provider.issuer, "client_id": client.client_id, "client_secret": client.client_secret}
+    target = start_bff(
+        name, ctx.workdir, ctx.env, ctx.proxy_cpus, provider_settings(port, ctx.upstream_port, oidc, dpop=dpop), port
+    )
+    target.closers.append(provider.close)
+    # The tests' Browser says what went wrong in an AssertionError.
+    errors = (OSError, ValueError, KeyError, AssertionError, httpx.HTTPError)
+    scheme = "DPoP" if dpop else "Bearer"
+    return _with_session(
+        target, lambda: provider_log_in(f"http://127.0.0.1:{port}"), errors, lambda: check_upstream(target, scheme)
+    )
 
 
 STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstream`, in table order
     "caddy": start_caddy,
     "bff": start_plain_bff,
-    "bff-user": _logged_in("bff-user", {}),
-    "bff-cookie": _logged_in("bff-cookie", {"token_storage": "cookie"}),
+    "bff-user": lambda ctx: start_bff_logged_in(ctx, "bff-user", {}),
+    "bff-cookie": lambda ctx: start_bff_logged_in(ctx, "bff-cookie", {"token_storage": "cookie"}),
     "bff-tokenapi": start_bff_token_api,
+    "bff-oidc": lambda ctx: start_bff_provider(ctx, "bff-oidc", dpop=False),
+    "bff-dpop": lambda ctx: start_bff_provider(ctx, "bff-dpop", dpop=True),
     "minimal": start_minimal,
 }
 SETUPS = ("upstream", *STARTERS)  # in table order

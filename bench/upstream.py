@@ -2,7 +2,10 @@
 
 A raw asyncio protocol on uvloop with httptools' parser, so that it costs far less CPU per
 request than any proxy in front of it and is never the bottleneck. Keep-alive unless the client
-asks to close. Run alone: `python bench/upstream.py --port 9000 [--size 1024]`.
+asks to close. `GET ECHO_PATH` is answered with the request's own head (request line and
+headers) instead: how a set-up checks what the proxy in front forwards (`bff-dpop`: the DPoP
+proof); spotting it costs one `startswith` per read. Run alone:
+`python bench/upstream.py --port 9000 [--size 1024]`.
 """
 
 from __future__ import annotations
@@ -15,25 +18,33 @@ import typing
 import httptools
 import uvloop
 
+ECHO_PATH = "/api/request-head"
+_ECHO_REQUEST = f"GET {ECHO_PATH} ".encode()
+
+
+def _answer(body: bytes) -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
 
 def _response(size: int) -> bytes:
-    body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
-    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\n\r\n".encode()
-    return head + body
+    return _answer((b"0123456789abcdef" * (size // 16 + 1))[:size])
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("_parser", "_response", "_transport")
+    __slots__ = ("_echo", "_parser", "_response", "_transport")
 
     def __init__(self, response: bytes) -> None:
         self._response = response
         self._transport: asyncio.Transport | None = None
+        self._echo: bytes | None = None  # what arrived of an ECHO_PATH request so far
         self._parser = httptools.HttpRequestParser(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self._echo is not None or data.startswith(_ECHO_REQUEST):
+            self._echo = (self._echo or b"") + data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
@@ -44,7 +55,11 @@ class _Protocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        transport.write(self._response)
+        if self._echo is None:
+            transport.write(self._response)
+        else:
+            transport.write(_answer(self._echo.partition(b"\r\n\r\n")[0]))
+            self._echo = None
         if not self._parser.should_keep_alive():
             transport.close()
 

@@ -4,10 +4,13 @@ numbers come from the full run (see bench/README.md)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.support.readme_configs import readme_config
 from tests.support.token_apis import FLASK_JWT, packages_or_skip
@@ -67,7 +70,17 @@ def test_bench_logged_in_setups_run_in_server_cookie_and_token_api_mode(tmp_path
 def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
     from bench import setups
 
-    assert setups.SETUPS == ("upstream", "caddy", "bff", "bff-user", "bff-cookie", "bff-tokenapi", "minimal")
+    assert setups.SETUPS == (
+        "upstream",
+        "caddy",
+        "bff",
+        "bff-user",
+        "bff-cookie",
+        "bff-tokenapi",
+        "bff-oidc",
+        "bff-dpop",
+        "minimal",
+    )
     assert set(setups.DEFAULT_SETUPS) <= set(setups.SETUPS)
     oidc = {"issuer": "http://127.0.0.1:1/idp", "client_id": "bench-bff", "client_secret": "s"}
     user = setups.bff_settings(8000, 9000, oidc)
@@ -93,3 +106,78 @@ def test_the_token_api_setup_is_the_readmes_flask_jwt_configuration_with_bff_use
     for key in ("routes", "secret_keys", "public_url", "session_store"):
         assert token_api[key] == user[key], key
     assert "[token_api]" in setups.to_toml(token_api)
+
+
+def test_the_provider_setups_are_the_minimal_oidc_configuration_with_and_without_dpop() -> None:
+    """`bff-oidc` is `bff-user`'s configuration with the real provider's issuer and client, nothing
+    more in `[oidc]`; `bff-dpop` differs from it in `oidc.dpop = true` alone."""
+    from bench import setups
+
+    oidc = {"issuer": "http://127.0.0.1:1", "client_id": "bench-bff", "client_secret": "s"}
+    bearer = setups.provider_settings(8000, 9000, oidc, dpop=False)
+    dpop = setups.provider_settings(8000, 9000, oidc, dpop=True)
+    assert bearer == setups.bff_settings(8000, 9000, oidc)
+    assert bearer["oidc"] == oidc
+    assert dpop["oidc"] == {**oidc, "dpop": True}
+    assert {k: v for k, v in dpop.items() if k != "oidc"} == {k: v for k, v in bearer.items() if k != "oidc"}
+    assert "dpop = true" in setups.to_toml(dpop)
+
+
+def test_a_provider_setup_without_the_providers_packages_fails_naming_npm_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import setups
+    from tests.support import oidc_provider
+
+    monkeypatch.setattr(oidc_provider, "PROVIDER_DIR", tmp_path / "oidc_provider")
+    ctx = setups.Context(tmp_path, {}, {0}, {0}, upstream_port=1)
+    for name in ("bff-oidc", "bff-dpop"):
+        target = setups.STARTERS[name](ctx)
+        assert target.process is None
+        assert target.failure is not None
+        assert "`npm ci`" in target.failure, target.failure
+        assert str(tmp_path / "oidc_provider") in target.failure
+
+
+def test_the_upstream_echoes_the_head_of_a_request_to_its_echo_path(tmp_path: Path) -> None:
+    """What the provider set-ups read to check that the BFF sent `Authorization: DPoP` and a
+    proof; every other path still gets the 1 KiB."""
+    from bench import processes, provider, setups
+    from bench.upstream import ECHO_PATH
+
+    upstream = setups.start_upstream(tmp_path, processes.child_env(tmp_path), {0})
+    try:
+        assert upstream.failure is None, upstream.failure
+        headers = [("Authorization", "DPoP a.b.c"), ("DPoP", "proof")]
+        target = processes.Target("probe", upstream.url, headers=headers)
+        head = provider.upstream_head(target)
+        assert head.startswith(f"GET {ECHO_PATH} HTTP/1.1\r\n".encode()), head
+        assert provider.request_headers(head)["dpop"] == "proof"
+        status, body, _ = processes.probe(upstream.url)
+        assert (status, len(body)) == (200, processes.RESPONSE_SIZE)
+    finally:
+        processes.stop_targets([upstream])
+
+
+def _jwt(alg: str) -> str:
+    header = base64.urlsafe_b64encode(json.dumps({"alg": alg, "typ": "at+jwt"}).encode()).decode().rstrip("=")
+    return f"{header}.e30.c2ln"
+
+
+@pytest.mark.parametrize(
+    ("headers", "scheme", "problem"),
+    [
+        ({"authorization": f"Bearer {_jwt('RS256')}"}, "Bearer", None),
+        ({"authorization": f"DPoP {_jwt('RS256')}", "dpop": "proof"}, "DPoP", None),
+        ({"authorization": f"Bearer {_jwt('RS256')}"}, "DPoP", "Authorization is Bearer, not DPoP; no DPoP header"),
+        ({"authorization": f"DPoP {_jwt('RS256')}"}, "DPoP", "no DPoP header"),
+        ({"authorization": f"Bearer {_jwt('RS256')}", "dpop": "p"}, "Bearer", "a DPoP proof header came"),
+        ({"authorization": f"Bearer {_jwt('HS256')}"}, "Bearer", "no RS256 JWT"),
+        ({}, "DPoP", "Authorization is missing"),
+    ],
+)
+def test_the_upstream_check_names_what_is_missing(headers: dict[str, str], scheme: str, problem: str | None) -> None:
+    from bench.provider import authorization_problem
+
+    found = authorization_problem(headers, scheme)
+    assert found is None if problem is None else (found is not None and problem in found), found

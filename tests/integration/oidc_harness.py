@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.oidc_browser import Browser
 from tests.support.bff_process import BffProcess, bff_config
 from tests.support.jwt_api import JwtApi
+from tests.support.oidc_browser import Browser
 from tests.support.oidc_provider import Client, OidcProvider
 from tests.support.processes import free_port
 

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Mapping
 import httpx
 
 from bff.cookies import SESSION_ID_PATTERN
-from tests.integration.oidc_browser import Browser
 from tests.integration.oidc_harness import ACCESS_TTL, Bff, Run
 from tests.support import jwt_api
 from tests.support.cookies import parse_set_cookie
 from tests.support.jwt_api import JwtApi
+from tests.support.oidc_browser import Browser
 from tests.support.oidc_provider import OidcProvider, token_fragments
 
 CSRF = {"X-CSRF": "1"}

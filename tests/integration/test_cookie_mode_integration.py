@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from bff.cookies import MAX_SET_COOKIE
-from tests.integration.oidc_browser import Browser
 from tests.integration.oidc_harness import Bff, Run, user_name
 from tests.integration.oidc_helpers import (
     fifty_at_once_cause_one_refresh,
@@ -30,6 +29,7 @@ from tests.integration.oidc_helpers import (
 from tests.support.bff_process import new_secret_key
 from tests.support.cookies import is_clearing, parse_set_cookie, set_cookies
 from tests.support.jwt_api import JwtApi
+from tests.support.oidc_browser import Browser
 from tests.support.oidc_provider import OidcProvider, token_fragments
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,6 @@ from bff.app import BffApp
 from bff.config import load_settings
 from bff.dpop import DPoPKey
 from bff.tokenset import TokenSet
-from tests.integration.oidc_browser import Browser
 from tests.integration.oidc_harness import ACCESS_TTL, Bff, Run, user_name
 from tests.integration.oidc_helpers import (
     CSRF,
@@ -39,6 +38,7 @@ from tests.integration.oidc_helpers import (
 from tests.support import jwt_api
 from tests.support.dpop_api import DPoPApi, provider_token_claims
 from tests.support.jwt_api import JwtApi
+from tests.support.oidc_browser import Browser
 from tests.support.oidc_provider import OidcProvider
 from tests.support.redis_server import RedisServer
 

@@ -6,8 +6,9 @@ every token it issued, the grants of an account with their refresh tokens, revok
 registering a client. It keeps its keys and all grants, tokens and sessions in a state file, so
 `stop()` then `start()` (or `restart()`) brings the same provider back on the same port.
 
-Node missing or `npm ci` not run: `node_or_skip()` skips with the reason, and under `CI=true`
-fails instead, because CI must run these tests.
+Node missing or `npm ci` not run: `node_or_skip()` skips with the reason (`provider_missing()`,
+which the benchmark reports instead), and under `CI=true` fails instead, because CI must run
+these tests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,12 +34,21 @@ PROVIDER_SCRIPT = PROVIDER_DIR / "provider.mjs"
 DEFAULT_ACCESS_TTL = 4
 
 
+def provider_missing() -> str | None:
+    """What this machine lacks to run the provider (`node`, or its packages), or None."""
+    if shutil.which("node") is None:
+        return f"`node` is not installed (apt-get install nodejs, then run `npm ci` in {PROVIDER_DIR})"
+    if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+        return f"the provider's packages are not installed: run `npm ci` in {PROVIDER_DIR}"
+    return None
+
+
 def node_or_skip() -> str:
     """Path of `node`, after checking that the provider's packages are installed."""
-    node = find_tool(["node"], "INTEGRATION TESTS NOT RUN: `node` is not installed (apt-get install nodejs)")
-    if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        missing_tool(f"INTEGRATION TESTS NOT RUN: run `npm ci` in {PROVIDER_DIR}")
-    return node
+    missing = provider_missing()
+    if missing is not None:
+        missing_tool(f"INTEGRATION TESTS NOT RUN: {missing}")
+    return find_tool(["node"], "INTEGRATION TESTS NOT RUN: `node` is not installed (apt-get install nodejs)")
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,13 @@ class AnsweringServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The running server's process id (the benchmark pins it to a CPU)."""
+        if self._process is None:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return self._process.pid
+
     def close(self) -> None:
         self.stop()
         self._http.close()

@@ -171,13 +171,6 @@ class TokenApi(AnsweringServer):
         process, self._process = self._process, None
         stop_process(process, group=True)
 
-    @property
-    def pid(self) -> int:
-        """The running server's process id."""
-        if self._process is None:
-            raise RuntimeError(f"the {self.flavour.name} test API is not running")
-        return self._process.pid
-
     # ------------------------------------------------------------------ what the API saw
 
     def counts(self) -> dict[str, int]:
