@@ -36,7 +36,7 @@ from tests.integration.oidc_helpers import (
     session_cookie,
 )
 from tests.support import jwt_api
-from tests.support.dpop_api import DPoPApi, provider_token_claims
+from tests.support.dpop_api import DPoPApi, running_dpop_api
 from tests.support.jwt_api import JwtApi
 from tests.support.oidc_browser import Browser
 from tests.support.oidc_provider import OidcProvider
@@ -65,11 +65,8 @@ def dpop_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 @pytest.fixture(scope="module")
 def dpop_api(dpop_run: Run) -> Iterator[DPoPApi]:
-    api = DPoPApi(provider_token_claims(dpop_run.provider.issuer, dpop_run.provider.api_audience))
-    api.require_nonce = True
-    api.start()
-    yield api
-    api.stop()
+    with running_dpop_api(dpop_run.provider.issuer, dpop_run.provider.api_audience) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from bff.client_keys import generate_private_jwk, load_client_keys, public_jwks
 from tests.integration.oidc_harness import Bff, Run, started_run, user_name
 from tests.integration.oidc_helpers import concurrent_api_requests, logged_in, session_cookie
 from tests.support import jwt_api
-from tests.support.dpop_api import DPoPApi, provider_token_claims
+from tests.support.dpop_api import DPoPApi, running_dpop_api
 from tests.support.oidc_provider import Client
 
 pytestmark = pytest.mark.integration
@@ -40,11 +40,8 @@ def fapi_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 @pytest.fixture(scope="module")
 def dpop_api(fapi_run: Run) -> Iterator[DPoPApi]:
-    api = DPoPApi(provider_token_claims(fapi_run.provider.issuer, fapi_run.provider.api_audience))
-    api.require_nonce = True
-    api.start()
-    yield api
-    api.stop()
+    with running_dpop_api(fapi_run.provider.issuer, fapi_run.provider.api_audience) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,13 @@ Every request is recorded (`DPoPApi.requests`, with its token and proof), and `a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bff.dpop import access_token_hash, jwk_thumbprint
+from tests.support.jwt_api import echo
 from tests.support.processes import free_port
 from tests.support.server_thread import ServedApp
 
@@ -170,19 +172,7 @@ class DPoPApi(ServedApp):
         seen.status = 200
         with self._lock:
             self.accepted += 1
-        return JSONResponse(
-            {
-                "method": request.method,
-                "path": request.url.path,
-                "query": request.url.query,
-                "body": body.decode("utf-8", errors="replace"),
-                "sha256": digest,
-                "sub": claims.get("sub"),
-                "jti": claims.get("jti"),
-                "exp": claims.get("exp"),
-                "jkt": claims["cnf"]["jkt"],
-            }
-        )
+        return JSONResponse({**echo(request, body, digest, claims), "jkt": claims["cnf"]["jkt"]})
 
     def _unauthorized(self, error: str) -> Response:
         headers = {"WWW-Authenticate": f'DPoP error="{error}", algs="ES256 PS256 RS256"'}
@@ -210,3 +200,15 @@ def provider_token_claims(issuer: str, audience: str) -> Callable[[str], dict[st
         )
 
     return verify
+
+
+@contextlib.contextmanager
+def running_dpop_api(issuer: str, audience: str) -> Iterator[DPoPApi]:
+    """A DPoP API for the provider's access tokens that demands its nonce, stopped afterwards."""
+    api = DPoPApi(provider_token_claims(issuer, audience))
+    api.require_nonce = True
+    api.start()
+    try:
+        yield api
+    finally:
+        api.stop()

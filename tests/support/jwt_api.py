@@ -124,19 +124,23 @@ class JwtApi(ServedApp):
         seen.sub = claims.get("sub")
         seen.jti = claims.get("jti")
         return JSONResponse(
-            {
-                "method": request.method,
-                "path": request.url.path,
-                "query": request.url.query,
-                "body": body.decode("utf-8", errors="replace"),
-                "sha256": digest,
-                "length": len(body),
-                "sub": claims.get("sub"),
-                "jti": claims.get("jti"),
-                "exp": claims.get("exp"),
-                "client_id": claims.get("client_id"),
-            }
+            {**echo(request, body, digest, claims), "length": len(body), "client_id": claims.get("client_id")}
         )
+
+
+def echo(request: Request, body: bytes, digest: str, claims: dict[str, Any]) -> dict[str, Any]:
+    """What a test API answers to an accepted request: the request as it arrived, and who the
+    token said it was for."""
+    return {
+        "method": request.method,
+        "path": request.url.path,
+        "query": request.url.query,
+        "body": body.decode("utf-8", errors="replace"),
+        "sha256": digest,
+        "sub": claims.get("sub"),
+        "jti": claims.get("jti"),
+        "exp": claims.get("exp"),
+    }
 
 
 def wait_for_expiry(exp: float, *, margin: float = 0.5) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import AnsweringServer, free_port, stop_process
+from tests.support.processes import AnsweringServer, free_port
 from tests.support.tools import find_tool, missing_tool
 
 PROVIDER_DIR = Path(__file__).resolve().parent.parent / "oidc_provider"
@@ -64,6 +64,8 @@ class Client:
 
 class OidcProvider(AnsweringServer):
     """One `provider.mjs` process on `port`, its state kept in `state_dir`."""
+
+    stop_timeout = 5.0
 
     def __init__(
         self,
@@ -113,11 +115,6 @@ class OidcProvider(AnsweringServer):
             timeout=timeout,
             new_session=False,
         )
-
-    def stop(self) -> None:
-        """Stop the process (state kept on disk); the port stops answering at once."""
-        process, self._process = self._process, None
-        stop_process(process, timeout=5)
 
     def restart(self) -> None:
         self.stop()

@@ -101,11 +101,14 @@ def log_tail(log_file: Path, lines: int) -> str:
 
 class AnsweringServer:
     """An HTTP server in a child process, its output in `log_file`, ready once `GET ready_path`
-    on `_http` answers 200. Subclasses set the attributes below and say how they `stop`."""
+    on `_http` answers 200. Subclasses set the attributes below (and `stop_timeout`, how long a
+    SIGTERM may take before SIGKILL)."""
 
     log_file: Path
     _process: subprocess.Popen[bytes] | None
     _http: httpx.Client
+    stop_timeout: float = 10.0
+    _own_group = True  # launched as a session leader: stopping signals its worker processes too
 
     def launch(
         self,
@@ -120,6 +123,7 @@ class AnsweringServer:
         new_session: bool = True,
     ) -> None:
         """`start_logged(command, ...)`, then wait until the server answers (see `wait_until_ready`)."""
+        self._own_group = new_session
         self._process = start_logged(
             command, cwd=cwd, env=env, log_file=self.log_file, banner=banner, new_session=new_session
         )
@@ -139,7 +143,9 @@ class AnsweringServer:
         return False
 
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop the process (what it keeps on disk stays); the port stops answering at once."""
+        process, self._process = self._process, None
+        stop_process(process, group=self._own_group, timeout=self.stop_timeout)
 
     @property
     def running(self) -> bool:

@@ -31,7 +31,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import httpx
 import pytest
 
-from tests.support.processes import AnsweringServer, free_port, stop_process
+from tests.support.processes import AnsweringServer, free_port
 from tests.support.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,10 +166,6 @@ class TokenApi(AnsweringServer):
             timeout=timeout,
             banner=f"== {' '.join(command)} on port {self.port}\n",
         )
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        stop_process(process, group=True)
 
     # ------------------------------------------------------------------ what the API saw
 
