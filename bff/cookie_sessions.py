@@ -44,6 +44,7 @@ from bff.server_sessions import DECODED_CACHE_SIZE, SLIDE_INTERVAL
 from bff.session import Session, new_session, session_from_fields, session_key
 from bff.stores import Store
 from bff.stores.common import require_criterion
+from bff.stores.read_cache import ReadCache
 from bff.tokenset import TokenSet
 
 __all__ = ["RECORD_PREFIX", "SUCCESSOR_TTL", "CookieSessions"]
@@ -78,6 +79,7 @@ class CookieSessions:
         cache_size: int = DECODED_CACHE_SIZE,
     ) -> None:
         self.store = store
+        self._reads = ReadCache(store)
         # The ID token repeats the claims (doubling the cookie); only an end-session URL with
         # `id_token_hint` needs it.
         self._keep_id_token = keep_id_token
@@ -127,7 +129,7 @@ class CookieSessions:
         now = self._clock()
         if now >= session.expires_at or now - session.last_used_at >= self._settings.idle_timeout:
             return None
-        if await self.store.get(_record_key(session.key)) == _ENDED:
+        if await self._reads.get(_record_key(session.key)) == _ENDED:
             return None
         if now - session.last_used_at >= self._slide_interval:
             # This worker saw the use: requests still carrying this cookie (concurrent ones, or a

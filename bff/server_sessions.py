@@ -7,8 +7,10 @@ for the admin CLI). The store knows only `key = sha256(id)`; the record's bytes 
 
 Decrypting and decoding a record costs more than the rest of a load, so each instance keeps the
 last sessions it decoded (bounded, least recently used out), each with the exact record bytes
-it came from. The store is still read on every load: a record that changed (refresh, slide) is
-other bytes and is decoded afresh, and one deleted by any worker (logout) loads as None.
+it came from. Every load asks the store for the record (through `ReadCache`, which answers from
+memory while the store's version says no write happened anywhere): a record that changed
+(refresh, slide) is other bytes and is decoded afresh, and one deleted by any worker (logout)
+loads as None.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bff.session import Session, SessionInfo, new_session, session_key
 from bff.session_record import decode_record, encode_record, record_metadata, restamp
 from bff.stores import Store
 from bff.stores.common import require_criterion
+from bff.stores.read_cache import ReadCache
 
 __all__ = ["DECODED_CACHE_SIZE", "SLIDE_INTERVAL", "ServerSessions"]
 
@@ -59,6 +62,7 @@ class ServerSessions:
         cache_size: int = DECODED_CACHE_SIZE,
     ) -> None:
         self.store = store
+        self._reads = ReadCache(store)
         self._cookies = cookies
         self._settings = settings
         self._lease_ttl = lease_ttl
@@ -95,7 +99,7 @@ class ServerSessions:
         if not SESSION_ID_PATTERN.fullmatch(session_id):
             return None
         key = session_key(session_id)
-        raw = await self.store.get(key)
+        raw = await self._reads.get(key)
         if raw is None:
             self._decoded.pop(key, None)
             return None

@@ -445,6 +445,13 @@ class HookedStore(MemoryStore):
         self.before("ping")
         await super().ping()
 
+    def version(self) -> int | None:
+        try:
+            self.before("version")
+        except StoreUnavailable:
+            return None  # as a store that cannot tell says
+        return super().version()
+
     async def get(self, key: str) -> bytes | None:
         self.before("get")
         return await super().get(key)
@@ -503,6 +510,10 @@ class CountingStore(HookedStore):
     def before(self, operation: str) -> None:
         if operation in ("set", "replace"):
             self.writes += 1
+
+    def version(self) -> int | None:
+        # A stale read is one that raced a write: the version it was read at is unknown.
+        return None if self.stale else super().version()
 
     async def get(self, key: str) -> bytes | None:
         if key in self.stale:

@@ -18,7 +18,7 @@ from bff.errors import StoreUnavailable
 from bff.login import LoginResult
 from bff.server_sessions import SLIDE_INTERVAL, ServerSessions
 from bff.session import Session, session_key
-from bff.stores import Store
+from bff.stores import Store, redis_tracking
 from bff.stores.memory import MemoryStore
 from bff.stores.sqlite import SQLiteStore
 from bff.tokenset import TokenSet
@@ -468,6 +468,32 @@ async def test_a_slide_is_loaded_not_the_cached_use_time() -> None:
     loaded = await sessions.load_id(session.id)
     assert loaded is not None
     assert loaded.last_used_at == slid.last_used_at
+
+
+async def test_loads_read_the_store_again_only_after_a_write(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy's path: while the store's version stays, a load is answered from memory; any
+    write (here a refresh's save) makes the next load read. Behind Sentinel or in a Cluster the
+    version is unknown and every load reads."""
+    monkeypatch.setattr(redis_tracking, "HEARTBEAT", 60.0)  # no PONG moving Redis's version meanwhile
+    sessions = manager(store, Clock())
+    session = await new_session(sessions)
+    reads: list[str] = []
+    read = store.get
+
+    async def counted(key: str) -> bytes | None:
+        reads.append(key)
+        return await read(key)
+
+    monkeypatch.setattr(store, "get", counted)
+    for _ in range(3):
+        assert await sessions.load_id(session.id) == session
+    versioned = store.version() is not None
+    assert reads == [session.key] if versioned else [session.key] * 3
+    await sessions.save(session.with_tokens(TokenSet(access_token="access-token-2")), replacing=session)
+    loaded = await sessions.load_id(session.id)
+    assert loaded is not None
+    assert loaded.tokens.access_token == "access-token-2"
+    assert len(reads) == (2 if versioned else 4)
 
 
 async def test_logout_on_another_worker_ends_the_session_at_the_next_request(store: Store) -> None:

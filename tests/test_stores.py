@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from bff.errors import ConfigError, StoreUnavailable
-from bff.stores import Store, open_store
+from bff.stores import Store, open_store, redis_tracking
 from bff.stores.memory import MemoryStore
 from bff.stores.redis import RedisStore
+from bff.stores.redis_tracking import HEARTBEAT, TRACKING_NAME
 from bff.stores.sqlite import SQLiteStore
 from tests.fakes import Clock
 from tests.support.redis_server import RedisServer, redis_server_or_skip
@@ -327,6 +328,110 @@ async def test_sqlite_stores_on_one_file_see_each_others_writes(tmp_path: Path) 
     assert await first.get("k") is None
     await first.close()
     await second.close()
+
+
+# -- version ----------------------------------------------------------------------------------
+
+UNVERSIONED = ("redis-cluster", "redis-sentinel")
+"""Backends whose `version()` is always None: every load reads the store."""
+
+
+@pytest.fixture
+def slow_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PONG in the test's time: Redis's version then moves only with the writes."""
+    monkeypatch.setattr(redis_tracking, "HEARTBEAT", 60.0)
+
+
+async def _moved(store: Store, before: int | None, wait: float = 2.0) -> bool:
+    """Whether `store.version()` differs from `before` within `wait` seconds (Redis's push comes
+    on a connection of its own; SQLite's and memory's version moves with the write itself)."""
+    deadline = time.monotonic() + wait
+    while store.version() == before:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def test_the_memory_version_moves_with_each_write_and_not_with_reads() -> None:
+    store = MemoryStore()
+    writes: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.set("k", b"v", 60, sub="alice"),
+        lambda: store.replace("k", b"w", 60),
+        lambda: store.add_if_absent("m", b"1", 60),
+        lambda: store.delete("k"),
+    ]
+    for write in writes:
+        before = store.version()
+        await store.get("k")
+        await store.keys_where(sub="alice")
+        await store.replace("absent", b"x", 60)  # wrote nothing
+        assert store.version() == before
+        await write()
+        assert store.version() != before
+
+
+@pytest.mark.usefixtures("slow_heartbeat")
+async def test_the_version_stays_over_reads_and_moves_with_each_write_of_another_process(
+    shared_url: str, request: pytest.FixtureRequest
+) -> None:
+    """`reader` and `writer` on one file or one Redis are two workers: every kind of write by
+    the writer moves the reader's version; reads and a write that did not happen do not."""
+    reader, writer = open_store(shared_url), open_store(shared_url)
+    await reader.open()
+    await writer.open()
+    try:
+        if request.node.callspec.params["shared_url"] in UNVERSIONED:
+            assert (reader.version(), writer.version()) == (None, None)
+            return
+        key = f"v-{uuid.uuid4().hex}"
+        writes: list[Callable[[], Awaitable[object]]] = [
+            lambda: writer.set(key, b"v", 60, sub="alice"),
+            lambda: writer.replace(key, b"w", 60, expected=b"v"),
+            lambda: writer.add_if_absent(f"{key}-marker", b"1", 60),
+            lambda: writer.delete(key),
+        ]
+        for write in writes:
+            before = reader.version()
+            assert before is not None
+            await reader.get(key)
+            await writer.get(key)
+            await writer.replace(key, b"x", 60, expected=b"not-the-value")  # wrote nothing
+            assert not await _moved(reader, before, wait=0.2)
+            await write()
+            assert await _moved(reader, before)
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_redis_tracking_lost_is_version_none_until_a_new_connection_tracks_again(
+    redis_server: RedisServer,
+) -> None:
+    import redis.asyncio as aioredis
+
+    store = RedisStore(redis_server.url, prefix=f"t-{uuid.uuid4().hex}:")
+    await store.open()
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        before = store.version()
+        assert before is not None
+        (tracking,) = [c for c in await admin.client_list() if c["name"] == TRACKING_NAME]
+        await admin.client_kill_filter(_id=tracking["id"])
+        assert await _moved(store, before)
+        assert store.version() is None
+        deadline = time.monotonic() + 3 * HEARTBEAT + 2
+        while store.version() is None:
+            assert time.monotonic() < deadline, "the tracking connection did not come back"
+            await asyncio.sleep(0.05)
+        after = store.version()
+        assert after is not None
+        assert after > before
+        await store.set("k", b"v", 60)
+        assert await _moved(store, after)
+    finally:
+        await admin.aclose()
+        await store.close()
 
 
 # -- failures ---------------------------------------------------------------------------------

@@ -45,6 +45,12 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Return when the store answers; raise `StoreUnavailable` otherwise (for `/readyz`)."""
 
+    def version(self) -> int | None:
+        """A number that changes whenever an entry may have changed, in any process (a commit to
+        the SQLite file, a Redis invalidation, a write here), or None when the store cannot tell
+        right now. Synchronous and cheap, for `ReadCache` (`bff.stores.read_cache`): a record read
+        at version V is still the stored one while `version()` is V."""
+
     async def get(self, key: str) -> bytes | None: ...
 
     async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:

@@ -63,6 +63,9 @@ class CountedStore:
         with self._counting["ping"]:
             await self.inner.ping()
 
+    def version(self) -> int | None:
+        return self.inner.version()
+
     async def get(self, key: str) -> bytes | None:
         with self._counting["get"]:
             return await self.inner.get(key)

@@ -36,6 +36,7 @@ class MemoryStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._condition: tuple[asyncio.AbstractEventLoop, asyncio.Condition] | None = None
         self._next_sweep = 0.0
+        self._version = 0
 
     def __repr__(self) -> str:
         return f"MemoryStore(entries={len(self._entries)})"
@@ -57,6 +58,10 @@ class MemoryStore:
 
     async def ping(self) -> None:
         return None
+
+    def version(self) -> int | None:
+        """Counts the writes: every process that could write is this one."""
+        return self._version
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
@@ -80,6 +85,7 @@ class MemoryStore:
     async def set(self, key: str, value: bytes, ttl: float, *, sub: str | None = None, sid: str | None = None) -> None:
         self._sweep()
         self._entries[key] = _Entry(value, self._clock() + ttl, sub, sid)
+        self._version += 1
 
     async def replace(
         self,
@@ -95,11 +101,13 @@ class MemoryStore:
         if entry is None or (expected is not None and entry.value != expected):
             return False
         self._entries[key] = _Entry(value, self._clock() + ttl, sub, sid)
+        self._version += 1
         return True
 
     async def delete(self, key: str) -> bool:
         live = self._live(key) is not None
-        self._entries.pop(key, None)
+        if self._entries.pop(key, None) is not None:
+            self._version += 1
         return live
 
     async def keys_where(self, *, sub: str | None = None, sid: str | None = None) -> list[str]:

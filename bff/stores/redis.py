@@ -15,7 +15,8 @@ A write first adds the key to its index sets (one script per set), then writes t
 script, conditional for `replace`). So an index set holds every live entry with that field, plus
 perhaps stale members (expired, deleted, re-indexed, or a conditional write that did not happen),
 which `keys_where` checks against the records and drops. Every Redis, Sentinel, Cluster or socket
-error surfaces as `StoreUnavailable`.
+error surfaces as `StoreUnavailable`. `version()` comes from Redis's invalidation pushes on a
+connection of its own (`bff.stores.redis_tracking`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from bff.errors import StoreUnavailable
 from bff.stores.common import poll_lease, require_criterion
+from bff.stores.redis_scripts import ADD, INDEX, RELEASE, WRITE
+from bff.stores.redis_tracking import Invalidations
 from bff.stores.urls import RedisTarget, parse_redis_url
 
 __all__ = ["Client", "RedisStore", "connect"]
@@ -47,46 +50,6 @@ T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
 
 _LOCK_POLL = 0.015
-
-# KEYS: record; ARGV: value, ms, mode, expected, sub, sid.
-# mode: "set" (always), "present" (only if the record exists), "expect" (only if its value equals expected).
-# sub/sid: "" when absent, else "=" followed by the value (so that an empty string is a value).
-_WRITE = """
-local record, ms, mode = KEYS[1], tonumber(ARGV[2]), ARGV[3]
-if mode ~= 'set' then
-  local current = redis.call('HGET', record, 'v')
-  if not current then return 0 end
-  if mode == 'expect' and current ~= ARGV[4] then return 0 end
-end
-local fields = {'v', ARGV[1]}
-if ARGV[5] ~= '' then table.insert(fields, 'sub'); table.insert(fields, string.sub(ARGV[5], 2)) end
-if ARGV[6] ~= '' then table.insert(fields, 'sid'); table.insert(fields, string.sub(ARGV[6], 2)) end
-redis.call('DEL', record)
-redis.call('HSET', record, unpack(fields))
-redis.call('PEXPIRE', record, ms)
-return 1
-"""
-
-# KEYS: record; ARGV: value, ms. A one-time marker: write only if no live record has the key.
-_ADD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS: index set; ARGV: member, ms. Add the member; the set lives as long as its longest member.
-_INDEX = """
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-"""
-
-# KEYS: lease; ARGV: token. Delete the lease only if we still own it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def connect(target: RedisTarget, timeout: float) -> tuple[Client, Sentinel | None]:
@@ -125,6 +88,7 @@ class RedisStore:
         self._client: Client | None = None
         self._sentinel: Sentinel | None = None
         self._scripts: dict[str, Any] = {}
+        self._invalidations: Invalidations | None = None
 
     def __repr__(self) -> str:
         return f"RedisStore({self._target.mode}, prefix={self._prefix!r})"  # the URL may hold a password
@@ -138,7 +102,7 @@ class RedisStore:
     def _redis(self) -> Client:
         if self._client is None:
             self._client, self._sentinel = connect(self._target, self._timeout)
-            for name, script in (("write", _WRITE), ("add", _ADD), ("index", _INDEX), ("release", _RELEASE)):
+            for name, script in (("write", WRITE), ("add", ADD), ("index", INDEX), ("release", RELEASE)):
                 self._scripts[name] = self._client.register_script(script)
         return self._client
 
@@ -159,14 +123,25 @@ class RedisStore:
 
     async def open(self) -> None:
         await self.ping()
+        if self._target.mode == "single":
+            self._invalidations = Invalidations(self._target.url, self._r(""), timeout=self._timeout)
+            await self._invalidations.start()
 
     async def close(self) -> None:
+        invalidations, self._invalidations = self._invalidations, None
+        if invalidations is not None:
+            await invalidations.stop()
         client, self._client = self._client, None
         sentinel, self._sentinel = self._sentinel, None
         for closing in (client, sentinel):
             if closing is not None:
                 with contextlib.suppress(RedisError, RedisClusterException, OSError):
                     await closing.aclose()
+
+    def version(self) -> int | None:
+        """Moves with Redis's invalidation pushes (`bff.stores.redis_tracking`); None behind
+        Sentinel or in a Cluster, where every read goes to Redis."""
+        return None if self._invalidations is None else self._invalidations.version()
 
     async def ping(self) -> None:
         client = self._redis

@@ -590,6 +590,38 @@ def test_revoke_others_and_delete_end_exactly_the_right_sessions(
     assert d.get(f"{bff.url}/bff/user").status_code == 200
 
 
+@pytest.mark.parametrize(("storage", "ending"), [("server", "logout"), ("server", "revoke"), ("cookie", "logout")])
+def test_a_session_ended_in_one_process_is_refused_by_another_on_the_same_sqlite_file_at_its_next_request(
+    run: Run, new_bff: Callable[..., Bff], tmp_path: Path, request: pytest.FixtureRequest, storage: str, ending: str
+) -> None:
+    """Two `bff serve` processes on one SQLite file are two workers: the one that did not end the
+    session has served it from memory (the file's `data_version` unchanged), and refuses it at
+    its very next request after the other's logout or sessions-API delete (server mode), or
+    logout (cookie mode, whose store holds only the ended-marker)."""
+    keys, store = [new_secret_key()], f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = (
+        new_bff(f"shared-{name}", store=store, secret_keys=keys, token_storage=storage) for name in ("a", "b")
+    )
+    user = user_name(request)
+    browser = logged_in(run, first, user)
+    cookie = browser.cookies_named(first.cookie_name) if storage == "cookie" else session_cookie(browser, first)
+    for attempt in range(3):
+        served = raw_get(second, f"/api/warm/{attempt}", cookie)
+        assert served.status_code == 200, served.text
+    if ending == "logout":
+        ended = browser.api("POST", f"{first.url}/bff/logout")
+        assert ended.status_code == 200, ended.text
+    else:
+        other = logged_in(run, first, user, user_agent="other-device")
+        listing = other.get(f"{first.url}/bff/sessions").json()["sessions"]
+        (target,) = [s["id"] for s in listing if not s["current"]]
+        ended = other.api("DELETE", f"{first.url}/bff/sessions/{target}")
+        assert ended.status_code == 204, ended.text
+    refused = raw_get(second, "/api/after", cookie)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"] == "not_authenticated"
+
+
 def test_backchannel_logout_from_the_provider_ends_only_that_sid(
     run: Run, bff: Bff, provider: OidcProvider, request: pytest.FixtureRequest
 ) -> None:
