@@ -151,6 +151,9 @@ class Settings:
     """Addresses whose `X-Forwarded-*` headers are believed. Default: `127.0.0.1`."""
     prefix: str = "/bff"
     """Path prefix of the BFF's own endpoints. Default: `/bff`."""
+    auth_request: bool = False
+    """Answer `GET <prefix>/auth` (nginx `auth_request`, Traefik `ForwardAuth`, Caddy
+    `forward_auth`) to peers in `trusted_proxies`. Default: `false`."""
     csrf_header: str = "X-CSRF"
     """Name of the anti-forgery header. Default: `X-CSRF`."""
     csrf_value: str = "1"
