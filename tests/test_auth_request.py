@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import jwt
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from tests.fakes import Clock, FakeIdP
+from bff.auth_request import build_auth_request_routes
+from bff.config import RouteSettings, Settings
+from bff.dpop import DPoPKey, access_token_hash
+from tests.fakes import Clock, FakeBearer, FakeIdP
+from tests.support.upstreams import make_settings
 from tests.test_endpoints import CSRF, as_user, log_in, make_client
 
 # TestClient's peer address is "testclient": trusting it stands in for the edge's address.
@@ -162,3 +170,28 @@ def test_cookie_mode_refresh_sends_the_resealed_cookie(idp: FakeIdP, clock: Cloc
     assert refreshed.status_code == 200
     assert refreshed.headers["authorization"].startswith("Bearer at-")
     assert any(value.startswith("__Host-bff=") for value in refreshed.headers.get_list("set-cookie"))
+
+
+@dataclass(frozen=True)
+class EdgeParts:
+    settings: Settings
+    tokens: FakeBearer
+
+
+def test_dpop_token_comes_with_a_proof_for_the_original_method_and_upstream_url() -> None:
+    key = DPoPKey.generate()
+    route = RouteSettings(path="/api", upstream="http://127.0.0.1:9/v1", token="user", strip_prefix=True)
+    settings = make_settings(route, auth_request=True, trusted_proxies=("testclient",))
+    tokens = FakeBearer(first="at-dpop", dpop_key=key.private_jwk(), set_cookies=["bff=resealed"])
+    app = Starlette(routes=build_auth_request_routes(EdgeParts(settings, tokens)))
+    with TestClient(app) as client:
+        response = client.get("/bff/auth", headers=asked("/api/items?page=2", "put", **CSRF))
+    assert response.status_code == 200, response.text
+    assert response.headers["authorization"] == "DPoP at-dpop"
+    assert response.headers.get_list("set-cookie") == ["bff=resealed"]
+    claims = jwt.decode(response.headers["dpop"], options={"verify_signature": False})
+    assert (claims["htm"], claims["htu"], claims["ath"]) == (
+        "PUT",
+        "http://127.0.0.1:9/v1/items",
+        access_token_hash("at-dpop"),
+    )
