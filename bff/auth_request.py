@@ -5,9 +5,11 @@ The edge sends the original request's headers (cookie, anti-forgery header, `Ori
 URI (`X-Forwarded-Uri` or `X-Original-URI`) and method (`X-Forwarded-Method` or
 `X-Original-Method`). The `[[routes]]` entry whose path matches that URI decides, as it would
 for a proxied request: its `csrf` check, its `token` kind. The answer is 200 with the
-`Authorization` (and `DPoP`) header the edge copies upstream and the `Set-Cookie` values of a
-refresh, or the usual JSON error. Tokens come from the `BearerSource` (single-flight refresh),
-route matching and upstream URLs from `bff.routes`, the proof from `bff.upstream_auth`.
+`Authorization` (and `DPoP`) header the edge copies upstream, or the usual JSON error. It runs in
+server mode only (`bff.config` refuses `token_storage = "cookie"`): the edges drop or cut a 200
+answer's `Set-Cookie` (tests/deployment/test_auth_request_edges.py), so a refresh must not
+need one. Tokens come from the `BearerSource` (single-flight refresh), route matching and upstream
+URLs from `bff.routes`, the proof from `bff.upstream_auth`.
 
 The answer carries a token, so it must never reach a browser: the endpoint is off unless
 `auth_request = true`, and it answers only peers in `trusted_proxies` (403 `peer_rejected`);

@@ -243,12 +243,21 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("session: idle_timeout and absolute_timeout must be positive")
     if settings.oidc is not None:
         problems.extend(oidc_problems(settings.oidc))
-    if settings.oidc is not None and settings.token_api is not None:
-        problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
+    _check_combinations(settings, problems)
     seen: set[str] = set()
     for i, route in enumerate(settings.routes):
         if route is not None:  # None: already reported while reading it
             _check_route(f"routes[{i}]", route, settings, seen, problems)
+
+
+def _check_combinations(settings: Settings, problems: list[str]) -> None:
+    """Settings each valid alone that do not go together."""
+    if settings.oidc is not None and settings.token_api is not None:
+        problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
+    if settings.auth_request and settings.token_storage == "cookie":
+        # Caddy's forward_auth drops a 200 answer's Set-Cookie and nginx keeps only the first:
+        # a refresh's resealed cookie would never reach the browser, which would refresh again.
+        problems.append('auth_request: needs token_storage = "server" (edges drop the auth answer\'s Set-Cookie)')
 
 
 def _check_secret_keys(keys: tuple[Secret, ...], problems: list[str]) -> None:

@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jwt
+import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from bff.auth_request import build_auth_request_routes
 from bff.config import RouteSettings, Settings
 from bff.dpop import DPoPKey, access_token_hash
-from tests.fakes import Clock, FakeBearer, FakeIdP
+from bff.errors import ConfigError
+from tests.fakes import Clock, FakeBearer, FakeIdP, settings_for
 from tests.support.upstreams import make_settings
 from tests.test_endpoints import CSRF, as_user, log_in, make_client
 
@@ -160,16 +162,14 @@ def test_due_token_is_refreshed_before_the_answer(idp: FakeIdP, clock: Clock) ->
     assert idp.calls["/token"] == 2  # the code exchange, one refresh
 
 
-def test_cookie_mode_refresh_sends_the_resealed_cookie(idp: FakeIdP, clock: Clock) -> None:
-    with edge_client(idp, clock, TOKEN_STORAGE="cookie") as client:
-        cookie = log_in(client, idp)
-        headers = as_user(cookie, **asked("/api/items"), **CSRF)
-        assert client.get("/bff/auth", headers=headers).headers.get_list("set-cookie") == []
-        clock.advance(idp.access_ttl)
-        refreshed = client.get("/bff/auth", headers=headers)
-    assert refreshed.status_code == 200
-    assert refreshed.headers["authorization"].startswith("Bearer at-")
-    assert any(value.startswith("__Host-bff=") for value in refreshed.headers.get_list("set-cookie"))
+def test_cookie_mode_is_refused_at_start() -> None:
+    """Caddy's forward_auth drops a 200 answer's Set-Cookie (tests/deployment/test_auth_request_edges.py
+    shows it) and nginx keeps only the first: a refresh's resealed cookie would be lost."""
+    with pytest.raises(ConfigError) as refused:
+        settings_for(**EDGE, **ROUTES, TOKEN_STORAGE="cookie")
+    assert refused.value.problems == [
+        'auth_request: needs token_storage = "server" (edges drop the auth answer\'s Set-Cookie)'
+    ]
 
 
 @dataclass(frozen=True)
