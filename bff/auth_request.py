@@ -86,8 +86,6 @@ class AuthRequest:
         url = route.upstream_url(route.forward_path(path, forward), target.query.encode("latin-1"))
         for name, value in authorized([], bearer, method.upper(), url):
             response.headers[name] = value
-        for cookie in bearer.set_cookies:
-            response.headers.append("set-cookie", cookie)
         return response
 
 
