@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from bff.access import AccessLog
+from bff.auth_request import build_auth_request_routes
 from bff.config import Settings
 from bff.cookie_sessions import CookieSessions
 from bff.cookies import CookieCodec
@@ -124,7 +125,11 @@ class BffApp:
             client_credentials=self.oidc.client_credentials if self.oidc is not None else None,
             clock=clock,
         )
-        routes: list[BaseRoute] = [*build_health_routes(self), *build_endpoint_routes(self)]
+        routes: list[BaseRoute] = [
+            *build_health_routes(self),
+            *build_endpoint_routes(self),
+            *build_auth_request_routes(self),
+        ]
         if self.oidc is not None:
             routes.extend(build_oidc_routes(self, self.oidc))
         if isinstance(self.source, TokenAPIClient):

@@ -151,6 +151,9 @@ class Settings:
     """Addresses whose `X-Forwarded-*` headers are believed. Default: `127.0.0.1`."""
     prefix: str = "/bff"
     """Path prefix of the BFF's own endpoints. Default: `/bff`."""
+    auth_request: bool = False
+    """Answer `GET <prefix>/auth` (nginx `auth_request`, Traefik `ForwardAuth`, Caddy
+    `forward_auth`) to peers in `trusted_proxies`. Default: `false`."""
     csrf_header: str = "X-CSRF"
     """Name of the anti-forgery header. Default: `X-CSRF`."""
     csrf_value: str = "1"
@@ -240,12 +243,21 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("session: idle_timeout and absolute_timeout must be positive")
     if settings.oidc is not None:
         problems.extend(oidc_problems(settings.oidc))
-    if settings.oidc is not None and settings.token_api is not None:
-        problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
+    _check_combinations(settings, problems)
     seen: set[str] = set()
     for i, route in enumerate(settings.routes):
         if route is not None:  # None: already reported while reading it
             _check_route(f"routes[{i}]", route, settings, seen, problems)
+
+
+def _check_combinations(settings: Settings, problems: list[str]) -> None:
+    """Settings each valid alone that do not go together."""
+    if settings.oidc is not None and settings.token_api is not None:
+        problems.append("token_api: choose one login source, [oidc] or [token_api], not both")
+    if settings.auth_request and settings.token_storage == "cookie":
+        # Caddy's forward_auth drops a 200 answer's Set-Cookie and nginx keeps only the first:
+        # a refresh's resealed cookie would never reach the browser, which would refresh again.
+        problems.append('auth_request: needs token_storage = "server" (edges drop the auth answer\'s Set-Cookie)')
 
 
 def _check_secret_keys(keys: tuple[Secret, ...], problems: list[str]) -> None:

@@ -6,6 +6,7 @@
       SessionExpired             401 session_expired      the session is gone; cookie cleared
       CSRFRejected               403 csrf_rejected
       OriginRejected             403 origin_rejected      cross-site WebSocket upgrade or request
+      PeerRejected               403 peer_rejected        auth-request endpoint asked by an untrusted peer
       NotFound                   404 not_found
       PayloadTooLarge            413 payload_too_large
       HeadersTooLarge            431 headers_too_large
@@ -45,6 +46,7 @@ __all__ = [
     "NotFound",
     "OriginRejected",
     "PayloadTooLarge",
+    "PeerRejected",
     "ProviderUnavailable",
     "RefreshRejected",
     "SessionExpired",
@@ -106,6 +108,11 @@ class CSRFRejected(BffError):
 class OriginRejected(BffError):
     status_code = 403
     code = "origin_rejected"
+
+
+class PeerRejected(BffError):
+    status_code = 403
+    code = "peer_rejected"
 
 
 class NotFound(BffError):

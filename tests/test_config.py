@@ -186,6 +186,11 @@ BAD_FILES = [
         "token_api: choose one login source, [oidc] or [token_api], not both",
     ),
     (
+        "auth-request mode with tokens in the cookie",
+        'secret_keys = ["' + KEY + '"]\nauth_request = true\ntoken_storage = "cookie"',
+        'auth_request: needs token_storage = "server" (edges drop the auth answer\'s Set-Cookie)',
+    ),
+    (
         "oidc without secret",
         'secret_keys = ["' + KEY + '"]\n[oidc]\nissuer = "https://idp.example"\nclient_id = "bff"',
         "oidc.client_secret: missing (required for a confidential client)",

@@ -60,7 +60,8 @@ def adapt(executable: str, environment: Mapping[str, str]) -> dict[str, Any]:
 @dataclass
 class Caddy:
     """One `caddy run --config Caddyfile` for the site `127.0.0.1:<port>`, reverse-proxying to
-    `upstreams` ("127.0.0.1:8000")."""
+    `upstreams` ("127.0.0.1:8000"); with another `caddyfile`, whatever that file says (it must
+    answer `/healthz` at `url`)."""
 
     workdir: Path
     upstreams: Sequence[str]
@@ -69,6 +70,8 @@ class Caddy:
     http_port: int = field(default_factory=free_port)
     """Caddy's `http_port`: with `tls`, its http->https redirect listens there (not on :80)."""
     executable: str = field(default_factory=caddy_or_skip)
+    caddyfile: Path = CADDYFILE
+    """The file `caddy run` reads: the repository's, or one a test wrote (the README's examples)."""
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -108,7 +111,7 @@ class Caddy:
         if self.running:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [self.executable, "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"]
+        command = [self.executable, "run", "--config", str(self.caddyfile), "--adapter", "caddyfile"]
         self._process = start_logged(command, cwd=self.workdir, env=self.environment(), log_file=self.log_file)
         wait_until_ready(
             self._process,
