@@ -24,6 +24,7 @@ import json
 import re
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ from itsdangerous import BadData, Signer
 from bff.config import Settings
 from bff.sealing import OVERHEAD, Sealer
 
-__all__ = ["MAX_CHUNKS", "MAX_SET_COOKIE", "SESSION_ID_PATTERN", "CookieCodec"]
+__all__ = ["MAX_CHUNKS", "MAX_SET_COOKIE", "SESSION_ID_PATTERN", "VERIFIED_CACHE_SIZE", "CookieCodec"]
 
 # secrets.token_urlsafe(32): 32 random bytes, 43 base64url characters.
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -47,6 +48,9 @@ needs more fails its login instead of sending a cookie the browser would drop. (
 `large_client_header_buffers` refuses a `Cookie` header over 8 KiB: raise it, or keep the
 session to two chunks.)"""
 _SAME_SITE = {"strict": "Strict", "lax": "Lax"}
+VERIFIED_CACHE_SIZE = 4096
+"""Session-cookie values whose signature a process remembers having verified (a signature
+without a timestamp stays valid while the process's `secret_keys` do)."""
 
 
 class CookieCodec:
@@ -67,6 +71,9 @@ class CookieCodec:
         )
         self._secrets = secrets_
         self._sealers: dict[str, Sealer] = {}
+        # signed value -> session id, for values that verified (an HMAC per key costs ~17 us, the
+        # lookup ~0.2 us); unsigned values never enter, so no forgery can crowd it.
+        self._verified: OrderedDict[str, str] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"CookieCodec(session_cookie_name={self.session_cookie_name!r}, keys={len(self._secrets)})"
@@ -89,13 +96,22 @@ class CookieCodec:
         return None
 
     def _unsign(self, value: str) -> str | None:
+        known = self._verified.get(value)
+        if known is not None:
+            self._verified.move_to_end(value)
+            return known
         if len(value) > _MAX_COOKIE_VALUE:
             return None
         try:
             session_id = self._signer.unsign(value.encode("ascii")).decode("ascii")
         except (BadData, UnicodeError, ValueError):
             return None
-        return session_id if SESSION_ID_PATTERN.fullmatch(session_id) else None
+        if not SESSION_ID_PATTERN.fullmatch(session_id):
+            return None
+        self._verified[value] = session_id
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return session_id
 
     @staticmethod
     def _cookie_values(headers: Sequence[tuple[bytes, bytes]], name: str) -> list[str]:

@@ -71,6 +71,27 @@ def test_a_tampered_cookie_reads_as_none() -> None:
         assert c.read_session_id(cookie_header(bad)) is None, bad
 
 
+def test_a_verified_value_is_remembered_and_a_forged_one_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signature is checked once per value and process; a failed check is never cached, so
+    a forgery is refused however often it comes, also after the genuine value was read."""
+    c = codec()
+    signed = c.sign_session_id(SESSION_ID)
+    session_id, signature = signed.split(".")
+    forged = f"{secrets.token_urlsafe(32)}.{signature}"
+    checks: list[bytes] = []
+    unsign = Signer.unsign
+
+    def counted(self: Signer, value: bytes) -> bytes:
+        checks.append(value)
+        return unsign(self, value)
+
+    monkeypatch.setattr(Signer, "unsign", counted)
+    for _ in range(3):
+        assert c.read_session_id(cookie_header(signed)) == session_id
+        assert c.read_session_id(cookie_header(forged)) is None
+    assert checks == [signed.encode(), *[forged.encode()] * 3]
+
+
 def test_a_truncated_cookie_reads_as_none() -> None:
     c = codec()
     signed = c.sign_session_id(SESSION_ID)

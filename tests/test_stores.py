@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bff.errors import ConfigError, StoreUnavailable
-from bff.stores import Store, open_store, redis_tracking
+from bff.stores import Store, open_store, redis_tracking, sqlite_version
 from bff.stores.memory import MemoryStore
 from bff.stores.redis import RedisStore
 from bff.stores.redis_tracking import HEARTBEAT, TRACKING_NAME
@@ -403,6 +403,32 @@ async def test_the_version_stays_over_reads_and_moves_with_each_write_of_another
     finally:
         await reader.close()
         await writer.close()
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["wal-index header", "PRAGMA data_version"])
+async def test_sqlite_version_of_another_store_on_the_file_moves_with_its_commits_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, header: bool
+) -> None:
+    """The wal-index header, or (a `-shm` file of another format) the PRAGMA: the same answers."""
+    if not header:
+        monkeypatch.setattr(sqlite_version, "_WAL_INDEX_VERSION", 1)
+    reader, writer = SQLiteStore(tmp_path / "s.db"), SQLiteStore(tmp_path / "s.db")
+    await reader.open()
+    await writer.open()
+    try:
+        assert reader._watch is not None
+        assert reader._watch.reads_header is header
+        before = reader.version()
+        assert before is not None
+        await reader.get("k")
+        await writer.replace("k", b"v", 60)  # nothing to replace: no commit
+        assert reader.version() == before
+        await writer.set("k", b"v", 60)
+        assert reader.version() != before
+    finally:
+        await reader.close()
+        await writer.close()
+    assert reader.version() is None
 
 
 async def test_redis_tracking_lost_is_version_none_until_a_new_connection_tracks_again(

@@ -7,7 +7,7 @@ is the compare-and-set of `add_if_absent`, `replace` and the lease). Blocking ca
 dedicated thread per store, so the event loop never waits on the disk and the connection is
 only ever touched by that thread.
 
-`version()` asks a second connection, which only ever reads, for `PRAGMA data_version` (see `Store.version`).
+`version()` reads the wal-index header every commit rewrites (`bff.stores.sqlite_version`).
 
 Expired rows are invisible at once (every query checks `expires_at`) and deleted by a sweep
 that runs at most once a minute per process, on a write. Times are wall-clock seconds, since
@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from bff.errors import StoreUnavailable
 from bff.stores.common import SWEEP_INTERVAL, poll_lease, require_criterion
+from bff.stores.sqlite_version import FileVersion
 
 __all__ = ["SQLiteStore"]
 
@@ -61,7 +62,7 @@ class SQLiteStore:
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._watch: sqlite3.Connection | None = None
+        self._watch: FileVersion | None = None
         self._next_sweep = 0.0
 
     def __repr__(self) -> str:
@@ -110,24 +111,12 @@ class SQLiteStore:
 
     async def open(self) -> None:
         await self._run(lambda conn: self._sweep(conn, self._clock()))
-        self._watch = await self._run(lambda _: self._connect_watch())
-
-    def _connect_watch(self) -> sqlite3.Connection:
-        """The connection `version()` asks, on the event loop's thread: never waits for a lock
-        (busy timeout 0: a busy file answers None, and the caller reads the store instead)."""
-        return sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        self._watch = await self._run(lambda _: FileVersion(self.path))
 
     def version(self) -> int | None:
-        """`PRAGMA data_version` of a connection that never writes: it changes whenever any other
-        connection (this store's own writer, another worker's, a `bff sessions` command) commits
-        a change to the file. A few µs: it reads the WAL index in shared memory, not the file."""
-        if self._watch is None:
-            return None
-        try:
-            version: int = self._watch.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error:
-            return None
-        return version
+        """Changes whenever any connection (this store's writer, another worker's, a `bff
+        sessions` command) commits a change to the file (`bff.stores.sqlite_version`)."""
+        return None if self._watch is None else self._watch.version()
 
     async def close(self) -> None:
         if self._executor is None:
@@ -137,10 +126,11 @@ class SQLiteStore:
         watch, self._watch = self._watch, None  # version() says None from here on
 
         def close_connection() -> None:
-            for conn in (self._conn, watch):
-                if conn is not None:
-                    conn.close()
-            self._conn = None
+            if watch is not None:
+                watch.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
         await asyncio.get_running_loop().run_in_executor(executor, close_connection)
         executor.shutdown(wait=False)
