@@ -24,6 +24,7 @@ from bff.websocket import CLIENT_CLOSED
 __all__ = ["AccessLine", "AccessLog"]
 
 log = logging.getLogger("bff.access")
+_PATHNAME = "access.py"  # the records' pathname: short, as LogRecord splits it on every line
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]+")
 """A text value written without quotes: printable ASCII without space, quote, `=` or backslash."""
 
@@ -56,12 +57,23 @@ class AccessLine:
         return fields
 
     def __str__(self) -> str:
-        return " ".join(f"{name}={_text(value)}" for name, value in self.fields().items())
+        # Written out rather than joined from fields(): this runs once per request.
+        record = self._record
+        line = (
+            f"method={_text(record.method)} route={_text(record.route)} path={_text(record.path)}"
+            f" status={record.status} duration_ms={round(self._duration * 1000, 2)}"
+        )
+        if record.upstream:
+            line += f" upstream_ms={round(record.upstream * 1000, 2)}"
+        line += f" bytes={record.bytes} request_id={_text(record.request_id)}"
+        if record.session is not None:
+            line += f" session={_text(record.session)} sub={_text(record.sub)}"
+        return line
 
 
 def _text(value: object) -> str:
     if not isinstance(value, str):
-        return str(value)  # numbers
+        return str(value)  # numbers, None
     if _PLAIN.fullmatch(value):
         return value
     return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
@@ -99,7 +111,7 @@ class AccessLog:
             if log.isEnabledFor(logging.INFO):
                 # `handle` of a record made here: no `findCaller` stack walk, a few µs per request.
                 line = AccessLine(record, time.perf_counter() - record.start)
-                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None))
+                log.handle(log.makeRecord(log.name, logging.INFO, _PATHNAME, 0, line, (), None))
             current.reset(token)
 
 
