@@ -115,7 +115,7 @@ def bff_settings(port: int, upstream_port: int, oidc: dict[str, Any] | None = No
 def token_api_settings(port: int, upstream_port: int, api_url: str) -> dict[str, Any]:
     """README.md's flask-jwt-extended configuration (`<!-- config: flask_jwt -->`: its `[session]`
     and `[token_api]` as they are, the API at `api_url`), with what `bff-user` has of its own: the
-    bench's secret and address, the default store, and the same `token = "user"` route to the
+    bench's secret and address and the same `token = "user"` route to the
     bench upstream (the JWT API is only where the session comes from)."""
     from tests.support.readme_configs import readme_config
 
