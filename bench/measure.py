@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from bench.processes import BENCH_DIR, Target, process_tree_cpu, run_pinned, running
+from bench.processes import BENCH_DIR, Target, process_tree_cpu, run_pinned, running, target_cpu
 
 __all__ = [
     "NOISE_LIMIT_CLIENT",
@@ -119,14 +119,13 @@ def measure(
     proxy_cpus: set[int],
     attempt: int = 1,
 ) -> Sample:
-    proc = psutil.Process(running(target).pid)
     up = psutil.Process(running(upstream).pid)
     load = os.getloadavg()[0]
     pinned_apart = client_cpus != proxy_cpus
     client_before, proxy_before, own_before = core_busy(client_cpus), core_busy(proxy_cpus), own_cpu()
-    cpu_before, up_before, wall_before = process_tree_cpu(proc), process_tree_cpu(up), time.monotonic()
+    cpu_before, up_before, wall_before = target_cpu(target), process_tree_cpu(up), time.monotonic()
     result = run_wrk(target, concurrency, duration, client_cpus)
-    cpu_after, up_after, wall_after = process_tree_cpu(proc), process_tree_cpu(up), time.monotonic()
+    cpu_after, up_after, wall_after = target_cpu(target), process_tree_cpu(up), time.monotonic()
     client_after, proxy_after, own_after = core_busy(client_cpus), core_busy(proxy_cpus), own_cpu()
     wall = wall_after - wall_before
     tested = cpu_after - cpu_before if target is not upstream else 0.0

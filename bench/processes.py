@@ -38,6 +38,7 @@ __all__ = [
     "spawn",
     "stop_targets",
     "tail",
+    "target_cpu",
     "wait_ready",
 ]
 
@@ -59,6 +60,7 @@ class Target:
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=lambda: [CSRF_HEADER])  # sent with every request
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # stopped with the target
+    measured: list[subprocess.Popen[bytes]] = field(default_factory=list)  # helpers whose CPU counts as the target's
     closers: list[Callable[[], None]] = field(default_factory=list)  # called after the helpers are stopped
 
     @property
@@ -164,6 +166,12 @@ def wait_ready(target: Target, timeout: float = START_TIMEOUT, expect_size: int 
         target.failure = f"answered {status} with {len(body)} bytes: {body[:200]!r}"
         return
     target.failure = f"not ready after {timeout:.0f} s ({last})"
+
+
+def target_cpu(target: Target) -> float:
+    """CPU seconds of the target's process tree and of its `measured` helpers'."""
+    processes = [running(target), *target.measured]
+    return sum(process_tree_cpu(psutil.Process(process.pid)) for process in processes)
 
 
 def process_tree_cpu(process: psutil.Process) -> float:

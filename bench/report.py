@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.measure import NOISE_LIMIT_CLIENT, NOISE_LIMIT_PROXY, Sample
 from bench.processes import REQUEST_PATH, RESPONSE_SIZE
-from bench.setups import SETUPS
+from bench.table import SETUPS
 
 __all__ = [
     "COMPARISONS",
@@ -33,6 +33,7 @@ __all__ = [
 TARGET_RATIO = 0.4  # the BFF's req/s must be at least this fraction of Caddy's
 COOKIE_CPU_BUDGET = 1.10  # cookie mode's CPU per request may be at most this multiple of server mode's
 P99_BUDGET_MS = 3.0  # the BFF's p99 may exceed Caddy's by at most this much
+AUTH_TARGET_RATIO, AUTH_P99_BUDGET_MS, TOKEN_PATH_BUDGET_US = 0.6, 1.0, 10.0  # the default set-up's targets
 # The results file's ratio lists: key -> (reference, subject).
 COMPARISONS = {
     "ratios": ("caddy", "bff"),
@@ -41,6 +42,8 @@ COMPARISONS = {
     "ratios_cookie": ("bff-user", "bff-cookie"),
     "ratios_tokenapi": ("bff-user", "bff-tokenapi"),
     "ratios_dpop": ("bff-oidc", "bff-dpop"),
+    "ratios_oidc": ("caddy", "bff-oidc"),
+    "ratios_auth_edge": ("bff-oidc", "caddy-auth"),
 }
 
 
@@ -206,6 +209,22 @@ def _dpop_table(summaries: Sequence[Summary]) -> list[str]:
     return _ratio_table(title, ratios(summaries, *COMPARISONS["ratios_dpop"]), columns)
 
 
+def _oidc_table(summaries: Sequence[Summary]) -> list[str]:
+    title = (
+        "The default set-up's authenticated GET (bff-oidc: README's minimal [oidc] at oidc-provider, SQLite, "
+        f"access log) / Caddy (target: CPU-bound >= {AUTH_TARGET_RATIO}x, p99 <= Caddy's + {AUTH_P99_BUDGET_MS:.0f} "
+        f'ms at c=8); "+us" over token = "none" (target <= {TOKEN_PATH_BUDGET_US:.0f})'
+    )
+
+    def cell(r: Ratio) -> str:
+        fast = 1 / r.cpu_ratio >= AUTH_TARGET_RATIO
+        p99 = r.p99_delta_ms <= AUTH_P99_BUDGET_MS or r.concurrency != 8
+        return f"CPU {'ok' if fast else 'BELOW'}{'' if p99 else ', p99 OVER'}"
+
+    columns = [CONC, RPS, CPU, CPU_BOUND, P99, extra_cpu(summaries, "bff-oidc", "bff"), verdict(cell)]
+    return _ratio_table(title, ratios(summaries, *COMPARISONS["ratios_oidc"]), columns)
+
+
 def _cookie_verdict(r: Ratio) -> str:
     return "ok" if r.cpu_ratio <= COOKIE_CPU_BUDGET else f"OVER {COOKIE_CPU_BUDGET:.2f}x"
 
@@ -267,6 +286,12 @@ def render(
         ),
         *_ratio_table(tokenapi_title, ratios(summaries, *COMPARISONS["ratios_tokenapi"]), [CONC, RPS, CPU, P99]),
         *_dpop_table(summaries),
+        *_oidc_table(summaries),
+        *_ratio_table(
+            "Auth-request mode (Caddy forward_auth + the BFF's GET /bff/auth, CPU of both) / the BFF's proxy",
+            ratios(summaries, *COMPARISONS["ratios_auth_edge"]),
+            [CONC, RPS, CPU, P99],
+        ),
         *_ratio_table(minimal_title, ratios(summaries, *COMPARISONS["ratios_minimal"]), [CONC, RPS, CPU, P99]),
     ]
     for name, reason in failures.items():

@@ -32,9 +32,6 @@ from tests.support.processes import free_port
 
 __all__ = [
     "BENCH_KEY",
-    "DEFAULT_SETUPS",
-    "SETUPS",
-    "STARTERS",
     "Context",
     "bff_settings",
     "provider_settings",
@@ -50,7 +47,6 @@ __all__ = [
     "token_api_settings",
 ]
 
-DEFAULT_SETUPS = ("upstream", "caddy", "bff")  # the others are opt-in (see bench/README.md)
 BENCH_KEY = "bench-only-secret-not-for-production-0123456789"  # the BFF's `secret_keys`: throwaway, bench only
 
 
@@ -157,10 +153,13 @@ def start_bff(
     return target
 
 
-def provider_settings(port: int, upstream_port: int, oidc: dict[str, Any], *, dpop: bool) -> dict[str, Any]:
+def provider_settings(
+    port: int, upstream_port: int, oidc: dict[str, Any], *, dpop: bool, **extra: Any
+) -> dict[str, Any]:
     """`bff-oidc` and `bff-dpop`: README's minimal `[oidc]` (issuer, client id and secret; `oidc`
-    has just these) and, for `bff-dpop`, `dpop = true`; the rest as `bff-user`."""
-    return bff_settings(port, upstream_port, {**oidc, "dpop": True} if dpop else oidc)
+    has just these) and, for `bff-dpop`, `dpop = true`; the rest as `bff-user` (`extra`: more
+    top-level settings)."""
+    return bff_settings(port, upstream_port, {**oidc, "dpop": True} if dpop else oidc, **extra)
 
 
 def _with_session(
@@ -241,7 +240,7 @@ def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
     return _with_session(target, login, (OSError, ValueError))
 
 
-def start_bff_provider(ctx: Context, name: str, *, dpop: bool) -> Target:
+def start_bff_provider(ctx: Context, name: str, *, dpop: bool, **extra: Any) -> Target:
     """`bff-oidc` and `bff-dpop`: the tests' panva oidc-provider (node, on the client CPU; RS256
     JWT access tokens of an hour, so no refresh falls into the runs; DPoP offered for `bff-dpop`),
     the BFF registered there with `provider_settings`, a session logged in through the provider's
@@ -258,7 +257,12 @@ def start_bff_provider(ctx: Context, name: str, *, dpop: bool) -> Target:
         return Target(name, "", failure=f"client registration at the provider failed: {exc}", log=provider.log_file)
     oidc = {"issuer": provider.issuer, "client_id": client.client_id, "client_secret": client.client_secret}
     target = start_bff(
-        name, ctx.workdir, ctx.env, ctx.proxy_cpus, provider_settings(port, ctx.upstream_port, oidc, dpop=dpop), port
+        name,
+        ctx.workdir,
+        ctx.env,
+        ctx.proxy_cpus,
+        provider_settings(port, ctx.upstream_port, oidc, dpop=dpop, **extra),
+        port,
     )
     target.closers.append(provider.close)
     # The tests' Browser says what went wrong in an AssertionError.
@@ -267,16 +271,3 @@ def start_bff_provider(ctx: Context, name: str, *, dpop: bool) -> Target:
     return _with_session(
         target, lambda: provider_log_in(f"http://127.0.0.1:{port}"), errors, lambda: check_upstream(target, scheme)
     )
-
-
-STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstream`, in table order
-    "caddy": start_caddy,
-    "bff": start_plain_bff,
-    "bff-user": lambda ctx: start_bff_logged_in(ctx, "bff-user", {}),
-    "bff-cookie": lambda ctx: start_bff_logged_in(ctx, "bff-cookie", {"token_storage": "cookie"}),
-    "bff-tokenapi": start_bff_token_api,
-    "bff-oidc": lambda ctx: start_bff_provider(ctx, "bff-oidc", dpop=False),
-    "bff-dpop": lambda ctx: start_bff_provider(ctx, "bff-dpop", dpop=True),
-    "minimal": start_minimal,
-}
-SETUPS = ("upstream", *STARTERS)  # in table order

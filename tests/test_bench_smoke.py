@@ -67,10 +67,33 @@ def test_bench_logged_in_setups_run_in_server_cookie_and_token_api_mode(tmp_path
     assert [row["concurrency"] for row in data["ratios_tokenapi"]] == [8]
 
 
-def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
-    from bench import setups
+def test_bench_default_setup_and_caddy_forward_auth_run_at_the_real_provider(tmp_path: Path) -> None:
+    """`bff-oidc` (README's minimal [oidc], the default store and log level) and `caddy-auth`
+    (README's forward_auth example in front of the BFF in auth-request mode) log in at
+    oidc-provider; the upstream gets a Bearer token through both, and both tables are printed."""
+    for tool in ("wrk", "caddy"):
+        find_tool([tool], f"BENCHMARK SMOKE TEST NOT RUN: {tool} is not installed (apt-get install {tool})")
+    results = tmp_path / "bench.json"
+    argv = [sys.executable, "-m", "bench", "--quick", "--duration", "1", "--warmup", "0"]
+    argv += ["--setups", "caddy,bff,bff-oidc,caddy-auth", "--json", str(results)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    for setup in ("bff-oidc", "caddy-auth"):
+        assert f"bench: {setup}: the upstream got Bearer with a" in completed.stderr, output
+    assert "The default set-up's authenticated GET" in completed.stdout, output
+    assert "Auth-request mode" in completed.stdout, output
+    data = json.loads(results.read_text(encoding="utf-8"))
+    assert {row["setup"] for row in data["summary"]} == {"upstream", "caddy", "bff", "bff-oidc", "caddy-auth"}
+    assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
+    assert [row["concurrency"] for row in data["ratios_oidc"]] == [8]
+    assert [row["concurrency"] for row in data["ratios_auth_edge"]] == [8]
 
-    assert setups.SETUPS == (
+
+def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
+    from bench import setups, table
+
+    assert table.SETUPS == (
         "upstream",
         "caddy",
         "bff",
@@ -80,8 +103,9 @@ def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_st
         "bff-oidc",
         "bff-dpop",
         "minimal",
+        "caddy-auth",
     )
-    assert set(setups.DEFAULT_SETUPS) <= set(setups.SETUPS)
+    assert set(table.DEFAULT_SETUPS) <= set(table.SETUPS)
     oidc = {"issuer": "http://127.0.0.1:1/idp", "client_id": "bench-bff", "client_secret": "s"}
     user = setups.bff_settings(8000, 9000, oidc)
     cookie = setups.bff_settings(8000, 9000, oidc, token_storage="cookie")
@@ -129,13 +153,13 @@ def test_the_provider_setups_are_the_minimal_oidc_configuration_with_and_without
 def test_a_provider_setup_without_the_providers_packages_fails_naming_npm_ci(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bench import setups
+    from bench import setups, table
     from tests.support import oidc_provider
 
     monkeypatch.setattr(oidc_provider, "PROVIDER_DIR", tmp_path / "oidc_provider")
     ctx = setups.Context(tmp_path, {}, {0}, {0}, upstream_port=1)
-    for name in ("bff-oidc", "bff-dpop"):
-        target = setups.STARTERS[name](ctx)
+    for name in ("bff-oidc", "bff-dpop", "caddy-auth"):
+        target = table.STARTERS[name](ctx)
         assert target.process is None
         assert target.failure is not None
         assert "`npm ci`" in target.failure, target.failure

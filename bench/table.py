@@ -1,0 +1,34 @@
+"""The set-ups as a table: each name, in table order, with the function that starts it
+(bench/setups.py, bench/auth_edge.py), and the ones `python -m bench` runs by default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.auth_edge import start_caddy_auth
+from bench.processes import Target
+from bench.setups import (
+    Context,
+    start_bff_logged_in,
+    start_bff_provider,
+    start_bff_token_api,
+    start_caddy,
+    start_minimal,
+    start_plain_bff,
+)
+
+__all__ = ["DEFAULT_SETUPS", "SETUPS", "STARTERS"]
+
+DEFAULT_SETUPS = ("upstream", "caddy", "bff")  # the others are opt-in (see bench/README.md)
+STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstream`, in table order
+    "caddy": start_caddy,
+    "bff": start_plain_bff,
+    "bff-user": lambda ctx: start_bff_logged_in(ctx, "bff-user", {}),
+    "bff-cookie": lambda ctx: start_bff_logged_in(ctx, "bff-cookie", {"token_storage": "cookie"}),
+    "bff-tokenapi": start_bff_token_api,
+    "bff-oidc": lambda ctx: start_bff_provider(ctx, "bff-oidc", dpop=False),
+    "bff-dpop": lambda ctx: start_bff_provider(ctx, "bff-dpop", dpop=True),
+    "minimal": start_minimal,
+    "caddy-auth": start_caddy_auth,
+}
+SETUPS = ("upstream", *STARTERS)  # in table order
