@@ -21,9 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bff.request_ids import HEADER, AccessRecord, current, request_id_of
 from bff.websocket import CLIENT_CLOSED
 
-__all__ = ["AccessLine", "AccessLog"]
+__all__ = ["ACCESS_LOGGER", "AccessLine", "AccessLog"]
 
-log = logging.getLogger("bff.access")
+ACCESS_LOGGER = "bff.access"
+log = logging.getLogger(ACCESS_LOGGER)
 _PATHNAME = "access.py"  # the records' pathname: short, as LogRecord splits it on every line
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]+")
 """A text value written without quotes: printable ASCII without space, quote, `=` or backslash."""
@@ -86,6 +87,9 @@ class AccessLog:
     def __init__(self, app: ASGIApp, route_of: Callable[[Scope], str | None]) -> None:
         self._app = app
         self._route_of = route_of
+        self.write: Callable[[AccessLine], bool] | None = None
+        """`bff serve` sets it (`bff.server.access_writer`): writes the line straight to its log
+        stream, as its handler would, and says whether it did; else the line goes through `logging`."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -109,9 +113,10 @@ class AccessLog:
             if not record.status:
                 record.status = CLIENT_CLOSED if kind == "http" else 403
             if log.isEnabledFor(logging.INFO):
-                # `handle` of a record made here: no `findCaller` stack walk, a few µs per request.
                 line = AccessLine(record, time.perf_counter() - record.start)
-                log.handle(log.makeRecord(log.name, logging.INFO, _PATHNAME, 0, line, (), None))
+                if self.write is None or not self.write(line):
+                    # `handle` of a record made here: no `findCaller` stack walk, a few µs per request.
+                    log.handle(log.makeRecord(log.name, logging.INFO, _PATHNAME, 0, line, (), None))
             current.reset(token)
 
 

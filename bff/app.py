@@ -152,13 +152,13 @@ class BffApp:
         """`bff serve` sets it: SIGTERM first ends the streams and turns `/readyz` 503 (`bff.draining`)."""
         # The BFF's own endpoints are named in the access log by their route's path.
         paths: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
-        self._entry = AccessLog(self.proxy, lambda scope: paths.get(scope.get("endpoint")))
+        self.access_log = AccessLog(self.proxy, lambda scope: paths.get(scope.get("endpoint")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.control(scope, receive, send)
         else:
-            await self._entry(scope, receive, send)
+            await self.access_log(scope, receive, send)
 
     async def start(self) -> None:
         """Open the store and the upstream pools, start watching the sessions of open streams

@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import logging.config
 import sys
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from bff.access import AccessLine, AccessLog
+from bff.access import ACCESS_LOGGER, AccessLine, AccessLog
 from bff.request_ids import AccessRecord
-from bff.server import JSONFormatter, TextFormatter, UpgradeNoiseFilter, log_config
+from bff.server import JSONFormatter, TextFormatter, UpgradeNoiseFilter, access_writer, log_config
 
 
 def record(msg: object, *, request_id: str | None = None, exc: bool = False) -> logging.LogRecord:
@@ -175,3 +177,63 @@ async def test_an_http_request_never_answered_is_499_and_a_closed_upgrade_403() 
 
     _, records = await call(silent, "websocket")
     assert status_of(records)["status"] == 403
+
+
+def log_configs_handler(log_format: Literal["text", "json"]) -> logging.StreamHandler[Any]:
+    """The `bff` handler `log_config` describes, built as `dictConfig` builds it, but without
+    configuring this process's loggers (the other tests' capture stays as it is)."""
+    config = log_config("info", log_format)
+    configurator = logging.config.DictConfigurator(config)
+    spec = configurator.config["handlers"]["bff"]
+    handler: logging.StreamHandler[Any] = logging.StreamHandler()
+    handler.setFormatter(configurator.configure_formatter(configurator.config["formatters"][spec["formatter"]]))
+    for name in spec["filters"]:
+        handler.addFilter(configurator.configure_filter(configurator.config["filters"][name]))
+    return handler
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_access_writer_writes_what_the_handler_would(log_format: Literal["text", "json"]) -> None:
+    """`bff serve`'s shortcut past `logging` for access lines: the same line on the same stream as
+    `log_config`'s handler makes of an access record (the JSON time aside: it is the time of writing)."""
+    handler = log_configs_handler(log_format)
+    line = AccessLine(access_record(), 0.5)
+    direct, logged = io.StringIO(), io.StringIO()
+    handler.setStream(direct)
+    write = access_writer(handler)
+    assert write is not None
+    assert write(line) is True
+    handler.setStream(logged)
+    handler.handle(logging.LogRecord(ACCESS_LOGGER, logging.INFO, "access.py", 0, line, (), None))
+    if log_format == "text":
+        assert direct.getvalue() == logged.getvalue() == f"INFO:     bff.access: {line}\n"
+    else:
+        ours, theirs = json.loads(direct.getvalue()), json.loads(logged.getvalue())
+        assert {**ours, "time": "-"} == {**theirs, "time": "-"}
+        assert ours["logger"] == "bff.access"
+        assert ours["level"] == "INFO"
+
+
+def test_the_access_writer_is_only_for_log_configs_own_handler() -> None:
+    formatter = TextFormatter(fmt="%(levelprefix)s %(name)s: %(message)s", use_colors=False)
+    stream = logging.StreamHandler(io.StringIO())
+    stream.setFormatter(formatter)
+    assert access_writer(stream) is not None
+    other_formatter = logging.StreamHandler(io.StringIO())
+    other_formatter.setFormatter(logging.Formatter())
+    foreign_filter = logging.StreamHandler(io.StringIO())
+    foreign_filter.setFormatter(formatter)
+    foreign_filter.addFilter(logging.Filter("bff"))
+    quieter = logging.StreamHandler(io.StringIO())
+    quieter.setFormatter(formatter)
+    quieter.setLevel(logging.WARNING)
+    file_handler = logging.FileHandler("/dev/null")
+    file_handler.setFormatter(formatter)
+    for handler in (other_formatter, foreign_filter, quieter, file_handler):
+        assert access_writer(handler) is None, handler
+    file_handler.close()
+    coloured = logging.StreamHandler(io.StringIO())
+    coloured.setFormatter(TextFormatter(fmt="%(levelprefix)s %(name)s: %(message)s", use_colors=True))
+    write = access_writer(coloured)
+    assert write is not None
+    assert write(AccessLine(access_record(), 0.5)) is False  # colours: `logging` formats it
