@@ -48,7 +48,17 @@ from bench.profiling import profile
 from bench.report import COMPARISONS, Summary, ratios, render, summarise
 from bench.setups import DEFAULT_SETUPS, SETUPS, STARTERS, Context, start_upstream
 
-__all__ = ["DEFAULT_JSON", "Outcome", "cpu_split", "main", "parse_args", "run_setups", "workspace", "write_results"]
+__all__ = [
+    "DEFAULT_JSON",
+    "Outcome",
+    "cpu_split",
+    "main",
+    "parse_args",
+    "run_setups",
+    "workspace",
+    "write_json",
+    "write_results",
+]
 
 DEFAULT_JSON = BENCH_DIR / "results" / "latest.json"
 
@@ -167,7 +177,6 @@ def write_results(
     path: Path, machine: dict[str, Any], options: dict[str, Any], summaries: Sequence[Summary], outcome: Outcome
 ) -> None:
     """The results file: everything the table says, and every sample it was made from."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine, "options": options, "summary": [asdict(s) for s in summaries]}
     for key, (reference, subject) in COMPARISONS.items():
         results[key] = [asdict(r) for r in ratios(summaries, reference, subject)]
@@ -177,6 +186,12 @@ def write_results(
         "profiles": outcome.profiles,
         "bff_response_headers": outcome.bff_response_headers,
     }
+    write_json(path, results)
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    """A results file (bench/results/ by default, git-ignored), its directory made if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
