@@ -48,7 +48,7 @@ from bench.http_client import Response, connect
 from bench.machine import machine_info
 from bench.processes import BENCH_DIR, Target, child_env, process_tree_cpu, running, stop_targets
 from bench.report import machine_lines
-from bench.run import cpu_split, workspace, write_json
+from bench.run import cpu_split, cpus_text, workspace, write_json
 from bench.setups import STARTERS, Context, start_server
 from bff.settings_reader import parse_bytesize
 from tests.support.processes import free_port
@@ -204,10 +204,6 @@ def measure_all(
     return transfers, {t.name: t.failure for t in targets if t.failure is not None}
 
 
-def _cpus(cpus: set[int]) -> str:
-    return ",".join(map(str, sorted(cpus)))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if "caddy" in args.setups and shutil.which("caddy") is None:
@@ -223,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *machine_lines(machine, [t.loadavg_1m for t in transfers]),
         f"method: {args.size} B per transfer, one request per fresh connection, {args.runs} run(s) interleaved, "
         f"medians; checked: bytes{' + SHA-256' if args.verify else ''}; client + upstream on CPU "
-        f"{_cpus(client_cpus)}, process under test on CPU {_cpus(proxy_cpus)}",
+        f"{cpus_text(client_cpus)}, process under test on CPU {cpus_text(proxy_cpus)}",
     ]
     print(render(header, rows, failures), flush=True)
     options = {"size": args.size, "runs": args.runs, "setups": args.setups, "verify": args.verify}

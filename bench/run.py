@@ -130,6 +130,11 @@ def cpu_split() -> tuple[set[int], set[int]]:
     return {available[0]}, {available[1]}
 
 
+def cpus_text(cpus: set[int]) -> str:
+    """`{0, 1}` as `0,1`, as the tables show it."""
+    return ",".join(map(str, sorted(cpus)))
+
+
 @contextlib.contextmanager
 def workspace(*, keep: bool) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="bff-bench-"))
@@ -210,8 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup": args.warmup,
         "concurrency": args.concurrency,
         "setups": args.setups,
-        "client_cpus": ",".join(map(str, sorted(client_cpus))),
-        "proxy_cpus": ",".join(map(str, sorted(proxy_cpus))),
+        "client_cpus": cpus_text(client_cpus),
+        "proxy_cpus": cpus_text(proxy_cpus),
         "attempts": args.attempts,
     }
     print(
