@@ -75,6 +75,8 @@ class Storm:
     provider_refresh_ms: float  # median of the direct grants
     bff_refresh_ms: float | None  # bff_refresh_seconds' mean over the storm's refreshes
     metrics: dict[str, float]  # the BFF's refresh counters after the storm
+    control_slowest_ms: float | None  # --control: the same burst while the token was fresh (no refresh)
+    control_median_ms: float | None
 
     @property
     def refresh_ok(self) -> bool:
@@ -162,6 +164,9 @@ def storm(args: argparse.Namespace, ctx: Context, provider: OidcProvider) -> Sto
         base = target.url.removesuffix(REQUEST_PATH)
         user = httpx.get(f"{base}/bff/user", headers=target.headers, timeout=10).raise_for_status().json()
         expires_at = float(user["accessTokenExpiresAt"])
+        control = uvloop.run(fire(base, target.headers, args.requests, time.time())) if args.control else []
+        if control and (provider.refresh_count(client.client_id) or not all(isinstance(o, float) for o in control)):
+            return f"the control burst, with a fresh token, refreshed or failed: {sorted(map(str, control))[:5]}"
         time.sleep(max(0.0, expires_at - WARM_BEFORE - time.time()))
         before = provider.refresh_count(client.client_id)
         outcomes = uvloop.run(fire(base, target.headers, args.requests, expires_at + FIRE_AFTER))
@@ -176,6 +181,7 @@ def storm(args: argparse.Namespace, ctx: Context, provider: OidcProvider) -> Sto
         key = "200" if isinstance(outcome, float) else outcome
         statuses[key] = statuses.get(key, 0) + 1
     count = metrics.get("bff_refresh_seconds_count", 0.0)
+    c = [o for o in control if isinstance(o, float)]
     return Storm(
         args.requests,
         args.workers,
@@ -189,6 +195,8 @@ def storm(args: argparse.Namespace, ctx: Context, provider: OidcProvider) -> Sto
         statistics.median(direct),
         1000 * metrics["bff_refresh_seconds_sum"] / count if count else None,
         metrics,
+        1000 * max(c, default=0.0) if control else None,
+        1000 * statistics.median(c) if control else None,
     )
 
 
@@ -203,6 +211,14 @@ def render(header: Sequence[str], result: Storm) -> str:
             f"{result.requests:>8} {result.workers:>7} {result.refreshes:>9} "
             f"{f'{result.answered}/{result.requests}':>9} {result.slowest_ms:>10.1f} {result.median_ms:>7.1f} "
             f"{result.provider_refresh_ms:>19.1f} {bff_ms:>14}  {result.verdict}",
+            *(
+                [
+                    f"control: the same burst before the token was due (no refresh): slowest "
+                    f"{result.control_slowest_ms:.1f} ms, p50 {result.control_median_ms or 0:.1f} ms"
+                ]
+                if result.control_slowest_ms is not None
+                else []
+            ),
             "",
             f"target: exactly 1 refresh at the provider, every request answered 200, the slowest within the "
             f"provider's refresh latency + {BUDGET_MS:.0f} ms",
@@ -222,6 +238,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=skew + 10,
         help=f"access-token lifetime, s (default {skew + 10}: > refresh_skew)",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="first the same burst while the token is fresh (no refresh), for comparison",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (configs and logs)")
@@ -260,7 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"client, upstream and provider on CPU {cpus_text(client_cpus)}"
     )
     print(render([*machine_lines(machine, [os.getloadavg()[0]]), method], result), flush=True)
-    options = {"requests": args.requests, "workers": args.workers, "access_ttl": args.access_ttl}
+    options = {
+        "requests": args.requests,
+        "workers": args.workers,
+        "access_ttl": args.access_ttl,
+        "control": args.control,
+    }
     write_json(args.json, {"machine": machine, "options": options, "result": asdict(result), "verdict": result.verdict})
     print(f"\nresults: {args.json}", flush=True)
     return 0 if result.refresh_ok and result.answered_ok and result.latency_ok else 1
