@@ -30,17 +30,18 @@ __all__ = [
     "upstream_head",
 ]
 
-ACCESS_TTL = 3600  # seconds: no access token expires during a run, so no refresh is measured
+ACCESS_TTL = 3600  # seconds: no access token expires during a run, so no refresh is measured (bench/storm.py: shorter)
 
 
-def start_provider(state_dir: Path, cpus: set[int], *, dpop: bool) -> OidcProvider | str:
-    """The provider (with DPoP offered when `dpop`), running and pinned to `cpus`; or why not."""
+def start_provider(state_dir: Path, cpus: set[int], *, dpop: bool, access_ttl: int = ACCESS_TTL) -> OidcProvider | str:
+    """The provider (with DPoP offered when `dpop`, access tokens living `access_ttl` seconds),
+    running and pinned to `cpus`; or why not."""
     from tests.support.oidc_provider import OidcProvider, provider_missing
 
     missing = provider_missing()
     if missing is not None:
         return f"the tests' OpenID provider cannot start: {missing}"
-    provider = OidcProvider(state_dir, access_ttl=ACCESS_TTL, dpop="on" if dpop else "off")
+    provider = OidcProvider(state_dir, access_ttl=access_ttl, dpop="on" if dpop else "off")
     try:
         provider.start()
     except RuntimeError as exc:

@@ -25,6 +25,7 @@ __all__ = [
     "Ratio",
     "Summary",
     "extra_cpu",
+    "machine_lines",
     "ratios",
     "render",
     "summarise",
@@ -229,7 +230,8 @@ def _cookie_verdict(r: Ratio) -> str:
     return "ok" if r.cpu_ratio <= COOKIE_CPU_BUDGET else f"OVER {COOKIE_CPU_BUDGET:.2f}x"
 
 
-def _header(machine: dict[str, Any], options: dict[str, Any], loads: Sequence[float]) -> list[str]:
+def machine_lines(machine: dict[str, Any], loads: Sequence[float]) -> list[str]:
+    """The first lines of every bench table: machine, software, commit and time."""
     packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
     return [
         f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, Linux {machine['kernel']}, "
@@ -237,6 +239,12 @@ def _header(machine: dict[str, Any], options: dict[str, Any], loads: Sequence[fl
         + (f", {min(loads):.2f}-{max(loads):.2f} during the runs" if loads else ""),
         f"software: Python {machine['python']}, caddy {machine['caddy']}, wrk {machine['wrk']}, {packages}",
         f"bff: git {machine['git']}; {machine['time']}",
+    ]
+
+
+def _header(machine: dict[str, Any], options: dict[str, Any], loads: Sequence[float]) -> list[str]:
+    return [
+        *machine_lines(machine, loads),
         f"method: GET {REQUEST_PATH} -> {RESPONSE_SIZE} B; wrk -t1, {options['runs']} run(s) x {options['duration']} s "
         f"after {options['warmup']} s warm-up, medians, disturbed runs retried;",
         f"pinning: wrk + upstream on CPU {options['client_cpus']}, "

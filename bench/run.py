@@ -49,7 +49,17 @@ from bench.report import COMPARISONS, Summary, ratios, render, summarise
 from bench.setups import Context, start_upstream
 from bench.table import DEFAULT_SETUPS, SETUPS, STARTERS
 
-__all__ = ["DEFAULT_JSON", "Outcome", "cpu_split", "main", "parse_args", "run_setups", "workspace", "write_results"]
+__all__ = [
+    "DEFAULT_JSON",
+    "Outcome",
+    "cpu_split",
+    "main",
+    "parse_args",
+    "run_setups",
+    "workspace",
+    "write_json",
+    "write_results",
+]
 
 DEFAULT_JSON = BENCH_DIR / "results" / "latest.json"
 
@@ -121,6 +131,11 @@ def cpu_split() -> tuple[set[int], set[int]]:
     return {available[0]}, {available[1]}
 
 
+def cpus_text(cpus: set[int]) -> str:
+    """`{0, 1}` as `0,1`, as the tables show it."""
+    return ",".join(map(str, sorted(cpus)))
+
+
 @contextlib.contextmanager
 def workspace(*, keep: bool) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="bff-bench-"))
@@ -168,7 +183,6 @@ def write_results(
     path: Path, machine: dict[str, Any], options: dict[str, Any], summaries: Sequence[Summary], outcome: Outcome
 ) -> None:
     """The results file: everything the table says, and every sample it was made from."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine, "options": options, "summary": [asdict(s) for s in summaries]}
     for key, (reference, subject) in COMPARISONS.items():
         results[key] = [asdict(r) for r in ratios(summaries, reference, subject)]
@@ -178,6 +192,12 @@ def write_results(
         "profiles": outcome.profiles,
         "bff_response_headers": outcome.bff_response_headers,
     }
+    write_json(path, results)
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    """A results file (bench/results/ by default, git-ignored), its directory made if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
@@ -196,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup": args.warmup,
         "concurrency": args.concurrency,
         "setups": args.setups,
-        "client_cpus": ",".join(map(str, sorted(client_cpus))),
-        "proxy_cpus": ",".join(map(str, sorted(proxy_cpus))),
+        "client_cpus": cpus_text(client_cpus),
+        "proxy_cpus": cpus_text(proxy_cpus),
         "attempts": args.attempts,
     }
     print(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bff.config import Settings
 from tests.support.readme_configs import readme_config
 from tests.support.token_apis import FLASK_JWT, packages_or_skip
 from tests.support.tools import find_tool
@@ -129,9 +130,9 @@ def test_the_token_api_setup_is_the_readmes_flask_jwt_configuration_with_bff_use
     assert "oidc" not in token_api
     for key in ("routes", "secret_keys", "public_url"):
         assert token_api[key] == user[key], key
-    # The default store, as for every BFF set-up (the README's example spells it out).
-    assert token_api.get("session_store", "sqlite:///.bff/sessions.db") == "sqlite:///.bff/sessions.db"
-    assert "session_store" not in user
+    # The same store: README's flask-jwt configuration names the default one, bff_settings leaves it out.
+    default_store = Settings.session_store
+    assert token_api.get("session_store", default_store) == user.get("session_store", default_store)
     assert "[token_api]" in setups.to_toml(token_api)
 
 
@@ -208,3 +209,97 @@ def test_the_upstream_check_names_what_is_missing(headers: dict[str, str], schem
 
     found = authorization_problem(headers, scheme)
     assert found is None if problem is None else (found is not None and problem in found), found
+
+
+def test_a_refresh_storm_at_two_workers_makes_one_refresh_and_answers_every_request(tmp_path: Path) -> None:
+    """`python -m bench.storm`: 20 concurrent requests of one session just after its access token
+    expired, at `bff serve --workers 2` and the real provider: the provider saw exactly one refresh,
+    every request got its 200, the table and the JSON say so (it waits ~40 s for the token)."""
+    from tests.support.oidc_provider import node_or_skip
+
+    node_or_skip()
+    results = tmp_path / "storm.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.storm",
+        "--requests",
+        "20",
+        "--workers",
+        "2",
+        "--control",
+        "--json",
+        str(results),
+    ]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    output = completed.stdout + completed.stderr
+    assert "refreshes" in completed.stdout, output
+    assert "provider refresh ms" in completed.stdout, output
+    result = json.loads(results.read_text(encoding="utf-8"))["result"]
+    assert (result["requests"], result["workers"]) == (20, 2)
+    assert result["refreshes"] == 1, output
+    assert result["answered"] == 20, output
+    assert result["statuses"] == {"200": 20}, output
+    assert result["provider_refresh_ms"] > 0
+    assert result["slowest_ms"] >= result["median_ms"] > 0
+    assert result["metrics"]["bff_refresh_seconds_count"] == 1, output
+    assert result["control_slowest_ms"] > 0  # the burst before the expiry: no refresh (else no result)
+
+
+def test_bodies_of_8_mib_go_through_caddy_and_the_bff_every_byte_checked(tmp_path: Path) -> None:
+    """`python -m bench.bodies --size 8MiB --verify`: a download and an upload through each set-up,
+    the upstream's count and SHA-256 (and the client's, for the download) matching what was sent."""
+    find_tool(["caddy"], "BENCHMARK SMOKE TEST NOT RUN: caddy is not installed (apt-get install caddy)")
+    results = tmp_path / "bodies.json"
+    argv = [sys.executable, "-m", "bench.bodies", "--size", "8MiB", "--runs", "1", "--verify", "--json", str(results)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    data = json.loads(results.read_text(encoding="utf-8"))
+    setups = ("upstream", "caddy", "bff", "bff-user")
+    assert {(t["direction"], t["setup"]) for t in data["transfers"]} == {
+        (direction, setup) for direction in ("download", "upload") for setup in setups
+    }
+    assert all(t["problem"] is None for t in data["transfers"]), output
+    assert all(t["size"] == 8 * 1024 * 1024 for t in data["transfers"]), output
+    assert data["failures"] == {}
+    for setup in setups:
+        assert f" {setup} " in completed.stdout, output
+
+
+def test_the_bulk_upstream_counts_and_hashes_what_it_gets_and_streams_what_is_asked(tmp_path: Path) -> None:
+    """What `bench.bodies` checks a transfer against: the upload's count and SHA-256 answered by
+    the upstream, and a download of exactly N bytes of the known pattern (the 1 KiB elsewhere)."""
+    import hashlib
+
+    import uvloop
+
+    from bench import processes, setups
+    from bench.bulk_upstream import BULK_PATH, blocks, expected_sha256
+    from bench.http_client import connect
+    from tests.support.processes import free_port
+
+    port = free_port()
+    argv = [sys.executable, str(processes.BENCH_DIR / "bulk_upstream.py"), "--port", str(port), "--hash"]
+    upstream = setups.start_server("upstream", port, argv, tmp_path, processes.child_env(tmp_path), {0})
+    size = 3 * 1024 * 1024 + 5
+
+    async def exchange() -> tuple[int, str, dict[str, object]]:
+        connection = await connect("127.0.0.1", port)
+        try:
+            digest = hashlib.sha256()
+            download = await connection.send("GET", f"{BULK_PATH}{size}", sink=digest.update)
+            answer = connection.send("PUT", f"{BULK_PATH}up", length=size)
+            await connection.stream(blocks(size))
+            return download.length, digest.hexdigest(), json.loads((await answer).body)
+        finally:
+            connection.close()
+
+    try:
+        assert upstream.failure is None, upstream.failure
+        length, sha, counted = uvloop.run(exchange())
+        assert (length, sha) == (size, expected_sha256(size))
+        assert counted == {"bytes": size, "sha256": expected_sha256(size)}
+        assert processes.probe(upstream.url)[:2] == (200, b"0123456789abcdef" * 64)
+    finally:
+        processes.stop_targets([upstream])
