@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -44,6 +45,8 @@ from bff.token_api_endpoints import build_token_api_routes
 from bff.tokens import TokenManager
 
 __all__ = ["DEFAULT_SOURCE_TIMEOUT", "LEASE_MARGIN", "BffApp", "build_login_source", "create_app"]
+
+log = logging.getLogger("bff.app")
 
 DEFAULT_SOURCE_TIMEOUT = 10.0
 """Timeout of the identity-provider client when no login source is configured (nothing calls it then)."""
@@ -150,6 +153,10 @@ class BffApp:
         self.drain = Drain(self.streams)
         self.drain_on_signals = False
         """`bff serve` sets it: SIGTERM first ends the streams and turns `/readyz` 503 (`bff.draining`)."""
+        self.warm_on_start = False
+        """`bff serve` sets it: each worker asks the login source once at start (`ready()`: OIDC
+        discovery), so that its first login or refresh does not wait for discovery too."""
+        self._warming: asyncio.Task[None] | None = None
         # The BFF's own endpoints are named in the access log by their route's path.
         paths: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
         self.access_log = AccessLog(self.proxy, lambda scope: paths.get(scope.get("endpoint")))
@@ -168,6 +175,14 @@ class BffApp:
         self._watcher = asyncio.ensure_future(self.streams.watch(self.sessions))
         if self.drain_on_signals:
             self.drain.install()
+        if self.warm_on_start and self.source is not None:
+            self._warming = asyncio.ensure_future(self._warm(self.source))
+
+    async def _warm(self, source: LoginSource) -> None:
+        try:
+            await source.ready()
+        except BffError as exc:  # a provider down at start: the first request that needs it asks again
+            log.warning("Login source not ready at start: %s", exc.detail)
 
     @property
     def draining(self) -> bool:
@@ -176,6 +191,10 @@ class BffApp:
 
     async def stop(self) -> None:
         self.drain.uninstall()
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.gather(self._warming, return_exceptions=True)
+            self._warming = None
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)

@@ -103,6 +103,7 @@ def app_from_environment() -> object:
 
     app = create_app(load_settings(os.environ, os.environ.get(CONFIG_FILE_VARIABLE)))
     app.drain_on_signals = True
+    app.warm_on_start = True
     access, parent = logging.getLogger(ACCESS_LOGGER), logging.getLogger("bff")
     if not access.handlers and access.propagate and not parent.propagate and len(parent.handlers) == 1:
         app.access_log.write = access_writer(parent.handlers[0])  # log_config's, as uvicorn applied it

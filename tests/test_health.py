@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from starlette.testclient import TestClient
 
 from bff.app import BffApp
@@ -71,3 +72,27 @@ def test_readyz_is_503_shutting_down_once_the_drain_began_and_drain_then_hands_o
         assert response.headers["cache-control"] == "no-store"
         assert handed_over == [True]
         assert client.get("/healthz").status_code == 200
+
+
+async def test_a_warm_start_reads_discovery_once_and_a_provider_down_at_start_only_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`bff serve`'s workers ask the provider at start (`warm_on_start`), so a worker's first
+    login or refresh does not wait for discovery as well; a provider down then keeps it starting."""
+    for unreachable in (False, True):
+        idp = FakeIdP()
+        idp.unreachable = unreachable
+        client = make_client(idp)
+        app = client.app
+        assert isinstance(app, BffApp)
+        app.warm_on_start = True
+        await app.start()
+        try:
+            assert app._warming is not None
+            await app._warming
+        finally:
+            await app.stop()
+        assert idp.calls["/.well-known/openid-configuration"] == 1  # asked once, answered or not
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "bff.app"] == [
+        "Login source not ready at start"
+    ]
