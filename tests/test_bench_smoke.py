@@ -103,8 +103,11 @@ def test_the_token_api_setup_is_the_readmes_flask_jwt_configuration_with_bff_use
     assert token_api["session"] == readme["session"]
     assert token_api["token_api"]["login_url"] == f"{api}/auth/login"
     assert "oidc" not in token_api
-    for key in ("routes", "secret_keys", "public_url", "session_store"):
+    for key in ("routes", "secret_keys", "public_url"):
         assert token_api[key] == user[key], key
+    # README's store is the default one's file (SQLite, .bff/sessions.db), which bff-user uses unnamed.
+    assert token_api["session_store"] == readme["session_store"] == "sqlite:///.bff/sessions.db"
+    assert "session_store" not in user
     assert "[token_api]" in setups.to_toml(token_api)
 
 
