@@ -45,8 +45,9 @@ from bench.machine import machine_info
 from bench.measure import Sample, benchmark
 from bench.processes import BENCH_DIR, Target, child_env, stop_targets, tail
 from bench.profiling import profile
-from bench.report import COMPARISONS, Summary, ratios, render, summarise
+from bench.report import COMPARISONS, render
 from bench.setups import DEFAULT_SETUPS, SETUPS, STARTERS, Context, start_upstream
+from bench.summary import Summary, ratios, summarise
 
 __all__ = ["DEFAULT_JSON", "Outcome", "cpu_split", "main", "parse_args", "run_setups", "workspace", "write_results"]
 

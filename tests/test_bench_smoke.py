@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.oidc_provider import node_or_skip
 from tests.support.readme_configs import readme_config
+from tests.support.redis_server import redis_server_or_skip
 from tests.support.token_apis import FLASK_JWT, packages_or_skip
 from tests.support.tools import find_tool
 
@@ -67,6 +71,40 @@ def test_bench_logged_in_setups_run_in_server_cookie_and_token_api_mode(tmp_path
     assert [row["concurrency"] for row in data["ratios_tokenapi"]] == [8]
 
 
+def test_bench_runs_every_mode_at_the_real_provider(tmp_path: Path) -> None:
+    """`bff-oidc` (server mode, SQLite), `bff-redis` (server mode on a redis-server of its own)
+    and `bff-oidc-cookie` (cookie mode) log in at the tests' oidc-provider, the upstream gets a
+    Bearer JWT from each, and the every-mode table compares them; the Redis set-up's sessions are
+    in Redis, not in a SQLite file."""
+    find_tool(["wrk"], "BENCHMARK SMOKE TEST NOT RUN: wrk is not installed (apt-get install wrk)")
+    node_or_skip()
+    redis_server_or_skip()
+    results = tmp_path / "bench.json"
+    argv = [sys.executable, "-m", "bench", "--quick", "--duration", "1", "--warmup", "0", "--keep"]
+    argv += ["--setups", "bff-oidc,bff-redis,bff-oidc-cookie", "--json", str(results)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    output = completed.stdout + completed.stderr
+    kept = re.search(r"working directory kept: (\S+)", completed.stderr)
+    assert kept is not None, output
+    workdir = Path(kept.group(1))
+    try:
+        assert completed.returncode == 0, output
+        for setup in ("bff-oidc", "bff-redis", "bff-oidc-cookie"):
+            assert f"bench: {setup}: the upstream got Bearer with a " in completed.stderr, output
+            assert f"{setup} / bff-oidc " in completed.stdout, output
+        assert "Every mode / server mode on SQLite" in completed.stdout, output
+        assert 'session_store = "redis://127.0.0.1:' in (workdir / "bff-redis.toml").read_text(encoding="utf-8")
+        assert (workdir / "bff-oidc" / ".bff" / "sessions.db").exists()
+        assert not (workdir / "bff-redis" / ".bff" / "sessions.db").exists()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    data = json.loads(results.read_text(encoding="utf-8"))
+    assert {row["setup"] for row in data["summary"]} == {"upstream", "bff-oidc", "bff-redis", "bff-oidc-cookie"}
+    assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
+    assert [row["concurrency"] for row in data["ratios_redis"]] == [8]
+    assert [row["concurrency"] for row in data["ratios_oidc_cookie"]] == [8]
+
+
 def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
     from bench import setups
 
@@ -79,6 +117,8 @@ def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_st
         "bff-tokenapi",
         "bff-oidc",
         "bff-dpop",
+        "bff-redis",
+        "bff-oidc-cookie",
         "minimal",
     )
     assert set(setups.DEFAULT_SETUPS) <= set(setups.SETUPS)
