@@ -199,14 +199,14 @@ def start_redis(directory: Path, cpus: set[int], env: dict[str, str]) -> Target:
         return Target("redis", "", failure="redis-server is not installed (apt-get install redis-server)")
     directory.mkdir(parents=True, exist_ok=True)
     server = RedisServer(executable, directory)
-    redis = Target("redis", server.url, log=directory / "redis.log")
-    assert redis.log is not None
-    redis.process = spawn(server.command(), cpus=cpus, log=redis.log, cwd=directory, env=env)
+    log = directory / "redis.log"
+    redis = Target("redis", server.url, log=log)
+    redis.process = spawn(server.command(), cpus=cpus, log=log, cwd=directory, env=env)
     deadline = time.monotonic() + START_TIMEOUT
     while not server.ping():
         if redis.process.poll() is not None or time.monotonic() > deadline:
             stop_process(redis.process)
-            redis.process, redis.failure = None, f"redis-server did not start: {tail(redis.log, 5)}"
+            redis.process, redis.failure = None, f"redis-server did not start: {tail(log, 5)}"
             break
         time.sleep(0.02)
     return redis

@@ -18,6 +18,8 @@ __all__ = [
     "COMPARISONS",
     "COOKIE_CPU_BUDGET",
     "MODES",
+    "PEERS",
+    "PEER_TARGET",
     "SERVER_MODE",
     "Column",
     "extra_cpu",
@@ -35,9 +37,13 @@ COMPARISONS = {
     "ratios_dpop": ("bff-oidc", "bff-dpop"),
     "ratios_redis": ("bff-oidc", "bff-redis"),
     "ratios_oidc_cookie": ("bff-oidc", "bff-oidc-cookie"),
+    "ratios_peer": ("peer", "bff-oidc"),
+    "ratios_peer_sniffio": ("peer-sniffio", "bff-oidc"),
 }
 SERVER_MODE = "bff-oidc"  # server mode on SQLite, the default store: what every mode is measured against
 MODES = ("bff-oidc", "bff-redis", "bff-oidc-cookie")  # at the same provider, route and upstream
+PEERS = ("peer", "peer-sniffio")  # axmp-oidc-bff-provider, as pip installs it and with sniffio
+PEER_TARGET = 8.0  # the BFF's req/s must be at least this multiple of the peer's
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,10 @@ def _cookie_verdict(r: Ratio) -> str:
     return "ok" if r.cpu_ratio <= COOKIE_CPU_BUDGET else f"OVER {COOKIE_CPU_BUDGET:.2f}x"
 
 
+def _rps_verdict(r: Ratio) -> str:
+    return "ok" if r.rps_ratio >= PEER_TARGET else f"BELOW {PEER_TARGET:.0f}x"
+
+
 def _pairs_table(
     title: str,
     summaries: Sequence[Summary],
@@ -156,6 +166,15 @@ def _modes_table(summaries: Sequence[Summary]) -> list[str]:
     )
     pairs = [(mode, SERVER_MODE) for mode in MODES]
     return _pairs_table(title, summaries, pairs, [CONC, RPS, CPU, P99], {"bff-oidc-cookie": _cookie_verdict})
+
+
+def _peer_table(summaries: Sequence[Summary]) -> list[str]:
+    title = (
+        "BFF / the peer (axmp-oidc-bff-provider 1.0.0: FastAPI + Authlib, Redis store), the same provider, "
+        f"route and upstream (target: req/s >= {PEER_TARGET:.0f}x the peer's)"
+    )
+    pairs = [(bff, peer) for bff in MODES[:2] for peer in PEERS]
+    return _pairs_table(title, summaries, pairs, [CONC, RPS, CPU, CPU_BOUND, P99], {SERVER_MODE: _rps_verdict})
 
 
 def _header(machine: dict[str, Any], options: dict[str, Any], loads: Sequence[float]) -> list[str]:
@@ -216,6 +235,7 @@ def render(
         *_ratio_table(tokenapi_title, ratios(summaries, *COMPARISONS["ratios_tokenapi"]), [CONC, RPS, CPU, P99]),
         *_dpop_table(summaries),
         *_modes_table(summaries),
+        *_peer_table(summaries),
         *_ratio_table(minimal_title, ratios(summaries, *COMPARISONS["ratios_minimal"]), [CONC, RPS, CPU, P99]),
     ]
     for name, reason in failures.items():

@@ -5,9 +5,9 @@
 `bff-cookie` (a session at bench/idp.py, server mode and cookie mode), `bff-tokenapi` (a session
 from README.md's `[token_api]` at the tests' flask-jwt-extended API), the set-ups at the tests'
 oidc-provider (`bff-oidc`: server mode on the default SQLite store; `bff-dpop`; `bff-redis`: the
-store on a redis-server of its own; `bff-oidc-cookie`: cookie mode) and `minimal`
-(bench/minimal_proxy.py). Each start function returns its `Target`, with `failure` set when it
-did not come up.
+store on a redis-server of its own; `bff-oidc-cookie`: cookie mode), the peer (`peer`,
+`peer-sniffio`: axmp-oidc-bff-provider, bench/peer.py) and `minimal` (bench/minimal_proxy.py).
+Each start function returns its `Target`, with `failure` set when it did not come up.
 
 What every start function shares is bench/starting.py's; the login flows, bench/login.py's; the
 real provider, bench/provider.py's; the processes, bench/processes.py's.
@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bench.login import log_in, provider_log_in, token_api_log_in
+from bench.peer import start_peer
 from bench.processes import BENCH_DIR, RESPONSE_SIZE, Target, pin_threads, running, spawn, start_redis, wait_ready
 from bench.provider import check_upstream, start_provider
 from bench.starting import BENCH_KEY as BENCH_KEY  # re-exported, with the rest of how a set-up starts
@@ -212,6 +213,8 @@ STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstre
     "bff-oidc-cookie": lambda ctx: start_bff_provider(
         ctx, "bff-oidc-cookie", dpop=False, extra={"token_storage": "cookie"}
     ),
+    "peer": lambda ctx: start_peer(ctx, "peer", sniffio=False),
+    "peer-sniffio": lambda ctx: start_peer(ctx, "peer-sniffio", sniffio=True),
     "minimal": start_minimal,
 }
 SETUPS = ("upstream", *STARTERS)  # in table order

@@ -103,6 +103,42 @@ def test_bench_runs_every_mode_at_the_real_provider(tmp_path: Path) -> None:
     assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
     assert [row["concurrency"] for row in data["ratios_redis"]] == [8]
     assert [row["concurrency"] for row in data["ratios_oidc_cookie"]] == [8]
+    assert data["ratios_peer"] == []
+
+
+def test_the_peer_is_configured_for_the_same_provider_upstream_and_its_own_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer (measured by hand: it installs from PyPI) gets the provider, the upstream under
+    `/api` and its Redis through its `OIDC_BFF_*` variables, no `PYTHONPATH`, and a venv once
+    made (its marker written) is used again without pip."""
+    from bench import peer
+
+    env = peer.peer_environment(
+        {"PATH": "/bin", "PYTHONPATH": "/repo"},
+        8000,
+        "http://127.0.0.1:1",
+        ("id", "s"),
+        "http://127.0.0.1:2",
+        "redis://r",
+    )
+    assert "PYTHONPATH" not in env
+    assert env["PATH"] == "/bin"
+    assert json.loads(env["OIDC_BFF_PROVIDERS"]) == {
+        "bench": {
+            "server_metadata_url": "http://127.0.0.1:1/.well-known/openid-configuration",
+            "client_id": "id",
+            "client_secret": "s",
+        }
+    }
+    assert env["OIDC_BFF_DEFAULT_PROVIDER"] == "bench"
+    assert env["OIDC_BFF_UPSTREAM_API_URL"] == "http://127.0.0.1:2/api"
+    assert (env["OIDC_BFF_APP_BASE_URL"], env["OIDC_BFF_REDIS_URL"]) == ("http://127.0.0.1:8000", "redis://r")
+    monkeypatch.setattr(peer, "CACHE", tmp_path)
+    venv = tmp_path / "peer-venv-1.0.0-sniffio"
+    venv.mkdir()
+    (venv / ".bench-ready").write_text("made\n", encoding="utf-8")
+    assert peer.peer_python(sniffio=True) == venv / "bin" / "python"
 
 
 def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
@@ -119,6 +155,8 @@ def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_st
         "bff-dpop",
         "bff-redis",
         "bff-oidc-cookie",
+        "peer",
+        "peer-sniffio",
         "minimal",
     )
     assert set(setups.DEFAULT_SETUPS) <= set(setups.SETUPS)
