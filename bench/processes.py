@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "run_pinned",
     "running",
     "spawn",
+    "start_redis",
     "stop_targets",
     "tail",
     "target_cpu",
@@ -192,3 +194,27 @@ def stop_targets(targets: Sequence[Target]) -> None:
             stop_process(helper)
         for close in target.closers:
             close()
+
+
+def start_redis(directory: Path, cpus: set[int], env: dict[str, str]) -> Target:
+    """A redis-server of the tests' kind (`tests.support.redis_server`: loopback, a free port,
+    nothing kept on disk) on `cpus`, its output in `directory`; its `url` is the store URL, its
+    `process` the server, or `failure` says why there is none."""
+    from tests.support.redis_server import REDIS_SERVER_CANDIDATES, RedisServer  # needs pytest: imported when used
+
+    executable = next(filter(None, map(shutil.which, REDIS_SERVER_CANDIDATES)), None)
+    if executable is None:
+        return Target("redis", "", failure="redis-server is not installed (apt-get install redis-server)")
+    directory.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(executable, directory)
+    log = directory / "redis.log"
+    redis = Target("redis", server.url, log=log)
+    redis.process = spawn(server.command(), cpus=cpus, log=log, cwd=directory, env=env)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.ping():
+        if redis.process.poll() is not None or time.monotonic() > deadline:
+            stop_process(redis.process)
+            redis.process, redis.failure = None, f"redis-server did not start: {tail(log, 5)}"
+            break
+        time.sleep(0.02)
+    return redis

@@ -1,40 +1,34 @@
-"""The report: the samples' medians per set-up and concurrency (`summarise`), one set-up against
-another (`ratios`, and `COMPARISONS`, the pairs the results file holds), and the table printed
-at the end (`render`), with a ratio table under it for each pair that ran.
+"""The report: the table printed at the end (`render`), with a ratio table under it for each
+pair that ran, and `COMPARISONS`, the pairs the results file holds.
 
-The figures come from bench/measure.py; the machine's description from bench/machine.py.
+The medians and ratios are bench/summary.py's; the machine's description, bench/machine.py's.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.measure import NOISE_LIMIT_CLIENT, NOISE_LIMIT_PROXY, Sample
+from bench.measure import NOISE_LIMIT_CLIENT, NOISE_LIMIT_PROXY
 from bench.processes import REQUEST_PATH, RESPONSE_SIZE
-from bench.table import SETUPS
+from bench.summary import P99_BUDGET_MS, TARGET_RATIO, Ratio, Summary, ratios
 
 __all__ = [
     "COMPARISONS",
     "COOKIE_CPU_BUDGET",
-    "P99_BUDGET_MS",
-    "TARGET_RATIO",
+    "MODES",
+    "PEERS",
+    "PEER_TARGET",
+    "SERVER_MODE",
     "Column",
-    "Ratio",
-    "Summary",
     "extra_cpu",
     "machine_lines",
-    "ratios",
     "render",
-    "summarise",
 ]
 
-TARGET_RATIO = 0.4  # the BFF's req/s must be at least this fraction of Caddy's
-COOKIE_CPU_BUDGET = 1.10  # cookie mode's CPU per request may be at most this multiple of server mode's
-P99_BUDGET_MS = 3.0  # the BFF's p99 may exceed Caddy's by at most this much
 AUTH_TARGET_RATIO, AUTH_P99_BUDGET_MS, TOKEN_PATH_BUDGET_US = 0.6, 1.0, 10.0  # the default set-up's targets
+COOKIE_CPU_BUDGET = 1.10  # cookie mode's CPU per request may be at most this multiple of server mode's
 # The results file's ratio lists: key -> (reference, subject).
 COMPARISONS = {
     "ratios": ("caddy", "bff"),
@@ -43,89 +37,17 @@ COMPARISONS = {
     "ratios_cookie": ("bff-user", "bff-cookie"),
     "ratios_tokenapi": ("bff-user", "bff-tokenapi"),
     "ratios_dpop": ("bff-oidc", "bff-dpop"),
+    "ratios_redis": ("bff-oidc", "bff-redis"),
+    "ratios_oidc_cookie": ("bff-oidc", "bff-oidc-cookie"),
+    "ratios_peer": ("peer", "bff-oidc"),
+    "ratios_peer_sniffio": ("peer-sniffio", "bff-oidc"),
     "ratios_oidc": ("caddy", "bff-oidc"),
     "ratios_auth_edge": ("bff-oidc", "caddy-auth"),
 }
-
-
-@dataclass
-class Summary:
-    """Medians of the samples of one set-up at one concurrency."""
-
-    setup: str
-    concurrency: int
-    runs: int
-    rps: float
-    rps_min: float
-    rps_max: float
-    p50_ms: float
-    p99_ms: float
-    cpu_us_per_request: float
-    cpu_percent: float
-    errors: int
-    noise_percent: float  # median of the worse of the two noise figures of each run
-    disturbed: int  # runs still over the noise limits after their attempts
-
-
-@dataclass
-class Ratio:
-    """The BFF against Caddy at one concurrency: the figures the issue's target is stated in."""
-
-    concurrency: int
-    rps_ratio: float
-    cpu_ratio: float
-    p99_delta_ms: float
-    rps_ok: bool
-    p99_ok: bool
-
-
-def summarise(samples: Sequence[Sample]) -> list[Summary]:
-    groups: dict[tuple[int, str], list[Sample]] = {}
-    for sample in samples:
-        groups.setdefault((sample.concurrency, sample.setup), []).append(sample)
-    summaries = []
-    for (concurrency, setup), group in sorted(groups.items(), key=lambda item: (item[0][0], SETUPS.index(item[0][1]))):
-        rps = [s.rps for s in group]
-        summaries.append(
-            Summary(
-                setup=setup,
-                concurrency=concurrency,
-                runs=len(group),
-                rps=statistics.median(rps),
-                rps_min=min(rps),
-                rps_max=max(rps),
-                p50_ms=statistics.median(s.p50_ms for s in group),
-                p99_ms=statistics.median(s.p99_ms for s in group),
-                cpu_us_per_request=statistics.median(s.cpu_us_per_request for s in group),
-                cpu_percent=statistics.median(s.cpu_percent for s in group),
-                errors=sum(s.errors for s in group),
-                noise_percent=statistics.median(max(s.noise_proxy_percent, s.noise_client_percent) for s in group),
-                disturbed=sum(s.disturbed for s in group),
-            )
-        )
-    return summaries
-
-
-def ratios(summaries: Sequence[Summary], reference: str = "caddy", subject: str = "bff") -> list[Ratio]:
-    by_key = {(s.concurrency, s.setup): s for s in summaries}
-    result = []
-    for concurrency in sorted({s.concurrency for s in summaries}):
-        bff, caddy = by_key.get((concurrency, subject)), by_key.get((concurrency, reference))
-        if bff is None or caddy is None or caddy.rps == 0 or caddy.cpu_us_per_request == 0:
-            continue
-        rps_ratio = bff.rps / caddy.rps
-        delta = bff.p99_ms - caddy.p99_ms
-        result.append(
-            Ratio(
-                concurrency=concurrency,
-                rps_ratio=rps_ratio,
-                cpu_ratio=bff.cpu_us_per_request / caddy.cpu_us_per_request,
-                p99_delta_ms=delta,
-                rps_ok=rps_ratio >= TARGET_RATIO,
-                p99_ok=delta <= P99_BUDGET_MS,
-            )
-        )
-    return result
+SERVER_MODE = "bff-oidc"  # server mode on SQLite, the default store: what every mode is measured against
+MODES = ("bff-oidc", "bff-redis", "bff-oidc-cookie")  # at the same provider, route and upstream
+PEERS = ("peer", "peer-sniffio")  # axmp-oidc-bff-provider, as pip installs it and with sniffio
+PEER_TARGET = 8.0  # the BFF's req/s must be at least this multiple of the peer's
 
 
 @dataclass(frozen=True)
@@ -230,6 +152,51 @@ def _cookie_verdict(r: Ratio) -> str:
     return "ok" if r.cpu_ratio <= COOKIE_CPU_BUDGET else f"OVER {COOKIE_CPU_BUDGET:.2f}x"
 
 
+def _rps_verdict(r: Ratio) -> str:
+    return "ok" if r.rps_ratio >= PEER_TARGET else f"BELOW {PEER_TARGET:.0f}x"
+
+
+def _pairs_table(
+    title: str,
+    summaries: Sequence[Summary],
+    pairs: Sequence[tuple[str, str]],
+    columns: Sequence[Column],
+    verdicts: dict[str, Callable[[Ratio], str]],
+) -> list[str]:
+    """A ratio table with a row per (subject, reference) pair and concurrency, led by the pair,
+    ending in `+us` (the subject's CPU per request over the reference's) and a verdict (by the
+    subject's or the reference's name in `verdicts`, "-" for the others)."""
+    rows = [(subject, reference, r) for subject, reference in pairs for r in ratios(summaries, reference, subject)]
+    if not rows:
+        return []
+    width = max(len(f"{subject} / {reference}") for subject, reference, _ in rows)
+    headings = " ".join(c.heading for c in columns)
+    lines = ["", title, f"{'set-up / reference':<{width}} {headings} {'+us':>6} verdict"]
+    for subject, reference, r in rows:
+        judge = verdicts.get(subject) or verdicts.get(reference) or (lambda _: "-")
+        cells = " ".join(c.cell(r) for c in [*columns, extra_cpu(summaries, subject, reference)])
+        lines.append(f"{f'{subject} / {reference}':<{width}} {cells} {judge(r)}")
+    return lines
+
+
+def _modes_table(summaries: Sequence[Summary]) -> list[str]:
+    title = (
+        f'Every mode / server mode on SQLite ({SERVER_MODE}), token = "user" at oidc-provider '
+        f"(target: cookie mode's CPU us/req <= {COOKIE_CPU_BUDGET:.2f}x)"
+    )
+    pairs = [(mode, SERVER_MODE) for mode in MODES]
+    return _pairs_table(title, summaries, pairs, [CONC, RPS, CPU, P99], {"bff-oidc-cookie": _cookie_verdict})
+
+
+def _peer_table(summaries: Sequence[Summary]) -> list[str]:
+    title = (
+        "BFF / the peer (axmp-oidc-bff-provider 1.0.0: FastAPI + Authlib, Redis store), the same provider, "
+        f"route and upstream (target: req/s >= {PEER_TARGET:.0f}x the peer's)"
+    )
+    pairs = [(bff, peer) for bff in MODES[:2] for peer in PEERS]
+    return _pairs_table(title, summaries, pairs, [CONC, RPS, CPU, CPU_BOUND, P99], {SERVER_MODE: _rps_verdict})
+
+
 def machine_lines(machine: dict[str, Any], loads: Sequence[float]) -> list[str]:
     """The first lines of every bench table: machine, software, commit and time."""
     packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
@@ -300,6 +267,8 @@ def render(
             ratios(summaries, *COMPARISONS["ratios_auth_edge"]),
             [CONC, RPS, CPU, P99],
         ),
+        *_modes_table(summaries),
+        *_peer_table(summaries),
         *_ratio_table(minimal_title, ratios(summaries, *COMPARISONS["ratios_minimal"]), [CONC, RPS, CPU, P99]),
     ]
     for name, reason in failures.items():

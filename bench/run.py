@@ -14,8 +14,9 @@ development provider, bench/idp.py), `bff-cookie` (the same with `token_storage 
 session sealed into the cookie), `bff-tokenapi` (the same route with a session logged in through
 `POST /bff/login` at the flask-jwt-extended API of tests/token_apis/, README's `[token_api]`),
 `bff-oidc` and `bff-dpop` (the route with a session at the tests' real OpenID provider, Bearer
-and with `oidc.dpop = true`: a DPoP proof per request) and `minimal` (bench/minimal_proxy.py,
-the stack's ceiling).
+and with `oidc.dpop = true`: a DPoP proof per request), `bff-redis` and `bff-oidc-cookie` (the
+same with the Redis store and in cookie mode), `peer` and `peer-sniffio` (axmp-oidc-bff-provider
+from PyPI, bench/peer.py) and `minimal` (bench/minimal_proxy.py, the stack's ceiling).
 
 wrk and the upstream share CPU 0; the process under test (Caddy or the BFF) runs alone on CPU 1.
 For each measurement the harness reads the CPU time of the process under test (user + system,
@@ -45,8 +46,9 @@ from bench.machine import machine_info
 from bench.measure import Sample, benchmark
 from bench.processes import BENCH_DIR, Target, child_env, stop_targets, tail
 from bench.profiling import profile
-from bench.report import COMPARISONS, Summary, ratios, render, summarise
+from bench.report import COMPARISONS, render
 from bench.setups import Context, start_upstream
+from bench.summary import Summary, ratios, summarise
 from bench.table import DEFAULT_SETUPS, SETUPS, STARTERS
 
 __all__ = [

@@ -3,12 +3,14 @@
 `upstream` (bench/upstream.py) comes first, since every other set-up proxies to it; then `caddy`
 (bench/Caddyfile.template), `bff` (`bff serve`, `token = "none"`), the logged-in `bff-user` and
 `bff-cookie` (a session at bench/idp.py, server mode and cookie mode), `bff-tokenapi` (a session
-from README.md's `[token_api]` at the tests' flask-jwt-extended API) and `minimal`
-(bench/minimal_proxy.py). Each start function returns its `Target`, with `failure` set when it
-did not come up.
+from README.md's `[token_api]` at the tests' flask-jwt-extended API), the set-ups at the tests'
+oidc-provider (`bff-oidc`: server mode on the default SQLite store; `bff-dpop`; `bff-redis`: the
+store on a redis-server of its own; `bff-oidc-cookie`: cookie mode), the peer (`peer`,
+`peer-sniffio`: axmp-oidc-bff-provider, bench/peer.py) and `minimal` (bench/minimal_proxy.py).
+Each start function returns its `Target`, with `failure` set when it did not come up.
 
-The login flows are bench/login.py's; the real provider, bench/provider.py's; the processes,
-bench/processes.py's.
+What every start function shares is bench/starting.py's; the login flows, bench/login.py's; the
+real provider, bench/provider.py's; the processes, bench/processes.py's.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ import importlib.util
 import secrets
 import string
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from bench.login import log_in, provider_log_in, token_api_log_in
-from bench.processes import BENCH_DIR, CSRF_HEADER, REQUEST_PATH, RESPONSE_SIZE, Target, pin_threads, spawn, wait_ready
+from bench.processes import BENCH_DIR, RESPONSE_SIZE, Target, pin_threads, running, spawn, start_redis, wait_ready
 from bench.provider import check_upstream, start_provider
+from bench.starting import BENCH_KEY as BENCH_KEY  # re-exported, with the rest of how a set-up starts
+from bench.starting import Context as Context
+from bench.starting import bff_settings as bff_settings
+from bench.starting import start_bff as start_bff
+from bench.starting import start_server as start_server
+from bench.starting import with_session
 from tests.support.bff_process import to_toml as to_toml  # re-exported: the tests read the bench TOML
 from tests.support.processes import free_port
 
@@ -42,6 +48,7 @@ __all__ = [
     "start_bff_at_provider",
     "start_bff_logged_in",
     "start_bff_provider",
+    "start_bff_redis",
     "start_bff_token_api",
     "start_caddy",
     "start_minimal",
@@ -50,30 +57,6 @@ __all__ = [
     "start_upstream",
     "token_api_settings",
 ]
-
-BENCH_KEY = "bench-only-secret-not-for-production-0123456789"  # the BFF's `secret_keys`: throwaway, bench only
-
-
-@dataclass(frozen=True)
-class Context:
-    """What every set-up's start function gets."""
-
-    workdir: Path
-    env: dict[str, str]
-    client_cpus: set[int]
-    proxy_cpus: set[int]
-    upstream_port: int
-
-
-def start_server(
-    name: str, port: int, argv: Sequence[str], workdir: Path, env: dict[str, str], cpus: set[int]
-) -> Target:
-    """`argv` on `cpus`, its output in `workdir/NAME.log`, once it answers the 1 KiB on `port`."""
-    log = workdir / f"{name}.log"
-    target = Target(name, f"http://127.0.0.1:{port}{REQUEST_PATH}", log=log)
-    target.process = spawn(argv, cpus=cpus, log=log, cwd=workdir, env=env)
-    wait_ready(target)
-    return target
 
 
 def start_upstream(workdir: Path, env: dict[str, str], cpus: set[int]) -> Target:
@@ -98,24 +81,10 @@ def start_minimal(ctx: Context) -> Target:
     return start_server("minimal", port, argv, ctx.workdir, ctx.env, ctx.proxy_cpus)
 
 
-def bff_settings(port: int, upstream_port: int, oidc: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """The BFF under test: one route `/api` to the bench upstream, `token = "none"` (or, with an
-    `[oidc]` section, `token = "user"`), sessions in the default store (SQLite, in the set-up's
-    own directory); `extra` adds top-level settings (`token_storage = "cookie"`)."""
-    mode = "user" if oidc else "none"
-    return {
-        "secret_keys": [BENCH_KEY],
-        "public_url": f"http://127.0.0.1:{port}",
-        **extra,
-        **({"oidc": oidc} if oidc else {}),
-        "routes": [{"path": "/api", "upstream": f"http://127.0.0.1:{upstream_port}", "token": mode}],
-    }
-
-
 def token_api_settings(port: int, upstream_port: int, api_url: str) -> dict[str, Any]:
     """README.md's flask-jwt-extended configuration (`<!-- config: flask_jwt -->`: its `[session]`
     and `[token_api]` as they are, the API at `api_url`), with what `bff-user` has of its own: the
-    bench's secret and address and the same `token = "user"` route to the
+    bench's secret and address, the default store, and the same `token = "user"` route to the
     bench upstream (the JWT API is only where the session comes from)."""
     from tests.support.readme_configs import readme_config
 
@@ -128,37 +97,6 @@ def token_api_settings(port: int, upstream_port: int, api_url: str) -> dict[str,
     return settings
 
 
-def start_bff(
-    name: str,
-    workdir: Path,
-    env: dict[str, str],
-    cpus: set[int],
-    settings: dict[str, Any],
-    port: int,
-    workers: int = 1,
-) -> Target:
-    """`bff serve --config FILE --port PORT [--workers N]` as a user runs it: the default log
-    level (an access line per request, into `NAME.log`) and the working directory `NAME/` (the
-    default SQLite store's file is there); waits for `/healthz`, and for the proxied answer only
-    when every route is `token = "none"` (a `token = "user"` route answers 401 until someone logs in)."""
-    log = workdir / f"{name}.log"
-    target = Target(name, f"http://127.0.0.1:{port}{REQUEST_PATH}", log=log)
-    home = workdir / name
-    home.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "bff", "serve", "--port", str(port)]
-    argv += ["--workers", str(workers)] if workers > 1 else []
-    config = workdir / f"{name}.toml"
-    config.write_text("# Generated by bench/setups.py.\n" + to_toml(settings), encoding="utf-8")
-    argv += ["--config", str(config)]
-    target.process = spawn(argv, cpus=cpus, log=log, cwd=home, env=env)
-    health = Target(name, f"http://127.0.0.1:{port}/healthz", process=target.process, headers=[])
-    wait_ready(health, expect_size=None)
-    target.failure = health.failure
-    if target.failure is None and {route["token"] for route in settings["routes"]} <= {"none"}:
-        wait_ready(target)  # the proxied 1 KiB answer itself (the others wait for a login)
-    return target
-
-
 def provider_settings(
     port: int, upstream_port: int, oidc: dict[str, Any], *, dpop: bool, **extra: Any
 ) -> dict[str, Any]:
@@ -166,28 +104,6 @@ def provider_settings(
     has just these) and, for `bff-dpop`, `dpop = true`; the rest as `bff-user` (`extra`: more
     top-level settings)."""
     return bff_settings(port, upstream_port, {**oidc, "dpop": True} if dpop else oidc, **extra)
-
-
-def _with_session(
-    target: Target,
-    log_in: Callable[[], str],
-    errors: tuple[type[Exception], ...],
-    check: Callable[[], str | None] = lambda: None,
-) -> Target:
-    """Once the BFF answers: log in (`errors` are a failed login), have wrk send the session's
-    cookie, `check` (None: all is well) and wait for the proxied answer."""
-    if target.failure is not None:
-        return target
-    try:
-        cookie = log_in()
-    except errors as exc:
-        target.failure = f"login failed: {exc}"
-        return target
-    target.headers = [CSRF_HEADER, ("Cookie", cookie)]
-    target.failure = check()
-    if target.failure is None:
-        wait_ready(target)
-    return target
 
 
 def start_plain_bff(ctx: Context) -> Target:
@@ -215,7 +131,7 @@ def start_bff_logged_in(ctx: Context, name: str, extra: dict[str, Any]) -> Targe
     settings = bff_settings(port, ctx.upstream_port, oidc, **extra)
     target = start_bff(name, ctx.workdir, ctx.env, ctx.proxy_cpus, settings, port)
     target.helpers.append(idp)
-    return _with_session(target, lambda: log_in(f"http://127.0.0.1:{port}"), (OSError, ValueError, KeyError))
+    return with_session(target, lambda: log_in(f"http://127.0.0.1:{port}"), (OSError, ValueError, KeyError))
 
 
 def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
@@ -243,13 +159,14 @@ def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
     def login() -> str:
         return token_api_log_in(f"http://127.0.0.1:{port}", api.username, api.password)
 
-    return _with_session(target, login, (OSError, ValueError))
+    return with_session(target, login, (OSError, ValueError))
 
 
 def start_bff_provider(ctx: Context, name: str, *, dpop: bool, **extra: Any) -> Target:
-    """`bff-oidc` and `bff-dpop`: the tests' panva oidc-provider (node, on the client CPU; RS256
-    JWT access tokens of an hour, so no refresh falls into the runs; DPoP offered for `bff-dpop`)
-    and `start_bff_at_provider`."""
+    """`bff-oidc`, `bff-dpop`, `bff-oidc-cookie` and `bff-redis`: the tests' panva oidc-provider
+    (node, on the client CPU; RS256 JWT access tokens of an hour, so no refresh falls into the
+    runs; DPoP offered for `bff-dpop`) and `start_bff_at_provider` (`extra`: `token_storage`,
+    `session_store`, `auth_request`)."""
     provider = start_provider(ctx.workdir / f"{name}-provider", ctx.client_cpus, dpop=dpop)
     if isinstance(provider, str):
         return Target(name, "", failure=provider)
@@ -279,7 +196,18 @@ def start_bff_at_provider(
     # The tests' Browser says what went wrong in an AssertionError.
     errors = (OSError, ValueError, KeyError, AssertionError, httpx.HTTPError)
     scheme = "DPoP" if dpop else "Bearer"
-    target = _with_session(
+    target = with_session(
         target, lambda: provider_log_in(f"http://127.0.0.1:{port}"), errors, lambda: check_upstream(target, scheme)
     )
     return target, client
+
+
+def start_bff_redis(ctx: Context, name: str = "bff-redis") -> Target:
+    """`bff-redis`: `bff-oidc` with `session_store` on a redis-server of its own (no persistence,
+    on the client CPU), stopped with the BFF."""
+    redis = start_redis(ctx.workdir / f"{name}-redis", ctx.client_cpus, ctx.env)
+    if redis.failure is not None:
+        return Target(name, "", failure=redis.failure, log=redis.log)
+    target = start_bff_provider(ctx, name, dpop=False, session_store=redis.url)
+    target.helpers.append(running(redis))
+    return target

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.auth_edge import start_caddy_auth
+from bench.peer import start_peer
 from bench.processes import Target
 from bench.setups import (
     Context,
     start_bff_logged_in,
     start_bff_provider,
+    start_bff_redis,
     start_bff_token_api,
     start_caddy,
     start_minimal,
@@ -19,6 +21,7 @@ from bench.setups import (
 
 __all__ = ["DEFAULT_SETUPS", "SETUPS", "STARTERS"]
 
+COOKIE_MODE = {"token_storage": "cookie"}
 DEFAULT_SETUPS = ("upstream", "caddy", "bff")  # the others are opt-in (see bench/README.md)
 STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstream`, in table order
     "caddy": start_caddy,
@@ -28,6 +31,10 @@ STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstre
     "bff-tokenapi": start_bff_token_api,
     "bff-oidc": lambda ctx: start_bff_provider(ctx, "bff-oidc", dpop=False),
     "bff-dpop": lambda ctx: start_bff_provider(ctx, "bff-dpop", dpop=True),
+    "bff-redis": start_bff_redis,
+    "bff-oidc-cookie": lambda ctx: start_bff_provider(ctx, "bff-oidc-cookie", dpop=False, **COOKIE_MODE),
+    "peer": lambda ctx: start_peer(ctx, "peer", sniffio=False),
+    "peer-sniffio": lambda ctx: start_peer(ctx, "peer-sniffio", sniffio=True),
     "minimal": start_minimal,
     "caddy-auth": start_caddy_auth,
 }

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from bff.config import Settings
+from tests.support.oidc_provider import node_or_skip
 from tests.support.readme_configs import readme_config
+from tests.support.redis_server import redis_server_or_skip
 from tests.support.token_apis import FLASK_JWT, packages_or_skip
 from tests.support.tools import find_tool
 
@@ -91,6 +95,76 @@ def test_bench_default_setup_and_caddy_forward_auth_run_at_the_real_provider(tmp
     assert [row["concurrency"] for row in data["ratios_auth_edge"]] == [8]
 
 
+def test_bench_runs_every_mode_at_the_real_provider(tmp_path: Path) -> None:
+    """`bff-oidc` (server mode, SQLite), `bff-redis` (server mode on a redis-server of its own)
+    and `bff-oidc-cookie` (cookie mode) log in at the tests' oidc-provider, the upstream gets a
+    Bearer JWT from each, and the every-mode table compares them; the Redis set-up's sessions are
+    in Redis, not in a SQLite file."""
+    find_tool(["wrk"], "BENCHMARK SMOKE TEST NOT RUN: wrk is not installed (apt-get install wrk)")
+    node_or_skip()
+    redis_server_or_skip()
+    results = tmp_path / "bench.json"
+    argv = [sys.executable, "-m", "bench", "--quick", "--duration", "1", "--warmup", "0", "--keep"]
+    argv += ["--setups", "bff-oidc,bff-redis,bff-oidc-cookie", "--json", str(results)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    output = completed.stdout + completed.stderr
+    kept = re.search(r"working directory kept: (\S+)", completed.stderr)
+    assert kept is not None, output
+    workdir = Path(kept.group(1))
+    try:
+        assert completed.returncode == 0, output
+        for setup in ("bff-oidc", "bff-redis", "bff-oidc-cookie"):
+            assert f"bench: {setup}: the upstream got Bearer with a " in completed.stderr, output
+            assert f"{setup} / bff-oidc " in completed.stdout, output
+        assert "Every mode / server mode on SQLite" in completed.stdout, output
+        assert 'session_store = "redis://127.0.0.1:' in (workdir / "bff-redis.toml").read_text(encoding="utf-8")
+        assert (workdir / "bff-oidc" / ".bff" / "sessions.db").exists()
+        assert not (workdir / "bff-redis" / ".bff" / "sessions.db").exists()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    data = json.loads(results.read_text(encoding="utf-8"))
+    assert {row["setup"] for row in data["summary"]} == {"upstream", "bff-oidc", "bff-redis", "bff-oidc-cookie"}
+    assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
+    assert [row["concurrency"] for row in data["ratios_redis"]] == [8]
+    assert [row["concurrency"] for row in data["ratios_oidc_cookie"]] == [8]
+    assert data["ratios_peer"] == []
+
+
+def test_the_peer_is_configured_for_the_same_provider_upstream_and_its_own_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer (measured by hand: it installs from PyPI) gets the provider, the upstream under
+    `/api` and its Redis through its `OIDC_BFF_*` variables, no `PYTHONPATH`, and a venv once
+    made (its marker written) is used again without pip."""
+    from bench import peer
+
+    env = peer.peer_environment(
+        {"PATH": "/bin", "PYTHONPATH": "/repo"},
+        8000,
+        "http://127.0.0.1:1",
+        ("id", "s"),
+        "http://127.0.0.1:2",
+        "redis://r",
+    )
+    assert "PYTHONPATH" not in env
+    assert env["PATH"] == "/bin"
+    assert json.loads(env["OIDC_BFF_PROVIDERS"]) == {
+        "bench": {
+            "server_metadata_url": "http://127.0.0.1:1/.well-known/openid-configuration",
+            "client_id": "id",
+            "client_secret": "s",
+        }
+    }
+    assert env["OIDC_BFF_DEFAULT_PROVIDER"] == "bench"
+    assert env["OIDC_BFF_UPSTREAM_API_URL"] == "http://127.0.0.1:2/api"
+    assert (env["OIDC_BFF_APP_BASE_URL"], env["OIDC_BFF_REDIS_URL"]) == ("http://127.0.0.1:8000", "redis://r")
+    monkeypatch.setattr(peer, "CACHE", tmp_path)
+    venv = tmp_path / "peer-venv-1.0.0-sniffio"
+    venv.mkdir()
+    (venv / ".bench-ready").write_text("made\n", encoding="utf-8")
+    assert peer.peer_python(sniffio=True) == venv / "bin" / "python"
+
+
 def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
     from bench import setups, table
 
@@ -103,6 +177,10 @@ def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_st
         "bff-tokenapi",
         "bff-oidc",
         "bff-dpop",
+        "bff-redis",
+        "bff-oidc-cookie",
+        "peer",
+        "peer-sniffio",
         "minimal",
         "caddy-auth",
     )
