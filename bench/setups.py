@@ -241,12 +241,15 @@ def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
     return _with_session(target, login, (OSError, ValueError))
 
 
-def start_bff_provider(ctx: Context, name: str, *, dpop: bool) -> Target:
+def start_bff_provider(
+    ctx: Context, name: str, *, dpop: bool, configure: Callable[[dict[str, Any]], None] = lambda _: None
+) -> Target:
     """`bff-oidc` and `bff-dpop`: the tests' panva oidc-provider (node, on the client CPU; RS256
     JWT access tokens of an hour, so no refresh falls into the runs; DPoP offered for `bff-dpop`),
     the BFF registered there with `provider_settings`, a session logged in through the provider's
     sign-in and consent pages, its cookie sent by wrk. One request first checks what the upstream
-    gets: `Authorization: Bearer`, or `Authorization: DPoP` and a `DPoP` proof."""
+    gets: `Authorization: Bearer`, or `Authorization: DPoP` and a `DPoP` proof. `configure` may
+    change the settings first (bench/million.py's `session_store`, bench/streams.py's pool)."""
     provider = start_provider(ctx.workdir / f"{name}-provider", ctx.client_cpus, dpop=dpop)
     if isinstance(provider, str):
         return Target(name, "", failure=provider)
@@ -257,9 +260,9 @@ def start_bff_provider(ctx: Context, name: str, *, dpop: bool) -> Target:
         provider.close()
         return Target(name, "", failure=f"client registration at the provider failed: {exc}", log=provider.log_file)
     oidc = {"issuer": provider.issuer, "client_id": client.client_id, "client_secret": client.client_secret}
-    target = start_bff(
-        name, ctx.workdir, ctx.env, ctx.proxy_cpus, provider_settings(port, ctx.upstream_port, oidc, dpop=dpop), port
-    )
+    settings = provider_settings(port, ctx.upstream_port, oidc, dpop=dpop)
+    configure(settings)
+    target = start_bff(name, ctx.workdir, ctx.env, ctx.proxy_cpus, settings, port)
     target.closers.append(provider.close)
     # The tests' Browser says what went wrong in an AssertionError.
     errors = (OSError, ValueError, KeyError, AssertionError, httpx.HTTPError)
