@@ -19,6 +19,7 @@ import importlib.util
 import secrets
 import string
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,7 +163,9 @@ def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
     return with_session(target, login, (OSError, ValueError))
 
 
-def start_bff_provider(ctx: Context, name: str, *, dpop: bool, **extra: Any) -> Target:
+def start_bff_provider(
+    ctx: Context, name: str, *, dpop: bool, configure: Callable[[dict[str, Any]], None] | None = None, **extra: Any
+) -> Target:
     """`bff-oidc`, `bff-dpop`, `bff-oidc-cookie` and `bff-redis`: the tests' panva oidc-provider
     (node, on the client CPU; RS256 JWT access tokens of an hour, so no refresh falls into the
     runs; DPoP offered for `bff-dpop`) and `start_bff_at_provider` (`extra`: `token_storage`,
@@ -170,13 +173,20 @@ def start_bff_provider(ctx: Context, name: str, *, dpop: bool, **extra: Any) -> 
     provider = start_provider(ctx.workdir / f"{name}-provider", ctx.client_cpus, dpop=dpop)
     if isinstance(provider, str):
         return Target(name, "", failure=provider)
-    target, _ = start_bff_at_provider(ctx, name, provider, dpop=dpop, **extra)
+    target, _ = start_bff_at_provider(ctx, name, provider, dpop=dpop, configure=configure, **extra)
     target.closers.append(provider.close)
     return target
 
 
 def start_bff_at_provider(
-    ctx: Context, name: str, provider: OidcProvider, *, dpop: bool, workers: int = 1, **extra: Any
+    ctx: Context,
+    name: str,
+    provider: OidcProvider,
+    *,
+    dpop: bool,
+    workers: int = 1,
+    configure: Callable[[dict[str, Any]], None] | None = None,
+    **extra: Any,
 ) -> tuple[Target, Client | None]:
     """The BFF registered at the running `provider` with `provider_settings`, a session logged in
     through the provider's sign-in and consent pages, its cookie sent by wrk; and the client
@@ -192,6 +202,8 @@ def start_bff_at_provider(
         ), None
     oidc = {"issuer": provider.issuer, "client_id": client.client_id, "client_secret": client.client_secret}
     settings = provider_settings(port, ctx.upstream_port, oidc, dpop=dpop, **extra)
+    if configure is not None:  # bench/million.py's store, bench/streams.py's pool
+        configure(settings)
     target = start_bff(name, ctx.workdir, ctx.env, ctx.proxy_cpus, settings, port, workers)
     # The tests' Browser says what went wrong in an AssertionError.
     errors = (OSError, ValueError, KeyError, AssertionError, httpx.HTTPError)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from bench.auth_edge import start_caddy_auth
 from bench.peer import start_peer
@@ -21,7 +22,7 @@ from bench.setups import (
 
 __all__ = ["DEFAULT_SETUPS", "SETUPS", "STARTERS"]
 
-COOKIE_MODE = {"token_storage": "cookie"}
+COOKIE_MODE: dict[str, Any] = {"token_storage": "cookie"}
 DEFAULT_SETUPS = ("upstream", "caddy", "bff")  # the others are opt-in (see bench/README.md)
 STARTERS: dict[str, Callable[[Context], Target]] = {  # every set-up but `upstream`, in table order
     "caddy": start_caddy,

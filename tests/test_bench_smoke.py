@@ -381,3 +381,74 @@ def test_the_bulk_upstream_counts_and_hashes_what_it_gets_and_streams_what_is_as
         assert processes.probe(upstream.url)[:2] == (200, b"0123456789abcdef" * 64)
     finally:
         processes.stop_targets([upstream])
+
+
+def _provider_or_skip() -> None:
+    from tests.support.oidc_provider import provider_missing
+
+    find_tool(["wrk"], "BENCHMARK SMOKE TEST NOT RUN: wrk is not installed (apt-get install wrk)")
+    missing = provider_missing()
+    if missing is not None:
+        pytest.skip(f"BENCHMARK SMOKE TEST NOT RUN: {missing}")
+
+
+def test_bench_million_fills_both_stores_and_the_sweep_deletes_the_expired_sessions(tmp_path: Path) -> None:
+    """`python -m bench.million` at 2,000 sessions: each store holds the logged-in session and the
+    filled ones, wrk saw no error at either size, and the sweep (SQLite's own, due a minute after
+    the BFF started; Redis's expiry) deleted the expired ones while wrk ran."""
+    from tests.support.redis_server import redis_server_or_skip
+
+    _provider_or_skip()
+    redis_server_or_skip()
+    results = tmp_path / "million.json"
+    argv = [sys.executable, "-m", "bench.million", "--sessions", "2000", "--duration", "1", "--runs", "1"]
+    argv += ["--attempts", "1", "--sweep-duration", "3", "--json", str(results)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    assert "req/s ratio" in completed.stdout, output
+    stores = json.loads(results.read_text(encoding="utf-8"))["stores"]
+    assert [store["store"] for store in stores] == ["sqlite", "redis"]
+    for store in stores:
+        assert "failure" not in store, store
+        assert "trigger_error" not in store, store
+        assert store["rows"] == 2000 + 1  # the filled sessions and the logged-in one
+        assert store["expired"] == int(1999 * 0.9)
+        assert store["rows_after_sweep"] <= store["rows"] - store["expired"] + 10, store
+        assert all(sample["errors"] == 0 and sample["requests"] > 0 for sample in store["small"] + store["big"])
+        assert store["sweep"]["errors"] == 0
+        assert store["sweep"]["requests"] > 0
+
+
+def test_bench_streams_holds_every_sse_stream_and_websocket_without_a_stall(tmp_path: Path) -> None:
+    """`python -m bench.streams` with 20 streams of each kind for 4 s: all opened, every one got an
+    event (an echo) at least every `STALL_S`, and wrk's GETs were served meanwhile."""
+    _provider_or_skip()
+    results = tmp_path / "streams.json"
+    argv = [sys.executable, "-m", "bench.streams", "--streams", "20", "--duration", "4", "--json", str(results)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    phases = json.loads(results.read_text(encoding="utf-8"))["phases"]
+    assert [phase["kind"] for phase in phases] == ["sse", "websocket"]
+    for phase in phases:
+        assert (phase["opened"], phase["stalled"], phase["errors"]) == (20, 0, []), phase
+        assert phase["min_events"] >= 3, phase  # an event a second for 4 s
+        assert phase["rss_peak_mib"] > 0, phase
+        assert phase["fds_peak"] >= 40, phase  # two sockets per stream
+        assert phase["wrk"]["requests"] > 0, phase
+        assert phase["wrk"]["errors"] == 0, phase
+
+
+def test_a_stream_is_stalled_when_it_saw_nothing_or_a_long_gap() -> None:
+    from bench.streams import STALL_S, Stream
+
+    stream = Stream(opened=True)
+    assert stream.stalled(end=1.0)  # no event at all
+    for now in (1.0, 2.0, 3.0):
+        stream.saw(now)
+    assert (stream.events, stream.max_gap) == (3, 1.0)
+    assert not stream.stalled(end=3.0 + STALL_S)
+    assert stream.stalled(end=3.0 + STALL_S + 0.1)  # silent at the end
+    stream.saw(3.0 + STALL_S + 1)
+    assert stream.stalled(end=3.0 + STALL_S + 1)  # a gap in the middle
