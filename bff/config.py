@@ -130,8 +130,9 @@ class RouteSettings:
     """Time to connect to the upstream. Default: `5s`."""
     read_timeout: Duration = 60
     """Longest silence while waiting for response headers or the next body chunk. Default: `60s`."""
-    max_connections: int = 100
-    """Size of this upstream's connection pool. Default: `100`."""
+    max_connections: int = 10000
+    """Most connections open to this upstream at once; each request in flight, open SSE stream and
+    WebSocket holds one. Default: `10000`."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -46,6 +47,7 @@ __all__ = [
     "UpgradeNoiseFilter",
     "app_from_environment",
     "log_config",
+    "raise_open_files_limit",
     "serve",
 ]
 
@@ -80,6 +82,7 @@ def serve(
     """
     import uvicorn
 
+    raise_open_files_limit()
     if workers == 1:
         signal.signal(signal.SIGTERM, _stopped)
     timeout = None if shutdown_timeout is None else max(1, round(shutdown_timeout))
@@ -95,6 +98,18 @@ def serve(
             timeout_graceful_shutdown=timeout,
             **SERVER_OPTIONS,
         )
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (workers inherit it);
+    return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an unlimited hard limit is above what the kernel allows
+            return soft
+    return hard
 
 
 def app_from_environment() -> object:

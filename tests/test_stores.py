@@ -22,10 +22,11 @@ import pytest
 
 from bff.errors import ConfigError, StoreUnavailable
 from bff.stores import Store, open_store, redis_tracking, sqlite_version
+from bff.stores.common import SWEEP_INTERVAL
 from bff.stores.memory import MemoryStore
 from bff.stores.redis import RedisStore
 from bff.stores.redis_tracking import HEARTBEAT, TRACKING_NAME
-from bff.stores.sqlite import SQLiteStore
+from bff.stores.sqlite import SWEEP_BATCH, SQLiteStore
 from tests.fakes import Clock
 from tests.support.redis_server import RedisServer, redis_server_or_skip
 from tests.support.redis_topologies import RedisClusterNodes
@@ -683,3 +684,35 @@ def test_a_missing_redis_server_skips_loudly_but_fails_under_ci(ci: str, outcome
     assert outcome in run.stdout, run.stdout
     assert "REDIS TESTS NOT RUN" in run.stdout
     assert (run.returncode == 0) is (ci == "")
+
+
+async def test_a_sqlite_sweep_of_a_large_backlog_deletes_in_batches_and_lets_other_calls_in(tmp_path: Path) -> None:
+    """The triggering write deletes one batch; the rest goes a batch per call of the store's
+    thread, so a read or write queued meanwhile waits for one batch, not the whole backlog."""
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "s.db", clock=clock)
+    await store.open()
+    expired = 2 * SWEEP_BATCH + 10
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        raw.executemany(
+            "INSERT INTO entries (key, value, expires_at) VALUES (?, ?, ?)",
+            ((f"old-{i}", b"v", clock() + 1) for i in range(expired)),
+        )
+    raw.close()
+    clock.advance(SWEEP_INTERVAL + 2)
+
+    def remaining() -> int:
+        with sqlite3.connect(tmp_path / "s.db") as raw:
+            (count,) = raw.execute("SELECT count(*) FROM entries WHERE key LIKE 'old-%'").fetchone()
+        raw.close()
+        return int(count)
+
+    await store.set("new", b"v", 600)  # the sweep is due: one batch now, the rest in the background
+    assert remaining() == expired - SWEEP_BATCH
+    draining = store._draining
+    assert draining is not None
+    assert await store.get("new") == b"v"  # served between two batches
+    await draining
+    assert remaining() == 0
+    assert store._draining is None
+    await store.close()

@@ -160,3 +160,18 @@ def test_sigterm_drains_requests_and_ends_streams_then_exits_0(tmp_path: Path, u
     assert (status, body) == (200, b'{"slow": true}')
     assert ended == (GOING_AWAY, "shutting down", b"")
     assert code == 0
+
+
+def test_bff_serve_raises_its_soft_open_files_limit_to_the_hard_one() -> None:
+    import resource
+
+    from bff.server import raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 256)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        assert raise_open_files_limit() == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

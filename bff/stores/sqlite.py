@@ -10,8 +10,9 @@ only ever touched by that thread.
 `version()` reads the wal-index header every commit rewrites (`bff.stores.sqlite_version`).
 
 Expired rows are invisible at once (every query checks `expires_at`) and deleted by a sweep
-that runs at most once a minute per process, on a write. Times are wall-clock seconds, since
-they are compared across processes.
+that runs at most once a minute per process, on a write, `SWEEP_BATCH` rows per statement (the
+rest in the background, one batch per call of the store's thread). Times are wall-clock seconds,
+since they are compared across processes.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ from bff.errors import StoreUnavailable
 from bff.stores.common import SWEEP_INTERVAL, poll_lease, require_criterion
 from bff.stores.sqlite_version import FileVersion
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SWEEP_BATCH", "SQLiteStore"]
 
 T = TypeVar("T")
+
+SWEEP_BATCH = 2000
+"""Expired rows one sweep statement deletes (a few ms of the store's thread and the write lock)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -64,6 +68,8 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._watch: FileVersion | None = None
         self._next_sweep = 0.0
+        self._backlog = False  # a sweep left expired rows behind: `_drain_backlog` deletes them
+        self._draining: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -75,9 +81,13 @@ class SQLiteStore:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bff-sqlite")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"session store {str(self.path)!r}: {exc}") from exc
+        if self._backlog and self._draining is None:
+            self._backlog = False
+            self._draining = asyncio.ensure_future(self._drain_backlog())
+        return result
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
@@ -104,8 +114,30 @@ class SQLiteStore:
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
-        conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
+        self._backlog = self._sweep_batch(conn, now)
+
+    @staticmethod
+    def _sweep_batch(conn: sqlite3.Connection, now: float) -> bool:
+        """Delete up to `SWEEP_BATCH` expired rows; return whether there may be more. One DELETE
+        of a large backlog (900,000 rows took 164 s) would hold the write lock and this store's
+        thread all along: every login, refresh and logout would wait behind it."""
+        cursor = conn.execute(
+            "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE expires_at <= ? LIMIT ?)",
+            (now, SWEEP_BATCH),
+        )
+        return cursor.rowcount >= SWEEP_BATCH
+
+    async def _drain_backlog(self) -> None:
+        """The rest of a sweep, a batch per call on the store's thread: other calls queue between
+        the batches instead of behind the whole sweep."""
+        try:
+            while await self._run(lambda conn: self._sweep_batch(conn, self._clock())):
+                pass
+        except StoreUnavailable:
+            pass  # the next sweep, a minute on, tries again
+        finally:
+            self._draining = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -121,6 +153,9 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._draining is not None:
+            self._draining.cancel()
+            await asyncio.gather(self._draining, return_exceptions=True)
         executor, self._executor = self._executor, None
 
         watch, self._watch = self._watch, None  # version() says None from here on
