@@ -37,11 +37,10 @@ from bench.login import provider_log_in
 from bench.machine import machine_info
 from bench.measure import Sample, least_disturbed, measure, run_wrk
 from bench.million_report import render
-from bench.processes import BENCH_DIR, Target, child_env, spawn, stop_targets
+from bench.processes import BENCH_DIR, Target, child_env, start_redis, stop_targets
 from bench.run import cpu_split, workspace
 from bench.setups import Context, start_bff_provider, start_upstream
 from bff.stores.common import SWEEP_INTERVAL
-from tests.support.redis_server import REDIS_SERVER_CANDIDATES, RedisServer
 
 __all__ = ["main", "parse_args"]
 
@@ -66,23 +65,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not 1 <= args.baseline < args.sessions:
         parser.error("--baseline must be at least 1 and below --sessions")
     return args
-
-
-def start_redis(workdir: Path, env: dict[str, str], cpus: set[int]) -> tuple[RedisServer, Target]:
-    """A redis-server with no persistence on the client CPU (the tests' command line)."""
-    executable = next((path for path in REDIS_SERVER_CANDIDATES if os.access(path, os.X_OK)), "redis-server")
-    server = RedisServer(executable, workdir / "redis")
-    server.directory.mkdir(exist_ok=True)
-    log = workdir / "redis.log"
-    target = Target("redis", server.url, log=log)
-    target.process = spawn(server.command(), cpus=cpus, log=log, cwd=workdir, env=env)
-    deadline = time.monotonic() + 10
-    while not server.ping():
-        if time.monotonic() > deadline or target.process.poll() is not None:
-            target.failure = "redis-server did not answer"
-            break
-        time.sleep(0.05)
-    return server, target
 
 
 class StoreRun:
@@ -123,12 +105,12 @@ class StoreRun:
             settings.update(extra)
 
         if self.store == "redis":
-            server, redis_target = start_redis(self.ctx.workdir, self.ctx.env, self.ctx.client_cpus)
+            redis_target = start_redis(self.ctx.workdir / "redis", self.ctx.client_cpus, self.ctx.env)
             self.targets.append(redis_target)
             if redis_target.failure:
                 raise RuntimeError(redis_target.failure)
-            self.redis_url = server.url
-            extra["session_store"] = server.url
+            self.redis_url = redis_target.url
+            extra["session_store"] = redis_target.url
         target = start_bff_provider(self.ctx, name, dpop=False, configure=configure)
         started = time.monotonic()  # the store swept at its start: the next sweep is due SWEEP_INTERVAL on
         self.targets.append(target)

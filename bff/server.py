@@ -45,6 +45,7 @@ __all__ = [
     "JSONFormatter",
     "TextFormatter",
     "UpgradeNoiseFilter",
+    "access_writer",
     "app_from_environment",
     "log_config",
     "raise_open_files_limit",
