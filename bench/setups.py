@@ -120,7 +120,7 @@ def start_bff_logged_in(ctx: Context, name: str, extra: dict[str, Any]) -> Targe
     port, idp_port = free_port(), free_port()
     secret = secrets.token_urlsafe(24)
     idp_log = ctx.workdir / f"{name}-idp.log"
-    idp_argv = [sys.executable, str(BENCH_DIR / "idp.py"), "--port", str(idp_port), "--client-secret", secret]
+    idp_argv = [sys.executable, str(BENCH_DIR / "idp.py"), "--port", str(idp_port), f"--client-secret={secret}"]
     idp_argv += ["--redirect-uri", f"http://127.0.0.1:{port}/bff/callback"]
     idp = spawn(idp_argv, cpus=ctx.client_cpus, log=idp_log, cwd=ctx.workdir, env=ctx.env)
     issuer = f"http://127.0.0.1:{idp_port}/idp"
