@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import json
 import random
-import signal
 import typing
 from collections.abc import Iterator
 
@@ -28,7 +27,7 @@ import httptools
 import uvloop
 
 from bench.processes import RESPONSE_SIZE
-from bench.upstream import _answer, _response
+from bench.upstream import _answer, _response, serve_until_signalled
 
 __all__ = ["BLOCK", "BULK_PATH", "blocks", "expected_sha256", "main", "serve"]
 
@@ -128,17 +127,9 @@ class _Protocol(asyncio.Protocol):
 
 
 async def serve(host: str, port: int, *, hash_bodies: bool) -> None:
-    loop = asyncio.get_running_loop()
     small = _response(RESPONSE_SIZE)
-    server = await loop.create_server(
-        lambda: _Protocol(small, hash_bodies=hash_bodies), host, port, backlog=1024, reuse_address=True
-    )
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"bulk upstream: listening on http://{host}:{port} (hashing bodies: {hash_bodies})", flush=True)
-    async with server:
-        await stop.wait()
+    banner = f"bulk upstream: listening on http://{host}:{port} (hashing bodies: {hash_bodies})"
+    await serve_until_signalled(lambda: _Protocol(small, hash_bodies=hash_bodies), host, port, banner)
 
 
 def main() -> None:

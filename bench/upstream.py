@@ -67,16 +67,24 @@ class _Protocol(asyncio.Protocol):
         self._transport = None
 
 
-async def serve(host: str, port: int, size: int) -> None:
+async def serve_until_signalled(
+    protocol: typing.Callable[[], asyncio.Protocol], host: str, port: int, banner: str
+) -> None:
+    """Serve `protocol` on host:port, print `banner` once listening, until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    response = _response(size)
-    server = await loop.create_server(lambda: _Protocol(response), host, port, backlog=1024, reuse_address=True)
+    server = await loop.create_server(protocol, host, port, backlog=1024, reuse_address=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"upstream: listening on http://{host}:{port} ({size} B responses)", flush=True)
+    print(banner, flush=True)
     async with server:
         await stop.wait()
+
+
+async def serve(host: str, port: int, size: int) -> None:
+    response = _response(size)
+    banner = f"upstream: listening on http://{host}:{port} ({size} B responses)"
+    await serve_until_signalled(lambda: _Protocol(response), host, port, banner)
 
 
 def main() -> None:
