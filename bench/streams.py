@@ -5,7 +5,7 @@ while wrk sends new small GETs.
     python -m bench.streams --streams 50 --duration 8   # the smoke test
 
 `bff serve` (one worker, the default configuration; `--max-connections N` sets the route's
-upstream pool, whose default is 100) logged in at the tests' oidc-provider as `bff-oidc` is
+upstream pool, whose default is 10,000) logged in at the tests' oidc-provider as `bff-oidc` is
 (bench/setups.py), a `token = "user"` route to bench/stream_upstream.py (aiohttp, on the client
 CPU: an SSE event a second, a WebSocket echo). The harness opens the streams with the session's
 cookie (aiohttp, at most 100 opening at once), holds them for `--duration` seconds once all are
@@ -40,6 +40,7 @@ from bench.measure import measure
 from bench.processes import BENCH_DIR, Target, child_env, stop_targets
 from bench.run import cpu_split, workspace
 from bench.setups import Context, start_bff_provider, start_server
+from bff.config import RouteSettings
 from tests.support.processes import free_port
 
 __all__ = ["STALL_S", "Stream", "main", "parse_args", "render"]
@@ -49,6 +50,7 @@ RSS_BUDGET_MIB = 300.0
 P99_BUDGET_MS = 10.0
 OPENING_AT_ONCE = 100
 KINDS = ("sse", "websocket")
+DEFAULT_POOL = RouteSettings.max_connections
 
 
 @dataclass
@@ -90,7 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=2000, help="streams of each kind (default 2000)")
     parser.add_argument("--duration", type=int, default=60, help="seconds the streams are held (default 60)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="sse and/or websocket (default both)")
-    parser.add_argument("--max-connections", type=int, help="the route's upstream pool (default: the BFF's, 100)")
+    parser.add_argument(
+        "--max-connections", type=int, help=f"the route's upstream pool (default: the BFF's, {DEFAULT_POOL})"
+    )
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "streams.json")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args(argv)
@@ -237,7 +241,7 @@ def verdicts(row: dict[str, Any]) -> list[str]:
 def render(
     machine: dict[str, Any], args: argparse.Namespace, rows: list[dict[str, Any]], limit: tuple[int, int]
 ) -> str:
-    pool = args.max_connections or "100 (default)"
+    pool = args.max_connections or f"{DEFAULT_POOL} (default)"
     lines = [
         f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, Linux {machine['kernel']}, "
         f"load {machine['loadavg'][0]:.2f} at start; bff: git {machine['git']}; {machine['time']}",
