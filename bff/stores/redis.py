@@ -68,7 +68,8 @@ def connect(target: RedisTarget, timeout: float) -> tuple[Client, Sentinel | Non
         return aioredis.Redis.from_url(target.url, health_check_interval=30, retry=retry, **options), None
     if target.mode == "sentinel":
         sentinel_options = {**options, "password": target.sentinel_password}
-        sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8
+        # Untyped before redis-py 8, typed from it: the ignore holds for both.
+        sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call, unused-ignore]
         client = sentinel.master_for(
             target.master, db=target.db, health_check_interval=30, retry=retry, **credentials, **options
         )
