@@ -2,15 +2,15 @@
 
 It owns the choice of route (the longest matching path prefix, after the path is normalised),
 the anti-forgery check, the bearer-token hook with one replay after a 401, and the exchange with
-the upstream over the route's aiohttp `ClientSession`. Path normalisation lives in `bff.paths`,
+the upstream over the route's `UpstreamPool` (`bff.upstream_pool`). Path normalisation lives in `bff.paths`,
 each route's prepared state (matching, forwarded path, filters, pool) in `bff.routes`, reading
 the browser's body and noticing its disconnect in `bff.request_body`, header rules in
 `bff.headers`, the checks in `bff.csrf`, streaming the answer back in `bff.responses`, WebSocket
 relaying in `bff.websocket`, the registry of open streams in `bff.streams`; sessions and
 tokens are the bearer source's business. Paths no route claims go to `fallback`.
 
-No Starlette `Request`/`Response` here: each request is one pass over its headers, one aiohttp
-request and the ASGI messages of the response. Upstream failures become JSON errors naming the
+No Starlette `Request`/`Response` here: each request is one pass over its headers, one upstream
+exchange and the ASGI messages of the response. Upstream failures become JSON errors naming the
 route (502 `upstream_unavailable`, 504 `upstream_timeout`); once the response has started, a
 failing upstream aborts the browser's connection rather than faking a clean end.
 """
@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
@@ -36,14 +35,16 @@ from bff.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from bff.http1 import Answer, UpstreamError
 from bff.metrics import Metrics
 from bff.paths import normalise_path
-from bff.request_body import LARGE_BYTES, ClientGone, RequestBody, read_up_to, slices
+from bff.request_body import ClientGone, RequestBody, read_up_to
 from bff.responses import UpstreamAborted, respond
 from bff.routes import ProxyRoute
 from bff.streams import OpenStreams
 from bff.tokens import Bearer, BearerSource
 from bff.upstream_auth import authorized, replacement
+from bff.upstream_pool import UpstreamConnectError
 from bff.websocket import CLIENT_CLOSED
 
 __all__ = ["ProxyApp"]
@@ -82,15 +83,17 @@ class ProxyApp:
 
     async def close(self) -> None:
         for route in self._routes:
+            if route.pool is not None:
+                await route.pool.close()
+                route.pool = None
             if route.session is not None:
                 await route.session.close()
                 route.session = None
 
-    def connectors(self) -> dict[str, aiohttp.BaseConnector]:
-        """Each route's connection pool, by route path (for tests and diagnostics)."""
-        return {
-            route.path: route.session.connector for route in self._routes if route.session and route.session.connector
-        }
+    def connections_in_use(self) -> dict[str, int]:
+        """Each route's upstream connections carrying a request now, by route path (for tests
+        and diagnostics)."""
+        return {route.path: route.pool.in_use for route in self._routes if route.pool is not None}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -163,7 +166,8 @@ class ProxyApp:
         if route.needs_token and self._bearer is not None:
             bearer = await self._bearer.bearer(route.settings, headers)
 
-        url = route.upstream_url(path, scope.get("query_string", b""))
+        target = route.target(path, scope.get("query_string", b""))
+        url = route.url_prefix + target
         method: str = scope["method"]
 
         data, replayable = await self._outgoing_body(
@@ -173,7 +177,7 @@ class ProxyApp:
             forwarded.append(("content-length", str(length)))
 
         attempt = forwarded if bearer is None else authorized(forwarded, bearer, method, url)
-        response = await self._request(route, method, url, attempt, data, body)
+        response = await self._request(route, method, target, attempt, data, body)
         if response.status == 401 and replayable and bearer is not None:
             try:
                 fresh = await replacement(self._bearer, route.settings, bearer, url, response.headers)
@@ -184,7 +188,7 @@ class ProxyApp:
                 response.release()
                 bearer = fresh
                 attempt = authorized(forwarded, bearer, method, url)
-                response = await self._request(route, method, url, attempt, data, body)
+                response = await self._request(route, method, target, attempt, data, body)
         if bearer is None:
             return await respond(route, response, receive, send, body, ())
         return await respond(
@@ -210,36 +214,31 @@ class ProxyApp:
         self,
         route: ProxyRoute,
         method: str,
-        url: URL,
+        target: str,
         headers: list[tuple[str, str]],
         data: bytes | AsyncIterator[bytes] | None,
         body: RequestBody,
-    ) -> aiohttp.ClientResponse:
-        session = route.session
-        if session is None:
+    ) -> Answer:
+        pool = route.pool
+        if pool is None:
             raise UpstreamUnavailable(f"route {route.path!r}: proxy not started")
-        if isinstance(data, bytes) and len(data) > LARGE_BYTES:
-            headers = [*headers, ("content-length", str(len(data)))]
-            data = slices(data)
         start = time.perf_counter()
         try:
-            response = await session.request(
-                method, url, headers=headers, data=data, allow_redirects=False, compress=None
-            )
+            response = await pool.request(method, target, headers, data)
         except PayloadTooLarge:
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except TimeoutError:
             raise UpstreamTimeout(f"route {route.path!r}: the upstream did not answer in time") from None
-        except aiohttp.ClientError as exc:
+        except (UpstreamError, OSError) as exc:  # OSError: the browser's body stream broke off
             if body.too_large:
                 raise PayloadTooLarge(f"request body is larger than {body.limit} bytes") from None
             if body.client_gone:
                 raise ClientGone from None
-            if isinstance(exc, aiohttp.ClientConnectorError):
+            if isinstance(exc, UpstreamConnectError):
                 detail = "cannot connect to the upstream"
             else:
                 detail = "the upstream closed the connection before answering"
-            logger.warning("Upstream unavailable. route: %r, error: %s", route.path, type(exc).__name__)
+            logger.warning("Upstream unavailable. route: %r, error: %s", route.path, exc)
             raise UpstreamUnavailable(f"route {route.path!r}: {detail}") from None
         finally:
             elapsed = time.perf_counter() - start
@@ -276,7 +275,7 @@ class ProxyApp:
             receive,
             send,
             session=route.session,
-            url=url,
+            url=URL(url, encoded=True),
             headers=forwarded,
             route_path=route.path,
             set_cookies=bearer.set_cookies if bearer is not None else (),

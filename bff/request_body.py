@@ -1,9 +1,9 @@
 """The browser's side of one proxied exchange: its request body and its going away.
 
 Owns reading the ASGI `receive` channel during an exchange: the body buffered up to the replay
-limit (`read_up_to`) or streamed on (`RequestBody.stream`), both under the size limit, large
-buffers sent in slices (`slices`), and after the body, noticing a disconnect while the response
-streams (`DisconnectWatch`). What to do with the body (send it, replay it) is `bff.proxy`'s.
+limit (`read_up_to`) or streamed on (`RequestBody.stream`), both under the size limit, and after
+the body, noticing a disconnect while the response streams (`DisconnectWatch`). What to do with
+the body (send it, replay it) is `bff.proxy`'s.
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ from starlette.types import Message, Receive
 
 from bff.errors import PayloadTooLarge
 
-__all__ = ["LARGE_BYTES", "ClientGone", "DisconnectWatch", "RequestBody", "read_up_to", "slices"]
-
-LARGE_BYTES = 1024 * 1024
-"""aiohttp warns about (and writes in one go) bytes bodies above 1 MiB: larger replay buffers are
-sent in slices of this size."""
+__all__ = ["ClientGone", "DisconnectWatch", "RequestBody", "read_up_to"]
 
 
 class ClientGone(Exception):
@@ -27,7 +23,7 @@ class ClientGone(Exception):
 
 
 class RequestBody:
-    """State of one exchange's request body (read by the error mapping after aiohttp gives up)
+    """State of one exchange's request body (read by the error mapping after the upstream exchange gives up)
     and whether the response has started."""
 
     __slots__ = ("client_gone", "done", "limit", "response_started", "too_large")
@@ -80,12 +76,6 @@ async def read_up_to(receive: Receive, limit: int, body: RequestBody) -> tuple[b
     if not more:
         body.done = True
     return b"".join(parts), more
-
-
-async def slices(data: bytes) -> AsyncIterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(data), LARGE_BYTES):
-        yield bytes(view[start : start + LARGE_BYTES])
 
 
 class DisconnectWatch:

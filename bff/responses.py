@@ -15,9 +15,9 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-import aiohttp
 from starlette.types import Receive, Send
 
+from bff.http1 import Answer, UpstreamError
 from bff.request_body import DisconnectWatch, RequestBody
 from bff.routes import ProxyRoute
 from bff.session import Session
@@ -41,7 +41,7 @@ class UpstreamAborted(Exception):
 
 async def respond(
     route: ProxyRoute,
-    response: aiohttp.ClientResponse,
+    response: Answer,
     receive: Receive,
     send: Send,
     body: RequestBody,
@@ -58,25 +58,24 @@ async def respond(
         # The session changed on the way (cookie mode: refreshed): its cookie rides on this answer.
         headers.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in set_cookies)
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    content = response.content
     try:
-        chunk = await content.readany()
-        if content.at_eof():  # the whole body arrived at once: no disconnect watcher needed
+        chunk = await response.readany()
+        if response.at_eof():  # the whole body arrived at once: no disconnect watcher needed
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             return status
         return await _stream_rest(response, chunk, receive, send, body, streams, session)
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, UpstreamError) as exc:
         logger.warning("Upstream failed mid-response. route: %r, error: %s", route.path, type(exc).__name__)
         raise UpstreamAborted(f"route {route.path!r}: the upstream failed mid-response", status) from None
     finally:
-        if content.at_eof():
+        if response.at_eof():
             response.release()
         else:
             response.close()  # unread body: the connection cannot go back to the pool
 
 
 async def _stream_rest(
-    response: aiohttp.ClientResponse,
+    response: Answer,
     chunk: bytes,
     receive: Receive,
     send: Send,
@@ -86,7 +85,6 @@ async def _stream_rest(
 ) -> int:
     """Send the body from `chunk` on as it arrives; return the status (499 when the browser left).
     A failing upstream raises, unless `OpenStreams` ended the stream on purpose."""
-    content = response.content
     with contextlib.ExitStack() as tracking:
         stream: Stream | None = None
         if streams is not None and session is not None and response.content_type == EVENT_STREAM:
@@ -98,7 +96,7 @@ async def _stream_rest(
         try:
             while chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                chunk = await content.readany()
+                chunk = await response.readany()
         except asyncio.CancelledError:
             if watch is not None and watch.gone:
                 task = asyncio.current_task()
@@ -106,7 +104,7 @@ async def _stream_rest(
                     task.uncancel()
                 return CLIENT_CLOSED
             raise
-        except (TimeoutError, aiohttp.ClientError):
+        except (TimeoutError, UpstreamError):
             if stream is None or not stream.ended:
                 raise
         finally:

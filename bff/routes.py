@@ -1,8 +1,9 @@
 """ProxyRoute: one configured route with everything a proxied request needs computed once.
 
 Owns route matching (a path prefix on segment boundaries), the upstream path a matched request is
-forwarded to, the route's header filters and timeouts, and its aiohttp `ClientSession` (one
-connection pool per route). Choosing among routes and the exchange itself are `bff.proxy`'s.
+forwarded to, the route's header filters and timeouts, its `UpstreamPool` for HTTP requests and
+its aiohttp `ClientSession` for WebSockets (each one connection pool per route). Choosing among
+routes and the exchange itself are `bff.proxy`'s.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from urllib.parse import quote_from_bytes, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
-from yarl import URL
 
 from bff.config import RouteSettings, Settings
 from bff.headers import WEBSOCKET_HANDSHAKE, RequestHeaderFilter, ResponseHeaderFilter, TrustedProxies
 from bff.paths import SAFE
+from bff.upstream_pool import KEEPALIVE, UpstreamPool
 
 __all__ = ["ProxyRoute"]
 
@@ -32,11 +33,6 @@ class _BareRequest(aiohttp.ClientRequest):
         self._skip_auto_headers = _NO_CONTENT_TYPE  # read again when the body is set and sent
 
 
-# Keep idle upstream connections a little shorter than uvicorn's default keep-alive (5 s), so the
-# proxy does not reuse a connection the upstream is closing.
-_KEEPALIVE_TIMEOUT = 4.0
-
-
 class ProxyRoute:
     """One route with everything a request needs computed once."""
 
@@ -44,6 +40,7 @@ class ProxyRoute:
         "base_path",
         "needs_token",
         "path",
+        "pool",
         "prefix_len",
         "request_filter",
         "response_filter",
@@ -93,6 +90,7 @@ class ProxyRoute:
             sock_read=route.read_timeout,
         )
         self.session: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
 
     def matches(self, path: str) -> bool:
         return path.startswith(self.path) and (len(path) == self.prefix_len or path[self.prefix_len] == "/")
@@ -110,21 +108,35 @@ class ProxyRoute:
                 text = "/"
         return self.base_path + text
 
-    def upstream_url(self, path: str, query: bytes, *, websocket: bool = False) -> URL:
-        """The upstream URL for a forwarded `path` (from `forward_path`) and the browser's raw
-        query string, percent-encoding any non-ASCII byte of it; `ws(s)://` for a WebSocket."""
+    def upstream_url(self, path: str, query: bytes, *, websocket: bool = False) -> str:
+        """The upstream URL (already percent-encoded) for a forwarded `path` (from `forward_path`)
+        and the browser's raw query string, percent-encoding any non-ASCII byte of it; `ws(s)://`
+        for a WebSocket."""
         prefix = self.ws_url_prefix if websocket else self.url_prefix
+        return prefix + self.target(path, query)
+
+    @staticmethod
+    def target(path: str, query: bytes) -> str:
+        """The request target (path and query, percent-encoded) for a forwarded `path`."""
         if not query:
-            return URL(prefix + path, encoded=True)
+            return path
         if not query.isascii():
             query = quote_from_bytes(query, safe=SAFE).encode("ascii")
-        return URL(f"{prefix}{path}?{query.decode('ascii')}", encoded=True)
+        return f"{path}?{query.decode('ascii')}"
 
     def open(self) -> None:
+        self.pool = UpstreamPool(
+            self.url_prefix,
+            limit=self.settings.max_connections,
+            connect_timeout=self.settings.connect_timeout,
+            read_timeout=self.settings.read_timeout,
+        )
+        if not self.settings.websocket:
+            return
         connector = aiohttp.TCPConnector(
             limit=self.settings.max_connections,
             limit_per_host=0,
-            keepalive_timeout=_KEEPALIVE_TIMEOUT,
+            keepalive_timeout=KEEPALIVE,
             ttl_dns_cache=10,
         )
         self.session = aiohttp.ClientSession(

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from yarl import URL
-
 from bff.config import RouteSettings
 from bff.dpop import DPoPKey, asks_for_nonce, nonces, origin_of
 from bff.tokens import Bearer, BearerSource
@@ -22,28 +20,27 @@ from bff.tokens import Bearer, BearerSource
 __all__ = ["authorized", "replacement"]
 
 
-def authorized(forwarded: list[tuple[str, str]], bearer: Bearer, method: str, url: URL) -> list[tuple[str, str]]:
+def authorized(forwarded: list[tuple[str, str]], bearer: Bearer, method: str, url: str) -> list[tuple[str, str]]:
     """`forwarded` plus the token's headers, for `method` to `url` (a WebSocket upgrade is a GET
     to the http(s) form of its URL)."""
     if bearer.dpop_key is None or bearer.token_type != "DPoP":
         return [*forwarded, ("authorization", "Bearer " + bearer.token)]
-    target = str(url)
     proof = DPoPKey.from_jwk(bearer.dpop_key).proof(
-        method, target, access_token=bearer.token, nonce=nonces.get(origin_of(target))
+        method, url, access_token=bearer.token, nonce=nonces.get(origin_of(url))
     )
     return [*forwarded, ("authorization", "DPoP " + bearer.token), ("dpop", proof)]
 
 
-def _nonce_challenge(bearer: Bearer, url: URL, headers: Mapping[str, str]) -> bool:
+def _nonce_challenge(bearer: Bearer, url: str, headers: Mapping[str, str]) -> bool:
     """Whether the upstream's 401 (with these headers) to a DPoP request asks for a nonce it sent
     along; the nonce is remembered for the upstream's origin, so the next proof carries it."""
     if bearer.token_type != "DPoP" or not asks_for_nonce(headers.get("www-authenticate")):
         return False
-    return nonces.remember(origin_of(str(url)), headers.get("dpop-nonce")) is not None
+    return nonces.remember(origin_of(url), headers.get("dpop-nonce")) is not None
 
 
 async def replacement(
-    source: BearerSource | None, route: RouteSettings, rejected: Bearer, url: URL, headers: Mapping[str, str]
+    source: BearerSource | None, route: RouteSettings, rejected: Bearer, url: str, headers: Mapping[str, str]
 ) -> Bearer | None:
     """What to replay a request with after the upstream's 401 (with `headers`) to `rejected`: the
     same token with a new proof when a DPoP upstream asks for its nonce (§9), else a refreshed

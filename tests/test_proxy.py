@@ -379,7 +379,7 @@ async def test_request_is_replayed_once_with_the_identical_body_after_a_401(upst
 
 
 async def test_large_replay_buffers_are_replayed_identically(upstream: Any, up: UpstreamApp) -> None:
-    body = bytes(range(256)) * 10000  # 2.5 MB, sent in slices
+    body = bytes(range(256)) * 10000  # 2.5 MB
     settings = make_settings(route(upstream, token="user"), max_replay_body=4 * 1024 * 1024)
     with proxy_server(settings, bearer_source=FakeBearer()) as (proxy, _, _):
         async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
@@ -584,8 +584,7 @@ async def read_into(response: httpx.Response, received: bytearray) -> None:
 
 
 def _acquired(app: ProxyApp) -> int:
-    connector = app.connectors()["/api"]
-    return len(connector._acquired)
+    return app.connections_in_use()["/api"]
 
 
 async def _until(condition: Any, within: float = 5) -> None:
