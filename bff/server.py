@@ -38,6 +38,7 @@ from bff.access import ACCESS_LOGGER, AccessLine
 from bff.config import load_settings
 from bff.metrics import MULTIPROCESS_VARIABLE
 from bff.request_ids import RequestIdFilter
+from bff.server_protocol import HttpProtocol
 
 __all__ = [
     "CONFIG_FILE_VARIABLE",
@@ -55,7 +56,7 @@ __all__ = [
 CONFIG_FILE_VARIABLE = "BFF_CONFIG_FILE"  # read by the worker processes of `bff serve --workers N`
 SERVER_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
-    "http": "httptools",
+    "http": HttpProtocol,  # uvicorn's httptools protocol, a response's head sent with its body
     "server_header": False,
     "date_header": False,
     "proxy_headers": False,  # X-Forwarded-* are judged by the BFF against trusted_proxies

@@ -4,7 +4,8 @@
 write, or streams an async-iterator body (with its `Content-Length`, or chunked without one) in
 a task of its own, so an upstream that answers before the upload ends is heard at once, and
 returns the `Answer` as soon as its head arrived. At most `limit` connections are open or
-opening; a request waits for one within the connect and read timeouts together. Idle connections
+opening; a request waits for one within the connect and read timeouts together (then
+`TimeoutError`, as for a connect that takes too long). Idle connections
 are reused newest first and closed after `KEEPALIVE` seconds, a little shorter than uvicorn's
 default keep-alive (5 s), so a connection the upstream is closing is not taken. A request is
 never retried: it may not be idempotent.
@@ -160,7 +161,7 @@ class UpstreamPool:
             except TimeoutError:
                 if slot.done() and not slot.cancelled():
                     self._wake_one()  # woken as the time ran out: pass the turn on
-                raise UpstreamConnectError("no free connection to the upstream in time") from None
+                raise TimeoutError("no free connection to the upstream in time") from None
             finally:
                 with contextlib.suppress(ValueError):
                     self._slots.remove(slot)

@@ -459,6 +459,16 @@ async def test_bearer_token_is_set_on_the_upstream_request(upstream: Any) -> Non
     assert headers_of(seen)["authorization"] == "Bearer abc"
 
 
+async def test_a_token_with_a_line_break_never_reaches_the_upstream(upstream: Any, up: UpstreamApp) -> None:
+    bearer = FakeBearer(first="abc\r\nx-injected: 1")
+    with proxy_server(make_settings(route(upstream, token="client")), bearer_source=bearer) as (proxy, _, _):
+        async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF) as client:
+            response = await client.get("/api/echo")
+    assert response.status_code == 500
+    assert response.json() == {"error": "server_error", "detail": "route '/api': proxy error"}
+    assert up.client_ports == []  # no request reached it
+
+
 async def test_request_body_over_the_limit_gets_413(upstream: Any, up: UpstreamApp) -> None:
     settings = make_settings(route(upstream), max_request_body=1000)
     with proxy_server(settings) as (proxy, _, _):
@@ -523,6 +533,23 @@ async def test_slow_upstream_gives_504(upstream: Any) -> None:
     assert slow.json() == {"error": "upstream_timeout", "detail": "route '/api': the upstream did not answer in time"}
     assert silent_answer.status_code == 504
     assert elapsed < 2.5
+
+
+@pytest.mark.usefixtures("up")
+async def test_a_request_beyond_max_connections_waits_then_gets_504(upstream: Any) -> None:
+    settings = make_settings(route(upstream, max_connections=1, connect_timeout=0.2, read_timeout=0.5))
+    with proxy_server(settings) as (proxy, _, _):
+        async with httpx.AsyncClient(base_url=proxy.url, headers=CSRF, timeout=10) as client:
+            async with client.stream("GET", "/api/endless") as holding:  # holds the one connection
+                assert holding.status_code == 200
+                started = time.monotonic()
+                waited = await client.get("/api/x")
+                elapsed = time.monotonic() - started
+            after = await client.get("/api/x")
+    assert waited.status_code == 504
+    assert waited.json() == {"error": "upstream_timeout", "detail": "route '/api': the upstream did not answer in time"}
+    assert 0.7 <= elapsed < 2  # connect_timeout + read_timeout
+    assert after.status_code == 200
 
 
 async def test_upstream_reset_mid_body_aborts_the_browser_connection() -> None:

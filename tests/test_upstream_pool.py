@@ -275,7 +275,7 @@ async def test_a_full_pool_makes_a_request_wait_for_a_connection_within_the_time
         held.release()
         assert await waiting == (200, b"ok")
         held = await pool.request("GET", "/x", [], None)
-        with pytest.raises(UpstreamConnectError, match="no free connection"):
+        with pytest.raises(TimeoutError, match="no free connection"):
             await pool.request("GET", "/x", [], None)
         held.release()
         await pool.close()
