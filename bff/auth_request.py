@@ -85,7 +85,7 @@ class AuthRequest:
             return response
         url = route.upstream_url(route.forward_path(path, forward), target.query.encode("latin-1"))
         for name, value in authorized([], bearer, method.upper(), url):
-            response.headers[name] = value
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
         return response
 
 

@@ -141,8 +141,8 @@ def client_address(headers: RawHeaders, peer: str | None, trusted: TrustedProxie
 class RequestHeaderFilter:
     """Browser request headers → upstream request headers, for one route.
 
-    `apply` returns `str` pairs (what aiohttp takes) without `Authorization` and without the body
-    framing headers, plus that framing: the declared `Content-Length` (None when absent) and
+    `apply` returns raw `(bytes, bytes)` pairs, names lowercased, without `Authorization` and
+    without the body framing headers, plus that framing: the declared `Content-Length` (None when absent) and
     whether the body is chunked. The caller adds the bearer token, if any, per attempt, and the
     length of the body it sends.
     """
@@ -179,17 +179,17 @@ class RequestHeaderFilter:
         self._cookie_base = cookie_base
         self._preserve_host = preserve_host
         self._trusted = trusted_proxies
-        self._proto = public_scheme
-        self._public_host = public_host
+        self._proto = public_scheme.encode("latin-1")
+        self._public_host = public_host.encode("latin-1")
 
-    def apply(self, headers: RawHeaders, client_host: str | None) -> tuple[list[tuple[str, str]], int | None, bool]:
+    def apply(self, headers: RawHeaders, client_host: str | None) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
         """Raise `ValueError` on a malformed `Content-Length`."""
-        out: list[tuple[str, str]] = []
+        out: list[tuple[bytes, bytes]] = []
         length: int | None = None
         chunked = False
         trusted = client_host in self._trusted
         drop = self._drop_trusted if trusted else self._drop_untrusted
-        forwarded_for: list[str] = []
+        forwarded_for: list[bytes] = []
         named: set[bytes] | None = None
         host: bytes | None = None
         for name, value in headers:
@@ -203,37 +203,37 @@ class RequestHeaderFilter:
                 elif name == b"transfer-encoding":
                     chunked = True  # RFC 9112 §6.3: it overrides any Content-Length
                 elif name == b"x-forwarded-for" and trusted:
-                    forwarded_for.append(value.decode("latin-1"))
+                    forwarded_for.append(value)
                 continue
             if name == b"cookie":  # with forward_cookies: the browser's other cookies
                 value = filter_cookie_header(value, self._cookie_base)
                 if not value:
                     continue
-            out.append((name.decode("latin-1"), value.decode("latin-1")))
+            out.append((name, value))
         return self._finish(out, named, forwarded_for, client_host, host), None if chunked else length, chunked
 
     def _finish(
         self,
-        out: list[tuple[str, str]],
+        out: list[tuple[bytes, bytes]],
         named: set[bytes] | None,
-        forwarded_for: list[str],
+        forwarded_for: list[bytes],
         client_host: str | None,
         host: bytes | None,
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[bytes, bytes]]:
         """`out` without the headers `Connection` named, with the forwarding headers and the
         preserved `Host` added."""
         if named:
             named -= {b"close", b"keep-alive"}
             if named:
-                out = [(name, value) for name, value in out if name.encode("latin-1") not in named]
+                out = [(name, value) for name, value in out if name not in named]
         if client_host:
-            forwarded_for.append(client_host)
+            forwarded_for.append(client_host.encode("latin-1"))
         if forwarded_for:
-            out.append(("x-forwarded-for", ", ".join(forwarded_for)))
-        out.append(("x-forwarded-proto", self._proto))
-        out.append(("x-forwarded-host", self._public_host))
+            out.append((b"x-forwarded-for", b", ".join(forwarded_for)))
+        out.append((b"x-forwarded-proto", self._proto))
+        out.append((b"x-forwarded-host", self._public_host))
         if self._preserve_host and host is not None:
-            out.append(("host", host.decode("latin-1")))
+            out.append((b"host", host))
         return out
 
 

@@ -174,7 +174,7 @@ class ProxyApp:
             receive, body, length, chunked=chunked, with_token=bearer is not None
         )
         if length and not isinstance(data, bytes):  # streamed: the upstream still learns its length
-            forwarded.append(("content-length", str(length)))
+            forwarded.append((b"content-length", b"%d" % length))
 
         attempt = forwarded if bearer is None else authorized(forwarded, bearer, method, url)
         response = await self._request(route, method, target, attempt, data, body)
@@ -215,7 +215,7 @@ class ProxyApp:
         route: ProxyRoute,
         method: str,
         target: str,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         data: bytes | AsyncIterator[bytes] | None,
         body: RequestBody,
     ) -> Answer:
@@ -276,7 +276,7 @@ class ProxyApp:
             send,
             session=route.session,
             url=URL(url, encoded=True),
-            headers=forwarded,
+            headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in forwarded],
             route_path=route.path,
             set_cookies=bearer.set_cookies if bearer is not None else (),
             streams=self._streams,

@@ -20,15 +20,17 @@ from bff.tokens import Bearer, BearerSource
 __all__ = ["authorized", "replacement"]
 
 
-def authorized(forwarded: list[tuple[str, str]], bearer: Bearer, method: str, url: str) -> list[tuple[str, str]]:
+def authorized(
+    forwarded: list[tuple[bytes, bytes]], bearer: Bearer, method: str, url: str
+) -> list[tuple[bytes, bytes]]:
     """`forwarded` plus the token's headers, for `method` to `url` (a WebSocket upgrade is a GET
     to the http(s) form of its URL)."""
     if bearer.dpop_key is None or bearer.token_type != "DPoP":
-        return [*forwarded, ("authorization", "Bearer " + bearer.token)]
+        return [*forwarded, (b"authorization", b"Bearer " + bearer.token.encode("latin-1"))]
     proof = DPoPKey.from_jwk(bearer.dpop_key).proof(
         method, url, access_token=bearer.token, nonce=nonces.get(origin_of(url))
     )
-    return [*forwarded, ("authorization", "DPoP " + bearer.token), ("dpop", proof)]
+    return [*forwarded, (b"authorization", b"DPoP " + bearer.token.encode("latin-1")), (b"dpop", proof.encode("ascii"))]
 
 
 def _nonce_challenge(bearer: Bearer, url: str, headers: Mapping[str, str]) -> bool:

@@ -45,7 +45,8 @@ class UpstreamPool:
         parts = urlsplit(origin)
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._host_line = "host: " + parts.netloc.rsplit("@", 1)[-1]
+        name = f"[{self.host}]" if ":" in self.host else self.host.encode("idna").decode("ascii")
+        self._host_line = f"host: {name}{f':{parts.port}' if parts.port else ''}\r\n".encode("ascii")
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._limit = limit
         self._connect_timeout = connect_timeout
@@ -66,11 +67,12 @@ class UpstreamPool:
         self,
         method: str,
         target: str,
-        headers: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[bytes, bytes]],
         body: bytes | AsyncIterator[bytes] | None,
     ) -> Answer:
-        """Send one request; return the answer once its head arrived. Raises `UpstreamError`,
-        `TimeoutError`, or what a streamed `body` raised before the answer came."""
+        """Send one request (header names lowercased, as the server and the filters give them);
+        return the answer once its head arrived. Raises `UpstreamError`, `TimeoutError`, or what
+        a streamed `body` raised before the answer came."""
         head, chunked = self._head(method, target, headers, body)
         connection = await self._acquire()
         answer = connection.start(head_only=method == "HEAD", read_timeout=self._read_timeout)
@@ -110,33 +112,33 @@ class UpstreamPool:
                 slot.set_exception(UpstreamConnectError("the proxy is shutting down"))
 
     def _head(
-        self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | AsyncIterator[bytes] | None,
     ) -> tuple[bytes, bool]:
-        lines = [f"{method} {target} HTTP/1.1"]
+        parts = [method.encode("ascii"), b" ", target.encode("ascii"), b" HTTP/1.1\r\n"]
         has_host = has_length = False
         for name, value in headers:
-            lines.append(f"{name}: {value}")
-            lowered = name.lower()
-            has_host = has_host or lowered == "host"
-            has_length = has_length or lowered == "content-length"
+            parts += (name, b": ", value, b"\r\n")
+            if name == b"host":
+                has_host = True
+            elif name == b"content-length":
+                has_length = True
+        lines = len(headers) + 2  # the request line, the headers, the empty line
         if not has_host:
-            lines.insert(1, self._host_line)
-        chunked = False
-        if isinstance(body, bytes):
-            if not has_length:
-                lines.append(f"content-length: {len(body)}")
-        elif body is not None:
-            chunked = not has_length
-            if chunked:
-                lines.append("transfer-encoding: chunked")
-        elif method not in _NO_BODY_METHODS and not has_length:
-            lines.append("content-length: 0")
-        lines.append("\r\n")
-        text = "\r\n".join(lines)
-        breaks = len(lines)  # one CR LF after each line, two after the last header
-        if text.count("\n") != breaks or text.count("\r") != breaks:
+            parts.insert(4, self._host_line)  # first, as clients usually send it
+            lines += 1
+        framing, chunked = (None, False) if has_length else _framing(method, body)
+        if framing is not None:
+            parts.append(framing)
+            lines += 1
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        if head.count(b"\n") != lines or head.count(b"\r") != lines:
             raise ValueError("a header name or value contains CR or LF")
-        return text.encode("latin-1"), chunked
+        return head, chunked
 
     async def _acquire(self) -> Connection:
         loop = asyncio.get_running_loop()
@@ -218,6 +220,17 @@ class UpstreamPool:
         self._idle = keep
         if keep:
             self._sweeper = asyncio.get_running_loop().call_later(KEEPALIVE / 2, self._sweep)
+
+
+def _framing(method: str, body: bytes | AsyncIterator[bytes] | None) -> tuple[bytes | None, bool]:
+    """The framing line for a request without a `Content-Length`, and whether it is chunked."""
+    if isinstance(body, bytes):
+        return b"content-length: %d\r\n" % len(body), False
+    if body is not None:
+        return b"transfer-encoding: chunked\r\n", True
+    if method not in _NO_BODY_METHODS:
+        return b"content-length: 0\r\n", False
+    return None, False
 
 
 async def _send_body(connection: Connection, body: AsyncIterator[bytes], *, chunked: bool) -> None:

@@ -120,9 +120,9 @@ async def whole(pool: UpstreamPool, method: str = "GET", body: Any = None, **kwa
 async def test_the_head_names_the_host_and_frames_what_is_sent() -> None:
     async with ScriptedUpstream(OK) as upstream:
         pool = upstream.pool()
-        assert await whole(pool, headers=[("x-one", "1")]) == (200, b"ok")
+        assert await whole(pool, headers=[(b"x-one", b"1")]) == (200, b"ok")
         assert await whole(pool, "POST") == (200, b"ok")
-        assert await whole(pool, "POST", headers=[("host", "app.example")], body=b"abc") == (200, b"ok")
+        assert await whole(pool, "POST", headers=[(b"host", b"app.example")], body=b"abc") == (200, b"ok")
         await pool.close()
     host = f"host: 127.0.0.1:{upstream.port}".encode()
     assert upstream.heads[0] == b"GET /x HTTP/1.1\r\n" + host + b"\r\nx-one: 1\r\n\r\n"
@@ -285,9 +285,9 @@ async def test_a_full_pool_makes_a_request_wait_for_a_connection_within_the_time
 async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
     async with ScriptedUpstream(OK) as upstream:
         pool = upstream.pool()
-        for value in ("a\r\nx-injected: 1", "a\nb", "a\rb"):
+        for value in (b"a\r\nx-injected: 1", b"a\nb", b"a\rb"):
             with pytest.raises(ValueError, match="CR or LF"):
-                await pool.request("GET", "/x", [("authorization", value)], None)
+                await pool.request("GET", "/x", [(b"authorization", value)], None)
         await pool.close()
     assert upstream.connections == 0
 
@@ -303,7 +303,7 @@ async def test_a_streamed_body_is_chunked_without_a_length_and_raw_with_one() ->
         upstream.scripts.append(echo_body(upstream))
         pool = upstream.pool()
         assert await whole(pool, "POST", chunks(b"ab", b"", b"cd")) == (200, b"abcd")
-        assert await whole(pool, "POST", chunks(b"ab", b"cd"), headers=[("content-length", "4")]) == (200, b"abcd")
+        assert await whole(pool, "POST", chunks(b"ab", b"cd"), headers=[(b"content-length", b"4")]) == (200, b"abcd")
         await pool.close()
     assert b"transfer-encoding: chunked" in upstream.heads[0]
     assert b"transfer-encoding" not in upstream.heads[1]
@@ -321,7 +321,7 @@ async def test_an_answer_before_the_upload_ends_is_returned_and_its_connection_d
 
     async with ScriptedUpstream(refused, OK) as upstream:
         pool = upstream.pool()
-        answer_ = await pool.request("POST", "/x", [("content-length", "99999")], endless())
+        answer_ = await pool.request("POST", "/x", [(b"content-length", b"99999")], endless())
         assert answer_.status == 413
         assert await answer_.readany() == b""
         answer_.release()
