@@ -310,6 +310,50 @@ async def test_a_streamed_body_is_chunked_without_a_length_and_raw_with_one() ->
     assert upstream.connections == 1
 
 
+async def test_a_big_upload_waits_while_the_upstream_reads_slowly() -> None:
+    part = b"u" * 65536
+
+    async def slow_reader(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        received = 0
+        while received < length:
+            received += len(await reader.read(65536))
+            await asyncio.sleep(0.002)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (len(str(received)), received))
+        await writer.drain()
+
+    async def parts() -> AsyncIterator[bytes]:
+        for _ in range(256):  # 16 MiB: far more than the socket buffers hold
+            yield part
+
+    async with ScriptedUpstream(slow_reader) as upstream:
+        pool = upstream.pool()
+        size = 256 * len(part)
+        assert await whole(pool, "PUT", parts(), headers=[(b"content-length", b"%d" % size)]) == (200, b"%d" % size)
+        await pool.close()
+
+
+async def test_switching_protocols_on_a_plain_request_is_an_upstream_failure() -> None:
+    switching = answer(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: upgrade\r\n\r\n")
+    async with ScriptedUpstream(switching) as upstream:
+        pool = upstream.pool()
+        with pytest.raises(UpstreamClosed):
+            await pool.request("GET", "/x", [], None)
+        await pool.close()
+
+
+async def test_the_content_type_is_the_media_type_alone() -> None:
+    typed = answer(b"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\nContent-Length: 0\r\n\r\n")
+    async with ScriptedUpstream(typed, OK) as upstream:
+        pool = upstream.pool()
+        for expected in ("text/event-stream", ""):
+            answer_ = await pool.request("GET", "/x", [], None)
+            assert answer_.content_type == expected
+            await answer_.readany()
+            answer_.release()
+        await pool.close()
+
+
 async def test_an_answer_before_the_upload_ends_is_returned_and_its_connection_dropped() -> None:
     refused = answer(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
     forever = asyncio.Event()
