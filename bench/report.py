@@ -247,7 +247,7 @@ def render(
         f"(target: CPU us/req <= {COOKIE_CPU_BUDGET:.2f}x server mode's)"
     )
     tokenapi_title = 'Token-API mode ([token_api], POST /bff/login) / OIDC login, both token = "user", server mode'
-    minimal_title = "BFF / minimal raw-ASGI aiohttp proxy (the stack's ceiling; the rest is the BFF's own work)"
+    minimal_title = "BFF / minimal raw-ASGI aiohttp proxy (the old stack's ceiling; CPU below 1x: the BFF costs less)"
     lines = [
         *_header(machine, options, loads),
         "",

@@ -16,7 +16,7 @@ session sealed into the cookie), `bff-tokenapi` (the same route with a session l
 `bff-oidc` and `bff-dpop` (the route with a session at the tests' real OpenID provider, Bearer
 and with `oidc.dpop = true`: a DPoP proof per request), `bff-redis` and `bff-oidc-cookie` (the
 same with the Redis store and in cookie mode), `peer` and `peer-sniffio` (axmp-oidc-bff-provider
-from PyPI, bench/peer.py) and `minimal` (bench/minimal_proxy.py, the stack's ceiling).
+from PyPI, bench/peer.py) and `minimal` (bench/minimal_proxy.py, a bare uvicorn + aiohttp proxy).
 
 wrk and the upstream share CPU 0; the process under test (Caddy or the BFF) runs alone on CPU 1.
 For each measurement the harness reads the CPU time of the process under test (user + system,
