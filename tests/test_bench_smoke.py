@@ -453,3 +453,23 @@ def test_a_stream_is_stalled_when_it_saw_nothing_or_a_long_gap() -> None:
     assert stream.stalled(end=3.0 + STALL_S + 0.1)  # silent at the end
     stream.saw(3.0 + STALL_S + 1)
     assert stream.stalled(end=3.0 + STALL_S + 1)  # a gap in the middle
+
+
+def test_bench_token_path_prints_each_part_beside_the_reference() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.token_path", "--calls", "200", "--repeats", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    rows = [line.rsplit(None, 2)[0] for line in completed.stdout.splitlines()[1:]]
+    assert rows == [
+        "a bare ASGI call (reference)",
+        "AccessLog around it",
+        "bearer(), server mode on SQLite",
+        "bearer(), cookie mode on SQLite",
+    ]
+    assert completed.stdout.splitlines()[1].endswith(" 1.0x")
