@@ -35,6 +35,14 @@ def answer(raw: bytes) -> Script:
     return write
 
 
+def answer_and_close(raw: bytes) -> Script:
+    async def write(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answer(raw)(head, reader, writer)
+        writer.close()
+
+    return write
+
+
 OK = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
@@ -178,12 +186,7 @@ async def test_a_head_answer_has_no_body_and_its_connection_is_not_reused() -> N
 
 
 async def test_a_body_without_a_length_ends_with_the_connection() -> None:
-    async def until_close(_head: bytes, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.0 200 OK\r\n\r\nall of it")
-        await writer.drain()
-        writer.close()
-
-    async with ScriptedUpstream(until_close) as upstream:
+    async with ScriptedUpstream(answer_and_close(b"HTTP/1.0 200 OK\r\n\r\nall of it")) as upstream:
         pool = upstream.pool()
         assert await whole(pool) == (200, b"all of it")
         assert pool.in_use == 0
@@ -191,12 +194,7 @@ async def test_a_body_without_a_length_ends_with_the_connection() -> None:
 
 
 async def test_an_upstream_that_closes_mid_body_fails_the_read() -> None:
-    async def short(_head: bytes, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
-        await writer.drain()
-        writer.close()
-
-    async with ScriptedUpstream(short) as upstream:
+    async with ScriptedUpstream(answer_and_close(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")) as upstream:
         pool = upstream.pool()
         answer_ = await pool.request("GET", "/x", [], None)
         assert await answer_.readany() == b"half"
@@ -213,12 +211,7 @@ async def test_an_upstream_that_closes_mid_body_fails_the_read() -> None:
     ids=["conflicting-lengths", "garbage", "closed-at-once"],
 )
 async def test_a_broken_or_missing_answer_is_an_upstream_failure(raw: bytes) -> None:
-    async def broken(_head: bytes, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(raw)
-        await writer.drain()
-        writer.close()
-
-    async with ScriptedUpstream(broken) as upstream:
+    async with ScriptedUpstream(answer_and_close(raw)) as upstream:
         pool = upstream.pool()
         with pytest.raises(UpstreamClosed):
             await pool.request("GET", "/x", [], None)
