@@ -81,7 +81,7 @@ class Answer:
 
 
 class Connection(asyncio.Protocol):
-    """One upstream connection; `exchange` runs at most one request at a time on it."""
+    """One upstream connection, carrying one exchange at a time (`start` to `finish`)."""
 
     def __init__(self, on_done: Callable[[Connection], None]) -> None:
         self._on_done = on_done  # once an exchange ends; `reusable` says whether it can carry another
@@ -96,7 +96,7 @@ class Connection(asyncio.Protocol):
         self._buffered = 0
         self._active = False
         self._paused = False
-        self._reusable = False
+        self._keep_alive = False  # the upstream's answer allows another request on the connection
         self._head_only = False
         self._until_close = False
         self._failure: Exception | None = None
@@ -120,7 +120,7 @@ class Connection(asyncio.Protocol):
         self._head_only = head_only
         self._until_close = False
         self.complete = False
-        self._reusable = False
+        self._keep_alive = False
         self._failure = None
         self.body = []
         self._buffered = 0
@@ -171,16 +171,14 @@ class Connection(asyncio.Protocol):
         sent = upload is None or (upload.done() and not upload.cancelled() and upload.exception() is None)
         if upload is not None and not upload.done():
             upload.cancel()  # the upstream answered without reading it all: the rest goes nowhere
-        self.reusable = sent and self.complete and self._reusable and not self.body and self.usable
+        self.reusable = sent and self.complete and self._keep_alive and not self.body and self.usable
         if not self.reusable:
             self.abort()
         self.idle_since = self._loop.time()
         self._on_done(self)
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-        self._fail(UpstreamClosed("the exchange was abandoned"))
+        self._drop(UpstreamClosed("the exchange was abandoned"))
         if self._active:
             self.finish()
 
@@ -192,7 +190,6 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._active or self.complete:
             # Bytes nobody asked for: the connection's framing can no longer be trusted.
-            self._reusable = False
             if self.transport is not None:
                 self.transport.abort()
             return
@@ -200,9 +197,7 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
-            self._fail(UpstreamClosed("the upstream sent a malformed answer"))
-            if self.transport is not None:
-                self.transport.abort()
+            self._drop(UpstreamClosed("the upstream sent a malformed answer"))
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -265,7 +260,7 @@ class Connection(asyncio.Protocol):
         if self._head_only:
             return
         self.complete = True
-        self._reusable = self._parser.should_keep_alive()
+        self._keep_alive = self._parser.should_keep_alive()
         self._stop_timer()
         self._wake()
 
@@ -281,9 +276,7 @@ class Connection(asyncio.Protocol):
         waiting = self._waiter is not None or (self._answer is not None and not self._answer.done())
         silent_for = self._loop.time() - self._last_heard
         if waiting and silent_for >= self._timeout:
-            self._fail(TimeoutError("the upstream was silent longer than the read timeout"))
-            if self.transport is not None:
-                self.transport.abort()
+            self._drop(TimeoutError("the upstream was silent longer than the read timeout"))
             return
         left = self._timeout - silent_for if waiting else self._timeout
         self._timer = self._loop.call_later(max(left, 0.001), self._check_silence)
@@ -292,6 +285,12 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _drop(self, error: Exception) -> None:
+        """Fail the exchange with `error` and close the connection at once."""
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail(error)
 
     def _fail(self, error: Exception) -> None:
         if self.complete or self._failure is not None:

@@ -2,10 +2,10 @@
 
 It owns the choice of route (the longest matching path prefix, after the path is normalised),
 the anti-forgery check, the bearer-token hook with one replay after a 401, and the exchange with
-the upstream over the route's `UpstreamPool` (`bff.upstream_pool`). Path normalisation lives in `bff.paths`,
-each route's prepared state (matching, forwarded path, filters, pool) in `bff.routes`, reading
-the browser's body and noticing its disconnect in `bff.request_body`, header rules in
-`bff.headers`, the checks in `bff.csrf`, streaming the answer back in `bff.responses`, WebSocket
+the upstream over the route's `UpstreamPool` (`bff.upstream_pool`). Path normalisation lives in
+`bff.paths`, each route's prepared state (matching, forwarded path, filters, pools) in
+`bff.routes`, reading the browser's body and noticing its disconnect in `bff.request_body`,
+header rules in `bff.headers`, the checks in `bff.csrf`, streaming the answer back in `bff.responses`, WebSocket
 relaying in `bff.websocket`, the registry of open streams in `bff.streams`; sessions and
 tokens are the bearer source's business. Paths no route claims go to `fallback`.
 

@@ -149,7 +149,7 @@ class UpstreamPool:
             now = loop.time()
             while self._idle:
                 connection = self._idle.pop()
-                if connection.usable and now - connection.idle_since < KEEPALIVE:
+                if _fresh(connection, now):
                     self._in_use.add(connection)
                     return connection
                 connection.abort()
@@ -213,13 +213,18 @@ class UpstreamPool:
         now = asyncio.get_running_loop().time()
         keep = []
         for connection in self._idle:
-            if connection.usable and now - connection.idle_since < KEEPALIVE:
+            if _fresh(connection, now):
                 keep.append(connection)
             else:
                 connection.abort()
         self._idle = keep
         if keep:
             self._sweeper = asyncio.get_running_loop().call_later(KEEPALIVE / 2, self._sweep)
+
+
+def _fresh(connection: Connection, now: float) -> bool:
+    """Whether an idle connection may carry another request."""
+    return connection.usable and now - connection.idle_since < KEEPALIVE
 
 
 def _framing(method: str, body: bytes | AsyncIterator[bytes] | None) -> tuple[bytes | None, bool]:
