@@ -16,7 +16,8 @@ user signed in. It keeps three short things, when there is a store to keep them 
     logout or back-channel logout. A cookie whose record says `ended` is refused, so a copied
     cookie dies at logout on every worker that shares the store;
   * the refresh lease `refresh:<sha256(refresh token)>`.
-Opened cookies are cached by their exact value, as server mode caches decoded records.
+Opened cookies are cached by their exact value, as server mode caches decoded records, and loads
+are memoised by the request's `Cookie` header as in server mode (`bff.session_memo`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bff.login import LoginResult
 from bff.sealing import Sealer
 from bff.server_sessions import DECODED_CACHE_SIZE, SLIDE_INTERVAL
 from bff.session import Session, new_session, session_from_fields, session_key
+from bff.session_memo import SessionMemo
 from bff.stores import Store
 from bff.stores.common import require_criterion
 from bff.stores.read_cache import ReadCache
@@ -92,6 +94,7 @@ class CookieSessions:
         # the cookie's exact value -> the session it opened to; most recent last.
         self._opened: OrderedDict[str, Session] = OrderedDict()
         self._cache_size = cache_size
+        self._memo = SessionMemo(store, clock)
 
     def __repr__(self) -> str:
         return f"CookieSessions(store={self.store!r})"
@@ -111,6 +114,21 @@ class CookieSessions:
         return session, cookies
 
     async def load(self, headers: RawHeaders) -> Session | None:
+        cookie = self._memo.cookie_header(headers)
+        version: int | None = None
+        if cookie is not None:
+            known = self._memo.recall(cookie)
+            if known is not None:
+                return known
+            version = self._memo.version()
+        session = await self._opened_session(headers)
+        if session is not None and cookie is not None and not session.reissue:
+            # The next slide comes before the idle end; a reissued session's cookie is on its way.
+            reusable_until = min(session.expires_at, session.last_used_at + self._slide_interval)
+            self._memo.keep(cookie, version, reusable_until, session)
+        return session
+
+    async def _opened_session(self, headers: RawHeaders) -> Session | None:
         found = self._cookies.read_chunked(headers, self._cookies.session_cookie_name)
         if found is None:
             return None

@@ -10,7 +10,8 @@ last sessions it decoded (bounded, least recently used out), each with the exact
 it came from. Every load asks the store for the record (through `ReadCache`, which answers from
 memory while the store's version says no write happened anywhere): a record that changed
 (refresh, slide) is other bytes and is decoded afresh, and one deleted by any worker (logout)
-loads as None.
+loads as None. In front of all that, `SessionMemo` gives a request with the same `Cookie` header
+as an earlier one the same session while the store's version and the session's deadlines allow.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bff.errors import StoreUnavailable
 from bff.headers import RawHeaders
 from bff.login import LoginResult
 from bff.session import Session, SessionInfo, new_session, session_key
+from bff.session_memo import SessionMemo
 from bff.session_record import decode_record, encode_record, record_metadata, restamp
 from bff.stores import Store
 from bff.stores.common import require_criterion
@@ -72,6 +74,7 @@ class ServerSessions:
         # store key -> (the record bytes as read, the session they decoded to); most recent last.
         self._decoded: OrderedDict[str, tuple[bytes, Session]] = OrderedDict()
         self._cache_size = cache_size
+        self._memo = SessionMemo(store, clock)
 
     def __repr__(self) -> str:
         return f"ServerSessions(store={self.store!r})"
@@ -89,40 +92,60 @@ class ServerSessions:
         return session, [self._cookies.session_set_cookie(self._cookies.sign_session_id(session.id), max_age)]
 
     async def load(self, headers: RawHeaders) -> Session | None:
+        cookie = self._memo.cookie_header(headers)
+        version: int | None = None
+        if cookie is not None:
+            known = self._memo.recall(cookie)
+            if known is not None:
+                return known
+            version = self._memo.version()
         session_id = self._cookies.read_session_id(headers)
-        return None if session_id is None else await self.load_id(session_id)
+        if session_id is None:
+            return None
+        session, reusable_until = await self._loaded(session_id)
+        if session is not None and cookie is not None:
+            self._memo.keep(cookie, version, reusable_until, session)
+        return session
 
     async def load_id(self, session_id: str) -> Session | None:
         """The live session for `session_id`, or None when it is missing, idle too long, past its
         absolute end, or its record does not decrypt. Slides `last_used_at` (written at most once
         per `SLIDE_INTERVAL`, and never over a newer record)."""
+        return (await self._loaded(session_id))[0]
+
+    async def _loaded(self, session_id: str) -> tuple[Session | None, float]:
+        """`load_id`'s answer, and until when `SessionMemo` may give it again: the session's end
+        or its next slide, whichever comes first (the slide comes before the idle end)."""
         if not SESSION_ID_PATTERN.fullmatch(session_id):
-            return None
+            return None, 0.0
         key = session_key(session_id)
         raw = await self._reads.get(key)
         if raw is None:
             self._decoded.pop(key, None)
-            return None
+            return None, 0.0
         session = self._decoded_session(raw, session_id, key)
         if session is None:
-            return None
+            return None, 0.0
         now = self._clock()
         if self._expired(session, now):
             self._decoded.pop(key, None)
             with contextlib.suppress(StoreUnavailable):  # the store's own ttl removes it anyway
                 await self.store.delete(key)
-            return None
-        if now - session.last_used_at >= self._slide_interval:
+            return None, 0.0
+        stamped = session.last_used_at
+        if now - stamped >= self._slide_interval:
             session = dataclasses.replace(session, last_used_at=now)
             try:
                 # Only if the record is still the one read: a refresh may have saved new tokens.
                 await self.store.replace(
                     key, restamp(raw, now), self._ttl(session, now), sub=session.sub, sid=session.sid, expected=raw
                 )
+                stamped = now
             except StoreUnavailable:
-                # The session was read fine; a missed slide costs at most one interval of idle time.
+                # The session was read fine; a missed slide costs at most one interval of idle
+                # time (the next request tries again: `stamped` keeps the stored last use).
                 log.warning("Session use not recorded: store unavailable. session: '%s'", key[:12])
-        return session
+        return session, min(session.expires_at, stamped + self._slide_interval)
 
     @contextlib.asynccontextmanager
     async def refreshing(self, stale: Session) -> AsyncIterator[Session | None]:
