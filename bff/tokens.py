@@ -112,6 +112,8 @@ class TokenManager:
                 raise NotAuthenticated("this route needs a signed-in user")
             return None
         note_session(loaded.key, loaded.sub)
+        if not self._refresh_due(loaded):  # most requests: no coroutine for fresh_session
+            return self._bearer_of(loaded, loaded)
         return self._bearer_of(await self.fresh_session(loaded), loaded)
 
     async def bearer_after_rejection(self, route: RouteSettings, rejected: Bearer) -> Bearer | None:
@@ -138,8 +140,7 @@ class TokenManager:
     async def fresh_session(self, session: Session) -> Session:
         """`session`, refreshed first when its access token expires within the skew. With the
         skew at 0 (proactive refresh off) refreshing waits for the upstream's 401."""
-        now = self._clock()
-        if self._skew > 0 and session.tokens.expires_within(self._skew, now):
+        if self._refresh_due(session):
             try:
                 return await self._refresh(session)
             except ProviderUnavailable:
@@ -147,6 +148,9 @@ class TokenManager:
                     raise
                 return session  # the provider is down but the token still works: use it meanwhile
         return session
+
+    def _refresh_due(self, session: Session) -> bool:
+        return self._skew > 0 and session.tokens.expires_within(self._skew, self._clock())
 
     async def _refresh(self, session: Session) -> Session:
         """Single flight in this process: callers holding the same stale state share one task,
