@@ -470,6 +470,8 @@ def test_bench_token_path_prints_each_part_beside_the_reference() -> None:
         "a bare ASGI call (reference)",
         "AccessLog around it",
         "bearer(), server mode on SQLite",
+        "bearer(), server mode, full load",
         "bearer(), cookie mode on SQLite",
+        "bearer(), cookie mode, full load",
     ]
     assert completed.stdout.splitlines()[1].endswith(" 1.0x")
