@@ -114,19 +114,14 @@ class CookieSessions:
         return session, cookies
 
     async def load(self, headers: RawHeaders) -> Session | None:
-        cookie = self._memo.cookie_header(headers)
-        version: int | None = None
-        if cookie is not None:
-            known = self._memo.recall(cookie)
-            if known is not None:
-                return known
-            version = self._memo.version()
+        return await self._memo.load(headers, self._full_load)
+
+    async def _full_load(self, headers: RawHeaders) -> tuple[Session | None, float]:
         session = await self._opened_session(headers)
-        if session is not None and cookie is not None and not session.reissue:
-            # The next slide comes before the idle end; a reissued session's cookie is on its way.
-            reusable_until = min(session.expires_at, session.last_used_at + self._slide_interval)
-            self._memo.keep(cookie, version, reusable_until, session)
-        return session
+        if session is None or session.reissue:  # a reissued session's new cookie is on its way
+            return session, 0.0
+        # The next slide comes before the idle end.
+        return session, min(session.expires_at, session.last_used_at + self._slide_interval)
 
     async def _opened_session(self, headers: RawHeaders) -> Session | None:
         found = self._cookies.read_chunked(headers, self._cookies.session_cookie_name)

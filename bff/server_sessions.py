@@ -92,20 +92,11 @@ class ServerSessions:
         return session, [self._cookies.session_set_cookie(self._cookies.sign_session_id(session.id), max_age)]
 
     async def load(self, headers: RawHeaders) -> Session | None:
-        cookie = self._memo.cookie_header(headers)
-        version: int | None = None
-        if cookie is not None:
-            known = self._memo.recall(cookie)
-            if known is not None:
-                return known
-            version = self._memo.version()
+        return await self._memo.load(headers, self._full_load)
+
+    async def _full_load(self, headers: RawHeaders) -> tuple[Session | None, float]:
         session_id = self._cookies.read_session_id(headers)
-        if session_id is None:
-            return None
-        session, reusable_until = await self._loaded(session_id)
-        if session is not None and cookie is not None:
-            self._memo.keep(cookie, version, reusable_until, session)
-        return session
+        return (None, 0.0) if session_id is None else await self._loaded(session_id)
 
     async def load_id(self, session_id: str) -> Session | None:
         """The live session for `session_id`, or None when it is missing, idle too long, past its

@@ -22,7 +22,7 @@ keys, 16 MiB; a server-mode cookie header is usually under 200 bytes).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bff.headers import RawHeaders
 from bff.session import Session
@@ -42,6 +42,24 @@ class SessionMemo:
         self._size = size
         # Cookie header -> (the store's version before the load, deadline, session); most recent last.
         self._entries: OrderedDict[bytes, tuple[int, float, Session]] = OrderedDict()
+
+    async def load(
+        self, headers: RawHeaders, full_load: Callable[[RawHeaders], Awaitable[tuple[Session | None, float]]]
+    ) -> Session | None:
+        """The session for these request headers: the one kept for their `Cookie` header, or what
+        `full_load(headers)` finds, kept until the deadline it gives with it (the session's end or
+        next slide, whichever comes first; in the past: not kept)."""
+        cookie = self.cookie_header(headers)
+        if cookie is None:
+            return (await full_load(headers))[0]
+        known = self.recall(cookie)
+        if known is not None:
+            return known
+        version = self._store.version()  # before the load: a write meanwhile moves it
+        session, reusable_until = await full_load(headers)
+        if session is not None:
+            self.keep(cookie, version, reusable_until, session)
+        return session
 
     @staticmethod
     def cookie_header(headers: RawHeaders) -> bytes | None:
@@ -64,10 +82,6 @@ class SessionMemo:
             return None
         self._entries.move_to_end(cookie)
         return entry[2]
-
-    def version(self) -> int | None:
-        """The store's version now: take it before a full load, give it to `keep` after."""
-        return self._store.version()
 
     def keep(self, cookie: bytes, version: int | None, deadline: float, session: Session) -> None:
         """Answer `cookie` with `session` until `deadline`, while the store stays at `version`."""

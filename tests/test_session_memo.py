@@ -16,7 +16,7 @@ from bff.stores import Store
 from bff.stores.memory import MemoryStore
 from bff.stores.sqlite import SQLiteStore
 from bff.tokenset import TokenSet
-from tests.fakes import Clock
+from tests.fakes import Clock, HookedStore
 from tests.test_sessions_contract import ABSOLUTE, IDLE, build, signed_in
 from tests.test_sessions_contract import kind as kind  # the fixture: both modes
 
@@ -132,7 +132,7 @@ async def test_what_it_keeps_and_for_how_long(clock: Clock) -> None:
     sessions = build("server", store, clock)
     session, _ = await signed_in(sessions)
     memo = SessionMemo(store, clock, size=2)
-    version = memo.version()
+    version = store.version()
     memo.keep(b"a", None, clock.now + 10, session)  # a store that cannot tell: never kept
     memo.keep(b"b", version, clock.now, session)  # already due: never kept
     assert memo.recall(b"a") is None
@@ -155,23 +155,14 @@ class _Refusing:
         return _fail
 
 
-class _FailingReplace(MemoryStore):
+class _FailingReplace(HookedStore):
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock=clock)
         self.failing = False
         self.replaces = 0
 
-    async def replace(
-        self,
-        key: str,
-        value: bytes,
-        ttl: float,
-        *,
-        sub: str | None = None,
-        sid: str | None = None,
-        expected: bytes | None = None,
-    ) -> bool:
-        self.replaces += 1
-        if self.failing:
-            raise StoreUnavailable("the store is down")
-        return await super().replace(key, value, ttl, sub=sub, sid=sid, expected=expected)
+    def before(self, operation: str, /) -> None:
+        if operation == "replace":
+            self.replaces += 1
+            if self.failing:
+                raise StoreUnavailable("the store is down")
