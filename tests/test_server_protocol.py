@@ -16,16 +16,12 @@ from bff.server import SERVER_OPTIONS
 from bff.server_protocol import HeadWithBody, HttpProtocol
 from tests.support.processes import free_port
 from tests.support.server_thread import UvicornThread
+from tests.support.upstreams import read_body
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     assert scope["type"] == "http"
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    body = await read_body(receive)
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await asyncio.sleep(0.5)

@@ -131,7 +131,7 @@ class UpstreamApp:
             await self._echo(scope, receive, send, query)
 
     async def _echo(self, scope: Scope, receive: Receive, send: Send, _query: dict[str, str]) -> None:
-        body = await _read_body(receive)
+        body = await read_body(receive)
         seen = {
             "method": scope["method"],
             "path": scope["path"],
@@ -209,7 +209,7 @@ class UpstreamApp:
 
     async def _auth(self, scope: Scope, receive: Receive, send: Send, _query: dict[str, str]) -> None:
         """401 unless the bearer token is `fresh`; records every attempt."""
-        body = await _read_body(receive)
+        body = await read_body(receive)
         headers = {name.decode(): value.decode("latin-1") for name, value in scope["headers"]}
         self.requests.append({"authorization": headers.get("authorization"), "body": body})
         if headers.get("authorization") != "Bearer fresh":
@@ -218,7 +218,7 @@ class UpstreamApp:
             await _json(send, 200, {"ok": True, "length": len(body)})
 
     async def _cookies(self, _scope: Scope, receive: Receive, send: Send, _query: dict[str, str]) -> None:
-        await _read_body(receive)
+        await read_body(receive)
         headers = [
             (b"content-type", b"text/plain"),
             (b"set-cookie", b"theme=dark; Path=/"),
@@ -269,7 +269,7 @@ class UpstreamApp:
 _ACTIONS = frozenset({"bytes", "count", "sse", "slow", "endless", "auth", "cookies", "gzip"})
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     body = b""
     more = True
     while more:
