@@ -95,6 +95,7 @@ class CookieSessions:
         self._opened: OrderedDict[str, Session] = OrderedDict()
         self._cache_size = cache_size
         self._memo = SessionMemo(store, clock)
+        self.known = self._memo.known  # `Sessions.known`, bound: one call less per proxied request
 
     def __repr__(self) -> str:
         return f"CookieSessions(store={self.store!r})"

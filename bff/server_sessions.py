@@ -75,6 +75,7 @@ class ServerSessions:
         self._decoded: OrderedDict[str, tuple[bytes, Session]] = OrderedDict()
         self._cache_size = cache_size
         self._memo = SessionMemo(store, clock)
+        self.known = self._memo.known  # `Sessions.known`, bound: one call less per proxied request
 
     def __repr__(self) -> str:
         return f"ServerSessions(store={self.store!r})"

@@ -135,6 +135,10 @@ class Sessions(Protocol):
         """The live session the request's cookies name, or None (none, tampered, ended, idle
         too long, past its absolute end). Slides the idle clock."""
 
+    def known(self, headers: RawHeaders) -> Session | None:
+        """What `load(headers)` would give, when this process can tell without reading a cookie
+        or the store (`bff.session_memo`); None: ask `load`."""
+
     async def create(self, login: LoginResult, headers: RawHeaders) -> tuple[Session, list[str]]:
         """A new session with a new random id (never reuse one: no session fixation) for the
         request with `headers` (its user agent; the cookies it replaces), and the `Set-Cookie`

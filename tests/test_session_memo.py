@@ -135,17 +135,17 @@ async def test_what_it_keeps_and_for_how_long(clock: Clock) -> None:
     version = store.version()
     memo.keep(b"a", None, clock.now + 10, session)  # a store that cannot tell: never kept
     memo.keep(b"b", version, clock.now, session)  # already due: never kept
-    assert memo.recall(b"a") is None
-    assert memo.recall(b"b") is None
+    assert memo.known([(b"cookie", b"a")]) is None
+    assert memo.known([(b"cookie", b"b")]) is None
     memo.keep(b"c", version, clock.now + 10, session)
-    assert memo.recall(b"c") is session
+    assert memo.known([(b"cookie", b"c")]) is session
     clock.advance(10)
-    assert memo.recall(b"c") is None
+    assert memo.known([(b"cookie", b"c")]) is None
     for name in (b"d", b"e", b"f"):  # two entries at most, least recently used out
         memo.keep(name, version, clock.now + 10, session)
-    assert [memo.recall(name) for name in (b"d", b"e", b"f")] == [None, session, session]
+    assert [memo.known([(b"cookie", name)]) for name in (b"d", b"e", b"f")] == [None, session, session]
     await store.set("elsewhere", b"x", 60)  # any write moves the version
-    assert memo.recall(b"e") is None
+    assert memo.known([(b"cookie", b"e")]) is None
 
 
 class _Refusing:

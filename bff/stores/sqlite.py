@@ -70,6 +70,9 @@ class SQLiteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._watch: FileVersion | None = None
+        # The `Store.version` method, bound to the watch's own while one is open: this runs
+        # on every proxied request, and the call through a method of ours cost a frame.
+        self.version: Callable[[], int | None] = _unknown_version
         self._next_sweep = 0.0
         self._backlog = False  # a sweep left expired rows behind: `_drain_backlog` deletes them
         self._draining: asyncio.Task[None] | None = None
@@ -151,11 +154,9 @@ class SQLiteStore:
     async def open(self) -> None:
         await self._run(lambda conn: self._sweep(conn, self._clock()))
         self._watch = await self._run(lambda _: FileVersion(self.path))
-
-    def version(self) -> int | None:
-        """Changes whenever any connection (this store's writer, another worker's, a `bff
-        sessions` command) commits a change to the file (`bff.stores.sqlite_version`)."""
-        return None if self._watch is None else self._watch.version()
+        # Changes whenever any connection (this store's writer, another worker's, a `bff
+        # sessions` command) commits a change to the file (`bff.stores.sqlite_version`).
+        self.version = self._watch.version
 
     async def close(self) -> None:
         if self._executor is None:
@@ -165,7 +166,8 @@ class SQLiteStore:
             await asyncio.gather(self._draining, return_exceptions=True)
         executor, self._executor = self._executor, None
 
-        watch, self._watch = self._watch, None  # version() says None from here on
+        watch, self._watch = self._watch, None
+        self.version = _unknown_version  # from here on
 
         def close_connection() -> None:
             if watch is not None:
@@ -292,3 +294,8 @@ class SQLiteStore:
             conn.execute("DELETE FROM leases WHERE name = ? AND token = ?", (name, token))
 
         return poll_lease(lambda: self._run(acquire), lambda: self._run(release), name=name, wait=wait)
+
+
+def _unknown_version() -> None:
+    """`SQLiteStore.version` while no watch is open: nothing is kept on its word."""
+    return None
