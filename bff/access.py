@@ -60,15 +60,16 @@ class AccessLine:
     def __str__(self) -> str:
         # Written out rather than joined from fields(): this runs once per request.
         record = self._record
+        # The request id and the session handle need no quoting: a well-formed id or hex digits.
         line = (
             f"method={_text(record.method)} route={_text(record.route)} path={_text(record.path)}"
-            f" status={record.status} duration_ms={round(self._duration * 1000, 2)}"
+            f" status={record.status} duration_ms={self._duration * 1000:.2f}"
         )
         if record.upstream:
-            line += f" upstream_ms={round(record.upstream * 1000, 2)}"
-        line += f" bytes={record.bytes} request_id={_text(record.request_id)}"
+            line += f" upstream_ms={record.upstream * 1000:.2f}"
+        line += f" bytes={record.bytes} request_id={record.request_id}"
         if record.session is not None:
-            line += f" session={_text(record.session)} sub={_text(record.sub)}"
+            line += f" session={record.session} sub={_text(record.sub)}"
         return line
 
 

@@ -59,7 +59,8 @@ def request_id_of(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, list[tup
         return found.decode("ascii"), None
     # Not a secret (a client may send its own id): Mersenne Twister bits cost no system call.
     new = f"{random.getrandbits(128):032x}"
-    return new, [*(pair for pair in headers if pair[0] != HEADER), (HEADER, new.encode("ascii"))]
+    kept = headers if count == 0 else [pair for pair in headers if pair[0] != HEADER]
+    return new, [*kept, (HEADER, new.encode("ascii"))]
 
 
 def note_session(key: str, sub: str) -> None:

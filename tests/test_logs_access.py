@@ -78,15 +78,16 @@ def test_text_lines_end_with_the_request_id_except_access_lines() -> None:
     assert formatter.format(record("hello", request_id="rid-2")) == "WARNING:  bff.test: hello request_id=rid-2"
     line = AccessLine(access_record(), 0.5)
     assert formatter.format(record(line, request_id="rid-1")) == (
-        'WARNING:  bff.test: method=GET route=/api path="/api/a b" status=200 duration_ms=500.0 '
-        "upstream_ms=12.5 bytes=12 request_id=rid-1 session=h1 sub=alice"
+        'WARNING:  bff.test: method=GET route=/api path="/api/a b" status=200 duration_ms=500.00 '
+        "upstream_ms=12.50 bytes=12 request_id=rid-1 session=h1 sub=alice"
     )
 
 
 def test_text_values_with_quotes_or_controls_are_escaped() -> None:
     access = AccessRecord("rid", "GET", '/x"\n')
     assert (
-        str(AccessLine(access, 0)) == 'method=GET route=- path="/x\\"\\n" status=0 duration_ms=0 bytes=0 request_id=rid'
+        str(AccessLine(access, 0))
+        == 'method=GET route=- path="/x\\"\\n" status=0 duration_ms=0.00 bytes=0 request_id=rid'
     )
 
 

@@ -60,6 +60,6 @@ def test_text_access_line_quotes_values_that_would_break_key_value_parsing() -> 
     record.session, record.sub = "abcdefghijkl", 'Al "x"=1'
     line = str(AccessLine(record, 0.0015))
     assert line == (
-        "method=GET route=/api path=/api/x status=200 duration_ms=1.5 bytes=5 request_id=r1 "
+        "method=GET route=/api path=/api/x status=200 duration_ms=1.50 bytes=5 request_id=r1 "
         'session=abcdefghijkl sub="Al \\"x\\"=1"'
     )
