@@ -7,6 +7,7 @@ What each set-up starts is bench/setups.py's; how a run is measured, bench/measu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import os
 import shutil
@@ -24,6 +25,7 @@ from tests.support.processes import stop_process
 __all__ = [
     "BENCH_DIR",
     "CSRF_HEADER",
+    "OPEN_REQUEST_PATH",
     "REPO_ROOT",
     "REQUEST_PATH",
     "RESPONSE_SIZE",
@@ -41,6 +43,7 @@ __all__ = [
     "stop_targets",
     "tail",
     "target_cpu",
+    "view",
     "wait_ready",
 ]
 
@@ -48,6 +51,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESPONSE_SIZE = 1024
 REQUEST_PATH = "/api/items"
+OPEN_REQUEST_PATH = "/pub/items"  # `bff-oidc`'s second route: the same upstream, `token = "none"`
 CSRF_HEADER = ("X-CSRF", "1")
 START_TIMEOUT = 30.0
 
@@ -72,6 +76,20 @@ class Target:
         if port is None:
             raise ValueError(f"{self.name}: no port in {self.url!r}")
         return port
+
+
+def view(base: Target, name: str, path: str) -> Target:
+    """`base`'s process, requested at `path` with the same headers: a row of its own in the
+    table whose CPU figures are that process's in its own runs. Stopping `base` stops it."""
+    return dataclasses.replace(
+        base,
+        name=name,
+        url=f"http://127.0.0.1:{base.port}{path}",
+        headers=list(base.headers),
+        helpers=[],
+        closers=[],
+        measured=list(base.measured),
+    )
 
 
 def running(target: Target) -> subprocess.Popen[bytes]:

@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.measure import NOISE_LIMIT_CLIENT, NOISE_LIMIT_PROXY
+from bench.measure import NOISE_LIMIT_CLIENT, NOISE_LIMIT_PROXY, Sample
 from bench.processes import REQUEST_PATH, RESPONSE_SIZE
-from bench.summary import P99_BUDGET_MS, TARGET_RATIO, Ratio, Summary, ratios
+from bench.summary import P99_BUDGET_MS, TARGET_RATIO, Ratio, Summary, paired_extra, ratios
 
 __all__ = [
+    "AUTH_REFERENCE",
     "COMPARISONS",
     "COOKIE_CPU_BUDGET",
     "MODES",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 AUTH_TARGET_RATIO, AUTH_P99_BUDGET_MS, TOKEN_PATH_BUDGET_US = 0.6, 1.0, 10.0  # the default set-up's targets
+AUTH_REFERENCE = "bff-oidc-none"  # bff-oidc's own token = "none" route (bench/table.py's VIEWS)
 COOKIE_CPU_BUDGET = 1.10  # cookie mode's CPU per request may be at most this multiple of server mode's
 # The results file's ratio lists: key -> (reference, subject).
 COMPARISONS = {
@@ -132,19 +134,31 @@ def _dpop_table(summaries: Sequence[Summary]) -> list[str]:
     return _ratio_table(title, ratios(summaries, *COMPARISONS["ratios_dpop"]), columns)
 
 
-def _oidc_table(summaries: Sequence[Summary]) -> list[str]:
+def _oidc_table(summaries: Sequence[Summary], samples: Sequence[Sample]) -> list[str]:
+    """Targets 1 and 2. The token path's cost is measured against `AUTH_REFERENCE` (the same
+    worker's `token = "none"` route, run by run) when it ran, else against the `bff` row."""
+    auth = paired_extra(samples, "bff-oidc", AUTH_REFERENCE)
+    against = f"{AUTH_REFERENCE} in the same worker, paired runs" if auth else "bff, another process"
     title = (
         "The default set-up's authenticated GET (bff-oidc: README's minimal [oidc] at oidc-provider, SQLite, "
         f"access log) / Caddy (target: CPU-bound >= {AUTH_TARGET_RATIO}x, p99 <= Caddy's + {AUTH_P99_BUDGET_MS:.0f} "
-        f'ms at c=8); "+us" over token = "none" (target <= {TOKEN_PATH_BUDGET_US:.0f})'
+        f'ms at c=8); "+us" over token = "none" ({against}; target <= {TOKEN_PATH_BUDGET_US:.0f})'
     )
 
     def cell(r: Ratio) -> str:
         fast = 1 / r.cpu_ratio >= AUTH_TARGET_RATIO
         p99 = r.p99_delta_ms <= AUTH_P99_BUDGET_MS or r.concurrency != 8
-        return f"CPU {'ok' if fast else 'BELOW'}{'' if p99 else ', p99 OVER'}"
+        extra = auth.get(r.concurrency)
+        token_path = "" if extra is None else f", token path {'ok' if extra <= TOKEN_PATH_BUDGET_US else 'OVER'}"
+        return f"CPU {'ok' if fast else 'BELOW'}{'' if p99 else ', p99 OVER'}{token_path}"
 
-    columns = [CONC, RPS, CPU, CPU_BOUND, P99, extra_cpu(summaries, "bff-oidc", "bff"), verdict(cell)]
+    if auth:
+        extra = Column(
+            f"{'+us':>6}", lambda r: f"{auth[r.concurrency]:>+6.1f}" if r.concurrency in auth else f"{'-':>6}"
+        )
+    else:
+        extra = extra_cpu(summaries, "bff-oidc", "bff")
+    columns = [CONC, RPS, CPU, CPU_BOUND, P99, extra, verdict(cell)]
     return _ratio_table(title, ratios(summaries, *COMPARISONS["ratios_oidc"]), columns)
 
 
@@ -241,7 +255,9 @@ def render(
     ratio_rows: Sequence[Ratio],
     failures: dict[str, str],
     loads: Sequence[float] = (),
+    samples: Sequence[Sample] = (),
 ) -> str:
+    """The tables; `samples` (the runs themselves) give the run-paired figures."""
     cookie_title = (
         f'Cookie mode (token_storage = "cookie") / server mode, token = "user" '
         f"(target: CPU us/req <= {COOKIE_CPU_BUDGET:.2f}x server mode's)"
@@ -261,7 +277,7 @@ def render(
         ),
         *_ratio_table(tokenapi_title, ratios(summaries, *COMPARISONS["ratios_tokenapi"]), [CONC, RPS, CPU, P99]),
         *_dpop_table(summaries),
-        *_oidc_table(summaries),
+        *_oidc_table(summaries, samples),
         *_ratio_table(
             "Auth-request mode (Caddy forward_auth + the BFF's GET /bff/auth, CPU of both) / the BFF's proxy",
             ratios(summaries, *COMPARISONS["ratios_auth_edge"]),

@@ -44,12 +44,12 @@ from typing import Any
 
 from bench.machine import machine_info
 from bench.measure import Sample, benchmark
-from bench.processes import BENCH_DIR, Target, child_env, stop_targets, tail
+from bench.processes import BENCH_DIR, Target, child_env, stop_targets, tail, view
 from bench.profiling import profile
-from bench.report import COMPARISONS, render
+from bench.report import AUTH_REFERENCE, COMPARISONS, render
 from bench.setups import Context, start_upstream
-from bench.summary import Summary, ratios, summarise
-from bench.table import DEFAULT_SETUPS, SETUPS, STARTERS
+from bench.summary import Summary, paired_extra, ratios, summarise
+from bench.table import DEFAULT_SETUPS, SETUPS, STARTERS, VIEWS
 
 __all__ = [
     "DEFAULT_JSON",
@@ -58,6 +58,7 @@ __all__ = [
     "main",
     "parse_args",
     "run_setups",
+    "with_views",
     "workspace",
     "write_json",
     "write_results",
@@ -117,6 +118,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.setups) - set(SETUPS)
     if unknown:
         parser.error(f"--setups: unknown {', '.join(sorted(unknown))} (choose from {', '.join(SETUPS)})")
+    for name, (base, _) in VIEWS.items():
+        if name in args.setups and base not in args.setups:
+            args.setups.insert(args.setups.index(name), base)  # measured in that set-up's process
     if "upstream" not in args.setups:
         args.setups.insert(0, "upstream")  # every other set-up needs it running
     if args.duration < 1 or args.runs < 1 or args.attempts < 1 or not args.concurrency:
@@ -162,6 +166,7 @@ def run_setups(args: argparse.Namespace, workdir: Path, client_cpus: set[int], p
         if upstream.failure is None:
             ctx = Context(workdir, env, client_cpus, proxy_cpus, upstream.port)
             targets += [start(ctx) for name, start in STARTERS.items() if name in args.setups]
+            targets = with_views(targets, [name for name in VIEWS if name in args.setups])
         for target in targets:
             if target.failure is not None:
                 outcome.failures[target.name] = target.failure
@@ -181,6 +186,19 @@ def run_setups(args: argparse.Namespace, workdir: Path, client_cpus: set[int], p
     return outcome
 
 
+def with_views(targets: Sequence[Target], views: Sequence[str]) -> list[Target]:
+    """`targets` with each of `views` right after the set-up whose process it measures (so their
+    runs alternate), failed when that set-up failed."""
+    result: list[Target] = []
+    for target in targets:
+        result.append(target)
+        for name in views:
+            base, path = VIEWS[name]
+            if target.name == base:
+                result.append(view(target, name, path))
+    return result
+
+
 def write_results(
     path: Path, machine: dict[str, Any], options: dict[str, Any], summaries: Sequence[Summary], outcome: Outcome
 ) -> None:
@@ -188,6 +206,7 @@ def write_results(
     results: dict[str, Any] = {"machine": machine, "options": options, "summary": [asdict(s) for s in summaries]}
     for key, (reference, subject) in COMPARISONS.items():
         results[key] = [asdict(r) for r in ratios(summaries, reference, subject)]
+    results["auth_extra_us"] = paired_extra(outcome.samples, "bff-oidc", AUTH_REFERENCE)
     results |= {
         "samples": [asdict(s) for s in outcome.samples],
         "failures": outcome.failures,
@@ -232,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = run_setups(args, workdir, client_cpus, proxy_cpus)
     summaries = summarise(outcome.samples)
     loads = [sample.loadavg_1m for sample in outcome.samples]
-    print(render(machine, options, summaries, ratios(summaries), outcome.failures, loads), flush=True)
+    print(render(machine, options, summaries, ratios(summaries), outcome.failures, loads, outcome.samples), flush=True)
     for text in outcome.profiles:
         print("\n" + text, flush=True)
     write_results(args.json, machine, options, summaries, outcome)

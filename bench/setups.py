@@ -26,7 +26,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bench.login import log_in, provider_log_in, token_api_log_in
-from bench.processes import BENCH_DIR, RESPONSE_SIZE, Target, pin_threads, running, spawn, start_redis, wait_ready
+from bench.processes import (
+    BENCH_DIR,
+    OPEN_REQUEST_PATH,
+    RESPONSE_SIZE,
+    Target,
+    pin_threads,
+    running,
+    spawn,
+    start_redis,
+    wait_ready,
+)
 from bench.provider import check_upstream, start_provider
 from bench.starting import BENCH_KEY as BENCH_KEY  # re-exported, with the rest of how a set-up starts
 from bench.starting import Context as Context
@@ -57,6 +67,7 @@ __all__ = [
     "start_server",
     "start_upstream",
     "token_api_settings",
+    "with_open_route",
 ]
 
 
@@ -161,6 +172,13 @@ def start_bff_token_api(ctx: Context, name: str = "bff-tokenapi") -> Target:
         return token_api_log_in(f"http://127.0.0.1:{port}", api.username, api.password)
 
     return with_session(target, login, (OSError, ValueError))
+
+
+def with_open_route(settings: dict[str, Any]) -> None:
+    """`bff-oidc`'s second route, `OPEN_REQUEST_PATH`'s: the same upstream with `token = "none"`, so
+    that `bff-oidc-none` measures the same worker, cookie and request without the token path.
+    It comes after `/api` in the route table, so `/api` requests never look at it."""
+    settings["routes"].append({**settings["routes"][0], "path": OPEN_REQUEST_PATH.rsplit("/", 1)[0], "token": "none"})
 
 
 def start_bff_provider(

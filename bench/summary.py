@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bench.measure import Sample
 from bench.table import SETUPS
 
-__all__ = ["P99_BUDGET_MS", "TARGET_RATIO", "Ratio", "Summary", "ratios", "summarise"]
+__all__ = ["P99_BUDGET_MS", "TARGET_RATIO", "Ratio", "Summary", "paired_extra", "ratios", "summarise"]
 
 TARGET_RATIO = 0.4  # the BFF's req/s must be at least this fraction of Caddy's
 P99_BUDGET_MS = 3.0  # the BFF's p99 may exceed Caddy's by at most this much
@@ -97,3 +97,16 @@ def ratios(summaries: Sequence[Summary], reference: str = "caddy", subject: str 
             )
         )
     return result
+
+
+def paired_extra(samples: Sequence[Sample], subject: str, reference: str) -> dict[int, float]:
+    """By concurrency, the median over runs of `subject`'s CPU µs per request minus `reference`'s
+    in the same run: steadier than the difference of the two medians when both are one process
+    measured back to back (`bench/table.py`'s views), since a slow minute moves both."""
+    cpu = {(s.setup, s.concurrency, s.run): s.cpu_us_per_request for s in samples}
+    differences: dict[int, list[float]] = {}
+    for (setup, concurrency, run), value in cpu.items():
+        base = cpu.get((reference, concurrency, run))
+        if setup == subject and base is not None:
+            differences.setdefault(concurrency, []).append(value - base)
+    return {concurrency: statistics.median(values) for concurrency, values in sorted(differences.items())}

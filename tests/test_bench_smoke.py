@@ -75,12 +75,13 @@ def test_bench_logged_in_setups_run_in_server_cookie_and_token_api_mode(tmp_path
 def test_bench_default_setup_and_caddy_forward_auth_run_at_the_real_provider(tmp_path: Path) -> None:
     """`bff-oidc` (README's minimal [oidc], the default store and log level) and `caddy-auth`
     (README's forward_auth example in front of the BFF in auth-request mode) log in at
-    oidc-provider; the upstream gets a Bearer token through both, and both tables are printed."""
+    oidc-provider; the upstream gets a Bearer token through both, and both tables are printed.
+    `bff-oidc-none` is bff-oidc's own `token = "none"` route: the token path's cost, run-paired."""
     for tool in ("wrk", "caddy"):
         find_tool([tool], f"BENCHMARK SMOKE TEST NOT RUN: {tool} is not installed (apt-get install {tool})")
     results = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "bench", "--quick", "--duration", "1", "--warmup", "0"]
-    argv += ["--setups", "caddy,bff,bff-oidc,caddy-auth", "--json", str(results)]
+    argv += ["--setups", "caddy,bff,bff-oidc-none,caddy-auth", "--json", str(results)]  # bff-oidc comes with it
     completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
@@ -88,9 +89,12 @@ def test_bench_default_setup_and_caddy_forward_auth_run_at_the_real_provider(tmp
         assert f"bench: {setup}: the upstream got Bearer with a" in completed.stderr, output
     assert "The default set-up's authenticated GET" in completed.stdout, output
     assert "Auth-request mode" in completed.stdout, output
+    assert '"+us" over token = "none" (bff-oidc-none in the same worker, paired runs;' in completed.stdout, output
     data = json.loads(results.read_text(encoding="utf-8"))
-    assert {row["setup"] for row in data["summary"]} == {"upstream", "caddy", "bff", "bff-oidc", "caddy-auth"}
+    setups = {"upstream", "caddy", "bff", "bff-oidc", "bff-oidc-none", "caddy-auth"}
+    assert {row["setup"] for row in data["summary"]} == setups
     assert all(row["errors"] == 0 and row["rps"] > 0 for row in data["summary"])
+    assert list(data["auth_extra_us"]) == ["8"]
     assert [row["concurrency"] for row in data["ratios_oidc"]] == [8]
     assert [row["concurrency"] for row in data["ratios_auth_edge"]] == [8]
 
@@ -167,6 +171,7 @@ def test_the_peer_is_configured_for_the_same_provider_upstream_and_its_own_redis
 
 def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_storage() -> None:
     from bench import setups, table
+    from bench.processes import OPEN_REQUEST_PATH
 
     assert table.SETUPS == (
         "upstream",
@@ -176,6 +181,7 @@ def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_st
         "bff-cookie",
         "bff-tokenapi",
         "bff-oidc",
+        "bff-oidc-none",
         "bff-dpop",
         "bff-redis",
         "bff-oidc-cookie",
@@ -185,11 +191,28 @@ def test_every_setup_has_a_starter_and_the_cookie_setup_differs_only_in_token_st
         "caddy-auth",
     )
     assert set(table.DEFAULT_SETUPS) <= set(table.SETUPS)
+    assert set(table.SETUPS) == {"upstream", *table.STARTERS, *table.VIEWS}
     oidc = {"issuer": "http://127.0.0.1:1/idp", "client_id": "bench-bff", "client_secret": "s"}
     user = setups.bff_settings(8000, 9000, oidc)
     cookie = setups.bff_settings(8000, 9000, oidc, token_storage="cookie")
     assert {k: v for k, v in cookie.items() if k != "token_storage"} == user
     assert 'token_storage = "cookie"' in setups.to_toml(cookie)
+    setups.with_open_route(user)  # bff-oidc's second route: the same upstream, no token
+    assert user["routes"][1] == {**user["routes"][0], "path": "/pub", "token": "none"}
+    assert OPEN_REQUEST_PATH == "/pub/items"
+
+
+def test_the_token_paths_cost_is_the_median_of_the_differences_run_by_run() -> None:
+    from bench.measure import Sample
+    from bench.summary import paired_extra
+
+    def sample(setup: str, concurrency: int, run: int, cpu: float) -> Sample:
+        return Sample(setup, concurrency, run, 1000, 1.0, 1000.0, 1, 1, 1, 1, 0, cpu, 99, 8, 1.0, 0, 0, 1)
+
+    runs = [(1, 100, 90), (2, 130, 118), (3, 95, 91)]  # the second run slow for both: paired, it still says +12
+    samples = [sample(name, 8, run, cpu) for run, user, none in runs for name, cpu in (("a", user), ("b", none))]
+    samples += [sample("a", 32, 1, 80.0)]  # no reference in that run: no figure
+    assert paired_extra(samples, "a", "b") == {8: 10.0}
 
 
 def test_the_token_api_setup_is_the_readmes_flask_jwt_configuration_with_bff_users_route() -> None:
