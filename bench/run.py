@@ -21,8 +21,8 @@ from PyPI, bench/peer.py) and `minimal` (bench/minimal_proxy.py, a bare uvicorn 
 wrk and the upstream share CPU 0; the process under test (Caddy or the BFF) runs alone on CPU 1.
 For each measurement the harness reads the CPU time of the process under test (user + system,
 psutil) before and after wrk and divides by the requests served: CPU µs per request, the
-steadiest figure on a noisy machine. Runs are interleaved (run 1 of every set-up, then run 2,
-...) so that a burst of noise does not land on one set-up only; the table shows medians.
+steadiest figure on a noisy machine. Runs are interleaved (run 1 of every set-up, then run 2
+backwards, ...) so that a burst of noise does not land on one set-up only; the table shows medians.
 
 Results go to stdout and, as JSON, to bench/results/latest.json (git-ignored).
 Exit status: 0 when every set-up ran without errors, 1 otherwise (the table is printed anyway).
