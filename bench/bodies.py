@@ -11,13 +11,16 @@ them away; with --verify both sides check SHA-256 too), in these set-ups:
     caddy     client -> caddy reverse_proxy -> upstream
     bff       client -> bff serve (token = "none")  -> upstream
     bff-user  client -> bff serve (token = "user", a session at bench/idp.py) -> upstream
+    caddy-auth client -> caddy forward_auth (README's example; asks bff serve, auth-request mode,
+              a session at the tests' oidc-provider, for the token) -> upstream
 
 The client (bench/http_client.py) and the upstream share CPU 0, the process under test runs
 alone on CPU 1 (README default configuration, one worker). During each transfer the harness
 samples the process's VmRSS (/proc/PID/status) every 10 ms: the growth is the peak minus the
-value just before. MB/s is 10^6 bytes per second of wall time; CPU s/GiB is the process's user +
-system time per GiB moved (steadier than MB/s on a shared machine). Runs are interleaved; the
-table shows medians of MB/s and CPU, and the largest RSS growth of any run.
+value just before (`caddy-auth`: Caddy's, which carries the bytes; its CPU is Caddy's and the
+BFF's). MB/s is 10^6 bytes per second of wall time; CPU s/GiB is the process's user + system
+time per GiB moved (steadier than MB/s on a shared machine). Runs are interleaved; the table
+shows medians of MB/s and CPU, and the largest RSS growth of any run.
 
 Target (the issue): the BFF at >= 0.8 x Caddy's MB/s both ways, its RSS growth under 64 MiB.
 Results also go, as JSON, to bench/results/bodies.json. Exit status 0 when every transfer
@@ -39,14 +42,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psutil
 import uvloop
 
 from bench.bodies_report import DIRECTIONS, SETUPS, render, summarise, verdicts
 from bench.bulk_upstream import BULK_PATH, blocks, expected_sha256
 from bench.http_client import Response, connect
 from bench.machine import machine_info
-from bench.processes import BENCH_DIR, Target, child_env, process_tree_cpu, running, stop_targets
+from bench.processes import BENCH_DIR, Target, child_env, running, stop_targets, target_cpu
 from bench.report import machine_lines
 from bench.run import cpu_split, cpus_text, workspace, write_json
 from bench.setups import Context, start_server
@@ -141,13 +143,12 @@ async def _exchange(target: Target, direction: str, size: int, *, verify: bool) 
 
 def transfer(target: Target, direction: str, size: int, run: int, *, verify: bool) -> Transfer:
     """One measured transfer: wall time, the process's CPU time and its RSS peak around it."""
-    process = psutil.Process(running(target).pid)
-    cpu_before = process_tree_cpu(process)
-    with RssPeak(process.pid) as rss:
+    cpu_before = target_cpu(target)  # with `caddy-auth`, the BFF it asks too
+    with RssPeak(running(target).pid) as rss:
         start = time.perf_counter()
         problem = uvloop.run(_exchange(target, direction, size, verify=verify))
         seconds = time.perf_counter() - start
-    cpu = process_tree_cpu(process) - cpu_before
+    cpu = target_cpu(target) - cpu_before
     return Transfer(
         target.name,
         direction,

@@ -23,8 +23,10 @@ __all__ = [
     "verdicts",
 ]
 
-SETUPS = ("upstream", "caddy", "bff", "bff-user")
-SUBJECTS = ("bff", "bff-user")  # measured against caddy
+SETUPS = ("upstream", "caddy", "bff", "bff-user", "caddy-auth")
+# Measured against caddy; `caddy-auth` is Caddy carrying the bytes with one `forward_auth` call to
+# the BFF per transfer (auth-request mode), beside the BFF carrying them itself.
+SUBJECTS = ("bff", "bff-user", "caddy-auth")
 DIRECTIONS = ("download", "upload")
 TARGET_RATIO = 0.8  # the BFF's MB/s must be at least this fraction of Caddy's
 RSS_BUDGET_MIB = 64.0  # and its RSS may grow by less than this during a transfer
@@ -115,23 +117,23 @@ def verdicts(rows: Sequence[Row]) -> list[Check]:
 def render(header: Sequence[str], rows: Sequence[Row], failures: dict[str, str]) -> str:
     lines = [*header, ""]
     lines.append(
-        f"{'direction':<9} {'set-up':<9} {'MB/s':>7} {'(min-max)':>11} {'CPU %':>6} {'CPU s/GiB':>9} "
+        f"{'direction':<9} {'set-up':<10} {'MB/s':>7} {'(min-max)':>11} {'CPU %':>6} {'CPU s/GiB':>9} "
         f"{'RSS MiB':>8} {'growth':>7} {'failed':>6}"
     )
     for r in rows:
         spread = f"{r.mb_per_s_min:.0f}-{r.mb_per_s_max:.0f}"
         lines.append(
-            f"{r.direction:<9} {r.setup:<9} {r.mb_per_s:>7.0f} {spread:>11} {r.cpu_percent:>6.0f} "
+            f"{r.direction:<9} {r.setup:<10} {r.mb_per_s:>7.0f} {spread:>11} {r.cpu_percent:>6.0f} "
             f"{r.cpu_seconds_per_gib:>9.2f} {r.rss_before_mib:>8.1f} {r.rss_growth_mib:>+7.1f} {r.failed:>6}"
         )
     checks = verdicts(rows)
     if checks:
         lines += ["", f"BFF / Caddy (target: MB/s >= {TARGET_RATIO} x Caddy, RSS growth < {RSS_BUDGET_MIB:.0f} MiB)"]
         lines.append(
-            f"{'direction':<9} {'set-up':<9} {'MB/s':>6} {'CPU s/GiB':>9} {'CPU-bound':>9} {'growth MiB':>10}  verdict"
+            f"{'direction':<9} {'set-up':<10} {'MB/s':>6} {'CPU s/GiB':>9} {'CPU-bound':>9} {'growth MiB':>10}  verdict"
         )
         lines += [
-            f"{c.direction:<9} {c.setup:<9} {c.mb_per_s_ratio:>5.2f}x {c.cpu_ratio:>8.2f}x {c.cpu_bound_ratio:>8.2f}x "
+            f"{c.direction:<9} {c.setup:<10} {c.mb_per_s_ratio:>5.2f}x {c.cpu_ratio:>8.2f}x {c.cpu_bound_ratio:>8.2f}x "
             f"{c.rss_growth_mib:>+10.1f}  {c.verdict}"
             for c in checks
         ]

@@ -4,6 +4,8 @@
                        block at a time under the transport's flow control
     PUT  any path      the body is read and counted (with --hash, its SHA-256 too) and thrown
                        away; answered with JSON: {"bytes": N, "sha256": "..." or null}
+    GET  /api/request-head   answered with the request's head, as bench/upstream.py's ECHO_PATH
+                       (how `caddy-auth` checks that the upstream gets the token)
     GET  anything else the 1 KiB of bench/upstream.py (the set-ups' readiness probes)
 
 A raw asyncio protocol on uvloop with httptools' parser, as bench/upstream.py (which stays as it
@@ -27,7 +29,7 @@ import httptools
 import uvloop
 
 from bench.processes import RESPONSE_SIZE
-from bench.upstream import _answer, _response, serve_until_signalled
+from bench.upstream import ECHO_PATH, _answer, _response, serve_until_signalled
 
 __all__ = ["BLOCK", "BULK_PATH", "blocks", "expected_sha256", "main", "serve"]
 
@@ -52,6 +54,9 @@ def expected_sha256(size: int) -> str:
     return digest.hexdigest()
 
 
+_ECHO_URL = ECHO_PATH.encode("ascii")
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, small: bytes, *, hash_bodies: bool) -> None:
         self._small = small
@@ -59,6 +64,7 @@ class _Protocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
+        self._head: list[bytes] | None = None  # the request line and headers of an ECHO_PATH request
         self._count = 0
         self._digest: typing.Any = None  # hashlib's object, while a hashed body arrives
         self._writable = asyncio.Event()
@@ -86,11 +92,17 @@ class _Protocol(asyncio.Protocol):
         self._writable.set()
 
     def on_message_begin(self) -> None:  # httptools callbacks from here on
-        self._url, self._count = b"", 0
+        self._url, self._count, self._head = b"", 0, None
         self._digest = hashlib.sha256() if self._hash_bodies else None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head is None and self._url == _ECHO_URL:
+            self._head = [b"GET " + _ECHO_URL + b" HTTP/1.1"]
+        if self._head is not None:
+            self._head.append(name + b": " + value)
 
     def on_body(self, body: bytes) -> None:
         self._count += len(body)
@@ -105,7 +117,9 @@ class _Protocol(asyncio.Protocol):
         if method == b"GET" and url.startswith(BULK_PATH):
             self._sending = asyncio.get_running_loop().create_task(self._send(transport, int(url[len(BULK_PATH) :])))
             return
-        if method == b"GET":
+        if method == b"GET" and self._head is not None:
+            transport.write(_answer(b"\r\n".join(self._head)))
+        elif method == b"GET":
             transport.write(self._small)
         else:
             digest = self._digest.hexdigest() if self._digest is not None else None

@@ -349,15 +349,17 @@ def test_a_refresh_storm_at_two_workers_makes_one_refresh_and_answers_every_requ
 
 def test_bodies_of_8_mib_go_through_caddy_and_the_bff_every_byte_checked(tmp_path: Path) -> None:
     """`python -m bench.bodies --size 8MiB --verify`: a download and an upload through each set-up,
-    the upstream's count and SHA-256 (and the client's, for the download) matching what was sent."""
+    the upstream's count and SHA-256 (and the client's, for the download) matching what was sent;
+    through Caddy's forward_auth too, the upstream getting the BFF's Bearer token."""
     find_tool(["caddy"], "BENCHMARK SMOKE TEST NOT RUN: caddy is not installed (apt-get install caddy)")
+    _provider_or_skip()
     results = tmp_path / "bodies.json"
     argv = [sys.executable, "-m", "bench.bodies", "--size", "8MiB", "--runs", "1", "--verify", "--json", str(results)]
     completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     data = json.loads(results.read_text(encoding="utf-8"))
-    setups = ("upstream", "caddy", "bff", "bff-user")
+    setups = ("upstream", "caddy", "bff", "bff-user", "caddy-auth")
     assert {(t["direction"], t["setup"]) for t in data["transfers"]} == {
         (direction, setup) for direction in ("download", "upload") for setup in setups
     }
@@ -366,6 +368,7 @@ def test_bodies_of_8_mib_go_through_caddy_and_the_bff_every_byte_checked(tmp_pat
     assert data["failures"] == {}
     for setup in setups:
         assert f" {setup} " in completed.stdout, output
+    assert "bench: caddy-auth: the upstream got Bearer with a" in completed.stderr, output
 
 
 def test_the_bulk_upstream_counts_and_hashes_what_it_gets_and_streams_what_is_asked(tmp_path: Path) -> None:
@@ -402,6 +405,10 @@ def test_the_bulk_upstream_counts_and_hashes_what_it_gets_and_streams_what_is_as
         assert (length, sha) == (size, expected_sha256(size))
         assert counted == {"bytes": size, "sha256": expected_sha256(size)}
         assert processes.probe(upstream.url)[:2] == (200, b"0123456789abcdef" * 64)
+        status, head, _ = processes.probe(f"http://127.0.0.1:{port}/api/request-head", [("X-Probe", "yes")])
+        assert status == 200
+        assert head.startswith(b"GET /api/request-head HTTP/1.1\r\n")
+        assert b"\r\nX-Probe: yes" in head
     finally:
         processes.stop_targets([upstream])
 
