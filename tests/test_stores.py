@@ -406,6 +406,54 @@ async def test_the_version_stays_over_reads_and_moves_with_each_write_of_another
         await writer.close()
 
 
+_LOCK_HELD = textwrap.dedent(
+    """
+    import fcntl, os, struct, sys
+    # F_GETLK for a write lock on a byte range: another process's lock there says it is held.
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, int(sys.argv[2]), int(sys.argv[3]), 0)
+    kind = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))[0]
+    print("held" if kind != fcntl.F_UNLCK else "free")
+    """
+)
+# SQLite's unix VFS: the shared-lock bytes of the database file, and the `-shm` file's DMS byte
+# (held shared by every process with a connection open in WAL mode).
+_DB_SHARED, _SHM_DMS = (0x40000000, 512), (128, 1)
+
+
+async def _lock_held(path: Path, where: tuple[int, int]) -> str:
+    probe = _python(_LOCK_HELD, str(path), *map(str, where), stdout=subprocess.PIPE)
+    out, _ = await asyncio.to_thread(probe.communicate, timeout=30)
+    return out.strip()
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["wal-index header", "PRAGMA data_version"])
+async def test_opening_a_store_keeps_the_processs_locks_on_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, header: bool
+) -> None:
+    """POSIX locks belong to the process: closing any descriptor of a file drops every lock this
+    process's connections hold on it. Another process, seeing none on the `-shm` file, takes it as
+    its own and truncates it (a read of the mapped header then dies of SIGBUS), or writes under a
+    reader. Opening a store, its version's watch included, and a second store on the same file
+    in the same process, must leave the locks where SQLite put them."""
+    if not header:
+        monkeypatch.setattr(sqlite_version, "_WAL_INDEX_VERSION", 1)
+    first, second = SQLiteStore(tmp_path / "s.db"), SQLiteStore(tmp_path / "s.db")
+    await first.open()
+    try:
+        assert first._watch is not None
+        assert first._watch.reads_header is header
+        assert await _lock_held(tmp_path / "s.db-shm", _SHM_DMS) == "held"
+        await first.set("k", b"v", 60)
+        await second.open()
+        assert await _lock_held(tmp_path / "s.db", _DB_SHARED) == "held"
+        assert await _lock_held(tmp_path / "s.db-shm", _SHM_DMS) == "held"
+        assert first.version() is not None
+    finally:
+        await second.close()
+        await first.close()
+
+
 @pytest.mark.parametrize("header", [True, False], ids=["wal-index header", "PRAGMA data_version"])
 async def test_sqlite_version_of_another_store_on_the_file_moves_with_its_commits_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, header: bool

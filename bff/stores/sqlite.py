@@ -18,6 +18,7 @@ wall-clock seconds, since they are compared across processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -102,8 +103,11 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Owner-only from the start; SQLite gives the -wal and -shm files the same mode.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Owner-only from the start; SQLite gives the -wal and -shm files the same mode. Only a
+        # file that is not there yet: closing a descriptor of one that is would drop the locks
+        # this process's other connections hold on it (POSIX locks belong to the process).
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         # isolation_level=None: autocommit; each statement below is its own transaction.
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         try:
@@ -170,11 +174,11 @@ class SQLiteStore:
         self.version = _unknown_version  # from here on
 
         def close_connection() -> None:
-            if watch is not None:
-                watch.close()
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if watch is not None:
+                watch.close()  # last: closing its descriptor drops the process's locks on the file
 
         await asyncio.get_running_loop().run_in_executor(executor, close_connection)
         executor.shutdown(wait=False)

@@ -11,7 +11,11 @@ like a wal-index of that format (`iVersion` 3007000), `PRAGMA data_version` on a
 its own says the same at a few µs more (three system calls and a statement).
 
 The connection stays open either way: while it is, the `-shm` file is neither recreated nor
-truncated under the mapping (SQLite does that only when it finds no other connection).
+truncated under the mapping (SQLite does that only when it finds no other connection). So does
+the descriptor the header is read through: POSIX locks belong to the process, and closing any
+descriptor of the file drops every lock this process's connections hold on it. Another process
+would then find none, take the file as its own and truncate it, and a read of the mapping would
+die of SIGBUS. It is closed last, after the connections (`SQLiteStore.close`).
 """
 
 from __future__ import annotations
@@ -38,13 +42,11 @@ class FileVersion:
         )
         self._conn.execute("PRAGMA data_version").fetchone()  # attaches the -shm file
         self._shm: mmap.mmap | None = None
+        self._fd: int | None = None  # open until `close`: closing it would drop SQLite's locks
         with contextlib.suppress(OSError, ValueError):
-            shm = os.open(f"{path}-shm", os.O_RDONLY)
-            try:
-                if int.from_bytes(os.pread(shm, 4, 0), sys.byteorder) == _WAL_INDEX_VERSION:
-                    self._shm = mmap.mmap(shm, _HEADER, prot=mmap.PROT_READ)
-            finally:
-                os.close(shm)  # the mapping keeps what it needs
+            self._fd = os.open(f"{path}-shm", os.O_RDONLY)
+            if int.from_bytes(os.pread(self._fd, 4, 0), sys.byteorder) == _WAL_INDEX_VERSION:
+                self._shm = mmap.mmap(self._fd, _HEADER, prot=mmap.PROT_READ)
 
     @property
     def reads_header(self) -> bool:
@@ -64,10 +66,14 @@ class FileVersion:
         return None
 
     def close(self) -> None:
-        """After this, `version()` is None. Safe to call from another thread than the loop's."""
+        """After this, `version()` is None. Safe to call from another thread than the loop's. The
+        process's other connections to the file must be closed first (see above)."""
         shm, self._shm = self._shm, None
         conn, self._conn = self._conn, None
+        fd, self._fd = self._fd, None
         if shm is not None:
             shm.close()
         if conn is not None:
             conn.close()
+        if fd is not None:
+            os.close(fd)
